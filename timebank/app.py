@@ -1,0 +1,72 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from timebank.auth.controller import ApiKeyController, GlobalApiKeyController
+from timebank.config import Settings, get_settings
+from timebank.db import create_engine
+from timebank.errors import exception_handlers
+from timebank.http import provide_principal
+from timebank.ledger.controller import ExchangeController
+from timebank.logs import RequestIdMiddleware, configure_logging
+from timebank.members.controller import MemberController
+from timebank.ops import health, ready
+from timebank.organisations.controller import OrganisationController
+from timebank.timebanks.controller import TimeBankController
+
+API_DESCRIPTION = """A time-banking ledger: one hour of anyone's time earns one time credit.
+
+All amounts are integer minutes. Every error is `application/problem+json` with a stable
+`code`. Authenticate with `Authorization: Bearer <api key>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    engine = create_engine(settings)
+    alchemy = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
+        session_dependency_key="db_session",
+        engine_dependency_key="db_engine",
+        set_default_exception_handler=False,
+        enable_touch_updated_timestamp_listener=False,
+        create_all=False,
+    )
+    return Litestar(
+        route_handlers=[
+            health,
+            ready,
+            TimeBankController,
+            MemberController,
+            OrganisationController,
+            ExchangeController,
+            ApiKeyController,
+            GlobalApiKeyController,
+        ],
+        plugins=[SQLAlchemyPlugin(config=alchemy)],
+        dependencies={"principal": Provide(provide_principal)},
+        exception_handlers=exception_handlers,
+        middleware=[RequestIdMiddleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Timebank ledger API",
+            version="1.0.0",
+            description=API_DESCRIPTION,
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=settings.debug,
+        logging_config=None,
+    )

@@ -1,0 +1,39 @@
+"""Who is calling: the role and scope of the API key, and the checks every use case makes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from timebank.auth.models import Role
+from timebank.errors import Forbidden
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: uuid.UUID | None
+    role: Role
+    timebank_id: uuid.UUID | None = None  # None for a global admin
+    member_id: uuid.UUID | None = None
+
+    @property
+    def is_global_admin(self) -> bool:
+        return self.role is Role.admin and self.timebank_id is None
+
+    def can_access(self, timebank_id: uuid.UUID) -> bool:
+        return self.is_global_admin or self.timebank_id == timebank_id
+
+    def require(self, timebank_id: uuid.UUID | None, *roles: Role) -> None:
+        """Refuse unless the key has one of ``roles`` and is scoped to ``timebank_id``."""
+        if self.role not in roles:
+            raise Forbidden(f"A {self.role.value} key cannot do this")
+        if timebank_id is not None and not self.can_access(timebank_id):
+            raise Forbidden("This key is not scoped to this time bank")
+
+    def require_global_admin(self) -> None:
+        if not self.is_global_admin:
+            raise Forbidden("Only a global admin key can do this")
+
+
+SYSTEM = Principal(key_id=None, role=Role.admin)
+STAFF = (Role.admin, Role.broker)

@@ -1,0 +1,166 @@
+"""API keys: long random secrets with a recognisable prefix, stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.audit import service as audit
+from timebank.auth.models import ApiKey, Role
+from timebank.auth.principal import Principal
+from timebank.db import begin_write, utcnow
+from timebank.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from timebank.members.models import Member
+
+SECRET_PREFIX = "tbk_"
+LAST_USED_LAG = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass
+class CreatedKey:
+    key: ApiKey
+    secret: str
+
+
+async def create_key(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    role: Role,
+    timebank_id: uuid.UUID | None,
+    member_id: uuid.UUID | None = None,
+    label: str | None = None,
+    expires_at: datetime | None = None,
+) -> CreatedKey:
+    """Create a key (caller commits). Brokers may create member keys only; a global key
+    (no time bank) only by a global admin."""
+    if principal.role is Role.broker and role is not Role.member:
+        raise Forbidden("Brokers may create member keys only")
+    if principal.role not in (Role.admin, Role.broker):
+        raise Forbidden("This key cannot create keys")
+    if timebank_id is None:
+        principal.require_global_admin()
+        if role is not Role.admin:
+            raise InvalidInput("role", "a key without a time bank must be an admin key")
+    else:
+        principal.require(timebank_id, Role.admin, Role.broker)
+    if role is Role.member:
+        if member_id is None:
+            raise InvalidInput("member_id", "required for a member key")
+        member = await session.get(Member, member_id)
+        if member is None or member.timebank_id != timebank_id:
+            raise InvalidInput("member_id", "no such member in this time bank")
+    elif member_id is not None:
+        raise InvalidInput("member_id", "only a member key is bound to a member")
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput("expires_at", "must be in the future")
+    secret = new_secret()
+    key = ApiKey(
+        id=uuid.uuid4(),
+        secret_hash=hash_secret(secret),
+        prefix=secret[:12],
+        role=role,
+        timebank_id=timebank_id,
+        member_id=member_id,
+        label=label,
+        created_by_key_id=principal.key_id,
+        expires_at=expires_at,
+        created_at=utcnow(),
+    )
+    session.add(key)
+    await session.flush()
+    await audit.record(
+        session, principal, "api_key.create", timebank_id=timebank_id,
+        target_type="api_key", target_id=key.id, details={"role": role.value},
+    )
+    return CreatedKey(key, secret)
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+    """Resolve a Bearer secret to a principal; 401 for anything missing, unknown, revoked or
+    expired. Revocation is read from the database on every request, so it is immediate in
+    every worker."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("Send Authorization: Bearer <api key>")
+    secret = authorization[7:].strip()
+    if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
+        raise Unauthorized("Unknown API key")
+    digest = hash_secret(secret)
+    key = (
+        await session.execute(select(ApiKey).where(ApiKey.secret_hash == digest))
+    ).scalar_one_or_none()
+    if key is None or not hmac.compare_digest(key.secret_hash, digest):
+        raise Unauthorized("Unknown API key")
+    now = utcnow()
+    if key.revoked_at is not None:
+        raise Unauthorized("This API key was revoked")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise Unauthorized("This API key has expired")
+    principal = Principal(
+        key_id=key.id, role=key.role, timebank_id=key.timebank_id, member_id=key.member_id
+    )
+    stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_LAG
+    await session.rollback()  # end the read; requests start their own transactions
+    if stale:
+        await _touch(session, principal.key_id, now)
+    return principal
+
+
+async def _touch(session: AsyncSession, key_id: uuid.UUID | None, now: datetime) -> None:
+    """Best effort: ``last_used_at`` may lag, so a busy database never fails a request."""
+    try:
+        await begin_write(session)
+        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+        await session.commit()
+    except DBAPIError:
+        await session.rollback()
+
+
+async def revoke_key(
+    session: AsyncSession, principal: Principal, key_id: uuid.UUID, timebank_id: uuid.UUID | None
+) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
+    if key is None or (timebank_id is not None and key.timebank_id != timebank_id):
+        raise NotFound("No such API key")
+    if principal.role is Role.broker and key.role is not Role.member:
+        raise Forbidden("Brokers may revoke member keys only")
+    if key.timebank_id is None:
+        principal.require_global_admin()
+    else:
+        principal.require(key.timebank_id, Role.admin, Role.broker)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await audit.record(
+            session, principal, "api_key.revoke", timebank_id=key.timebank_id,
+            target_type="api_key", target_id=key.id,
+        )
+    return key
+
+
+async def list_keys(
+    session: AsyncSession, principal: Principal, timebank_id: uuid.UUID,
+    after: uuid.UUID | None, limit: int,
+) -> list[ApiKey]:
+    principal.require(timebank_id, Role.admin, Role.broker)
+    stmt = select(ApiKey).where(ApiKey.timebank_id == timebank_id)
+    if principal.role is Role.broker:
+        stmt = stmt.where(ApiKey.role == Role.member)
+    if after is not None:
+        stmt = stmt.where(ApiKey.id > after)
+    return list((await session.execute(stmt.order_by(ApiKey.id).limit(limit + 1))).scalars())

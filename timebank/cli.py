@@ -1,0 +1,197 @@
+"""The ``timebank`` command: serve, database migrations, API keys, demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from timebank.config import get_settings
+
+T = TypeVar("T")
+
+
+def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    from timebank.db import create_engine
+
+    async def run() -> T:
+        engine = create_engine(get_settings())
+        try:
+            async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+                return await fn(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _upgrade() -> None:
+    from alembic import command
+
+    from timebank.ops import alembic_config
+
+    command.upgrade(alembic_config(get_settings().database_url), "head")
+
+
+@click.group()
+def main() -> None:
+    """Timebank ledger service."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--demo", is_flag=True, help="Create a demo time bank and print an admin key.")
+def serve(host: str, port: int, workers: int, demo: bool) -> None:
+    """Apply pending migrations (once, before workers start), then serve."""
+    import uvicorn
+
+    _upgrade()
+    if demo:
+        _demo(host, port)
+    uvicorn.run(
+        "timebank.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_config=None, access_log=False, timeout_keep_alive=5,
+    )
+
+
+def _demo(host: str, port: int) -> None:
+    from timebank.auth.models import Role
+    from timebank.auth.principal import SYSTEM
+    from timebank.auth.service import create_key
+    from timebank.demo import create_demo
+    from timebank.timebanks.models import TimeBank
+
+    async def run(session: AsyncSession) -> tuple[str, str, bool]:
+        tb = (await session.execute(select(TimeBank).where(TimeBank.slug == "demo"))).scalar()
+        created = tb is None
+        if tb is None:
+            tb = await create_demo(session, "demo")
+        key = await create_key(session, SYSTEM, role=Role.admin, timebank_id=tb.id, label="demo")
+        await session.commit()
+        return tb.slug, key.secret, created
+
+    slug, secret, created = _with_session(run)
+    base = f"http://{host}:{port}"
+    click.echo(
+        f"\nDemo time bank '{slug}' {'created' if created else 'already there'}.\n"
+        f"Admin key for it (shown once): {secret}\n\nTry:\n"
+        f"  curl -s -H 'Authorization: Bearer {secret}' {base}/v1/timebanks/{slug}/members\n"
+        f"API docs: {base}/schema\n",
+        err=True,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Upgrade to REVISION (default: head)."""
+    from alembic import command
+
+    from timebank.ops import alembic_config
+
+    command.upgrade(alembic_config(get_settings().database_url), revision)
+
+
+@db.command()
+@click.argument("revision", default="-1")
+def downgrade(revision: str) -> None:
+    """Downgrade to REVISION (default: one step back; 'base' for an empty database)."""
+    from alembic import command
+
+    from timebank.ops import alembic_config
+
+    command.downgrade(alembic_config(get_settings().database_url), revision)
+
+
+@db.command()
+def current() -> None:
+    """Show the current revision."""
+    from alembic import command
+
+    from timebank.ops import alembic_config
+
+    command.current(alembic_config(get_settings().database_url), verbose=False)
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(["admin", "broker", "funder"]), required=True)
+@click.option("--timebank", "slug", default=None, help="Scope to one time bank (default: global).")
+@click.option("--label", default=None)
+def keys_create(role: str, slug: str | None, label: str | None) -> None:
+    """Create a key and print its secret alone on stdout."""
+    from timebank.auth.models import Role
+    from timebank.auth.principal import SYSTEM
+    from timebank.auth.service import create_key
+    from timebank.errors import DomainError
+    from timebank.timebanks.models import TimeBank
+
+    async def run(session: AsyncSession) -> str:
+        tb_id = None
+        if slug is not None:
+            tb = (await session.execute(select(TimeBank).where(TimeBank.slug == slug))).scalar()
+            if tb is None:
+                raise click.ClickException(f"no time bank '{slug}'")
+            tb_id = tb.id
+        try:
+            created = await create_key(session, SYSTEM, role=Role(role), timebank_id=tb_id, label=label)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+        await session.commit()
+        return created.secret
+
+    click.echo(_with_session(run))
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (never secrets)."""
+    from timebank.auth.models import ApiKey
+
+    async def run(session: AsyncSession) -> list[Any]:
+        return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars())
+
+    for k in _with_session(run):
+        state = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.id}  {k.prefix}…  {k.role.value:7} {k.timebank_id or 'global'}  {state}  {k.label or ''}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id."""
+    import uuid
+
+    from timebank.auth.principal import SYSTEM
+    from timebank.auth.service import revoke_key
+    from timebank.errors import DomainError
+
+    async def run(session: AsyncSession) -> None:
+        try:
+            await revoke_key(session, SYSTEM, uuid.UUID(key_id), None)
+        except (DomainError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        await session.commit()
+
+    _with_session(run)
+    click.echo(f"revoked {key_id}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Domain errors (no HTTP in them) and their one mapping to RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.openapi.datastructures import ResponseSpec
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from timebank.logs import request_id_var
+
+log = logging.getLogger("timebank.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class DomainError(Exception):
+    """A refused request. Subclasses name a stable ``code``; the HTTP status is mapped here."""
+
+    code = "error"
+    status = 400
+    title = "Error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class MalformedRequest(DomainError):
+    code, status, title = "malformed_request", 400, "Malformed request"
+
+
+class Unauthorized(DomainError):
+    code, status, title = "unauthorized", 401, "Unauthorized"
+
+
+class Forbidden(DomainError):
+    code, status, title = "forbidden", 403, "Forbidden"
+
+
+class NotFound(DomainError):
+    code, status, title = "not_found", 404, "Not found"
+
+
+class InvalidInput(DomainError):
+    """422 with a list of ``{"field", "message"}``."""
+
+    code, status, title = "validation_error", 422, "Validation error"
+
+    def __init__(self, field: str, message: str, *more: tuple[str, str]) -> None:
+        errors = [{"field": field, "message": message}] + [
+            {"field": f, "message": m} for f, m in more
+        ]
+        super().__init__(f"{field}: {message}", errors=errors)
+
+
+class BalanceLimitExceeded(DomainError):
+    code, status, title = "balance_limit_exceeded", 409, "Balance limit exceeded"
+
+
+class PartyInactive(DomainError):
+    code, status, title = "party_inactive", 409, "Party inactive"
+
+
+class AlreadyReversed(DomainError):
+    code, status, title = "already_reversed", 409, "Already reversed"
+
+
+class NotReversible(DomainError):
+    code, status, title = "not_reversible", 409, "Not reversible"
+
+
+class NotPending(DomainError):
+    code, status, title = "not_pending", 409, "Not pending"
+
+
+class IdempotencyKeyReused(DomainError):
+    code, status, title = "idempotency_key_reused", 422, "Idempotency key reused"
+
+
+class IdempotencyInFlight(DomainError):
+    code, status, title = "idempotency_in_flight", 409, "Idempotency key in flight"
+
+
+class Duplicate(DomainError):
+    code, status, title = "duplicate", 409, "Duplicate"
+
+
+class PayloadTooLarge(DomainError):
+    code, status, title = "payload_too_large", 413, "Payload too large"
+
+
+class RateLimited(DomainError):
+    code, status, title = "rate_limited", 429, "Rate limited"
+
+
+class Unavailable(DomainError):
+    code, status, title = "unavailable", 503, "Service unavailable"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error response of this API."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, str]] | None = None
+    request_id: str | None = None
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, **extra: Any
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": f"https://timebank.example/problems/{code.replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    rid = request_id_var.get()
+    if rid:
+        body.setdefault("request_id", rid)
+    headers = {}
+    if status == 429 and "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _from_domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+
+def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        errors = []
+        for item in exc.extra if isinstance(exc.extra, list) else []:
+            if isinstance(item, dict):
+                errors.append(
+                    {"field": str(item.get("key") or "body"), "message": str(item.get("message"))}
+                )
+        if not errors:
+            errors = [{"field": "body", "message": str(exc.detail)}]
+        return problem_response(
+            422,
+            "validation_error",
+            "Validation error",
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            errors=errors,
+        )
+    if status == 413:
+        return problem_response(413, "payload_too_large", "Payload too large", "Body over limit")
+    if status == 400:
+        return problem_response(400, "malformed_request", "Malformed request", str(exc.detail))
+    if isinstance(exc, NotAuthorizedException) or status == 401:
+        return problem_response(401, "unauthorized", "Unauthorized", str(exc.detail))
+    if isinstance(exc, PermissionDeniedException) or status == 403:
+        return problem_response(403, "forbidden", "Forbidden", str(exc.detail))
+    if isinstance(exc, NotFoundException) or status == 404:
+        return problem_response(404, "not_found", "Not found", str(exc.detail))
+    if status == 405:
+        return problem_response(405, "method_not_allowed", "Method not allowed", str(exc.detail))
+    if status == 429:
+        return problem_response(429, "rate_limited", "Rate limited", str(exc.detail))
+    if status >= 500:
+        log.error("http error %s: %s", status, exc.detail)
+        return problem_response(status, "internal_error", "Internal error", "Internal error")
+    return problem_response(status, "http_error", "HTTP error", str(exc.detail))
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    if isinstance(exc, PoolTimeoutError | ConnectionError | OSError | InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(getattr(exc, "connection_invalidated", False))
+    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+
+
+def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if _is_unavailable(exc):
+        log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        return problem_response(503, "unavailable", "Service unavailable", "Database unreachable")
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(
+        500, "internal_error", "Internal error", "An unexpected error occurred; see request_id."
+    )
+
+
+exception_handlers: dict[type[Exception], Any] = {
+    DomainError: _from_domain,
+    HTTPException: _from_http,
+    Exception: _from_unexpected,
+}
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (`malformed_request`): the body is not valid JSON",
+    401: "Missing, unknown, revoked or expired API key (`unauthorized`)",
+    403: "The key's role or scope does not allow this (`forbidden`)",
+    404: "Unknown time bank or resource (`not_found`)",
+    409: "Conflict with the ledger's state (see `code`)",
+    413: "Body over 1 MiB (`payload_too_large`)",
+    422: "Invalid input (`validation_error`, `idempotency_key_reused`)",
+    429: "Rate limited (`rate_limited`), see Retry-After",
+    503: "Database unreachable (`unavailable`)",
+}
+
+
+def problems(*statuses: int, conflict: Sequence[str] = ()) -> dict[int, ResponseSpec]:
+    """OpenAPI error responses for a route: the given statuses plus 401 and 503, always."""
+    out: dict[int, ResponseSpec] = {}
+    for status in sorted({*statuses, 401, 503}):
+        desc = _DESCRIPTIONS[status]
+        if status == 409 and conflict:
+            desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)
+        out[status] = ResponseSpec(
+            data_container=Problem, description=desc, media_type=PROBLEM_JSON
+        )
+    return out

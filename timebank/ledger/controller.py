@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.auth.principal import Principal
+from timebank.errors import InvalidInput, problems
+from timebank.http import IdempotencyKeyHeader, create_response
+from timebank.ledger import service
+from timebank.ledger.batch import BatchRejected, record_batch
+from timebank.ledger.models import ExchangeKind, ExchangeStatus
+from timebank.ledger.schemas import (
+    BatchOut,
+    BatchRequest,
+    ExchangeCreate,
+    ExchangeOut,
+    ReverseRequest,
+)
+from timebank.members.service import get_member
+from timebank.organisations.service import get_organisation
+from timebank.pagination import Page, check_limit, decode_cursor, encode_cursor
+from timebank.timebanks.service import get_by_slug
+
+EXCHANGE_CONFLICTS = ["balance_limit_exceeded", "party_inactive", "duplicate",
+                      "idempotency_in_flight"]
+
+
+class ExchangeController(Controller):
+    path = "/v1/timebanks/{tb:str}/exchanges"
+    tags = ["exchanges"]
+
+    @post("/", responses=problems(400, 403, 404, 409, 413, 422, conflict=EXCHANGE_CONFLICTS),
+          summary="Record an exchange",
+          description="Simple form (`provider`, `recipient`, `minutes`) or group form "
+          "(`providers`, `recipients`). Providers are credited, recipients debited. "
+          "Send `Idempotency-Key` to make retries safe.")
+    async def create(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        tb: str, data: ExchangeCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[ExchangeOut]:
+        async def effect(s: AsyncSession) -> ExchangeOut:
+            bank = await get_by_slug(s, principal, tb)
+            return service.view(await service.record_exchange(s, principal, bank, data))
+
+        return await create_response(request, db_session, principal, effect)
+
+    @post("/batch", status_code=200, responses=problems(400, 403, 404, 409, 413, 422,
+          conflict=["idempotency_in_flight"]), summary="Record up to 1000 exchanges in order",
+          description="Each result carries its own status. With `atomic: true` nothing is "
+          "recorded unless every item is; refused items carry their error and the others "
+          "status 424 `batch_aborted`.")
+    async def batch(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        tb: str, data: BatchRequest, idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[BatchOut]:
+        async def effect(s: AsyncSession) -> BatchOut:
+            bank = await get_by_slug(s, principal, tb)
+            return await record_batch(s, principal, bank, data.exchanges, data.atomic)
+
+        try:
+            return await create_response(request, db_session, principal, effect, status=200)
+        except BatchRejected as rejected:
+            return Response(rejected.out, status_code=200)
+
+    @get("/", responses=problems(403, 404, 422))
+    async def list_(
+        self, db_session: AsyncSession, principal: Principal, tb: str,
+        member_id: uuid.UUID | None = None, organisation_id: uuid.UUID | None = None,
+        category: str | None = Parameter(default=None, max_length=63),
+        status: ExchangeStatus | None = None, kind: ExchangeKind | None = None,
+        date_from: date | None = Parameter(query="from", default=None),
+        date_to: date | None = Parameter(query="to", default=None),
+        limit: int | None = None, cursor: str | None = None,
+    ) -> Page[ExchangeOut]:
+        bank = await get_by_slug(db_session, principal, tb)
+        n = check_limit(limit)
+        filters = service.ExchangeFilters(
+            category=category, status=status, kind=kind, date_from=date_from, date_to=date_to
+        )
+        if member_id is not None and organisation_id is not None:
+            raise InvalidInput("member_id", "filter by a member or an organisation, not both")
+        if member_id is not None:
+            filters.account_id = (await get_member(db_session, bank, member_id)).account_id
+        if organisation_id is not None:
+            org = await get_organisation(db_session, bank, organisation_id)
+            filters.account_id = org.account_id
+        raw = decode_cursor(cursor)
+        try:
+            after = uuid.UUID(raw) if raw else None
+        except ValueError as exc:
+            raise InvalidInput("cursor", "not a cursor this API gave out") from exc
+        rows = await service.list_exchanges(db_session, principal, bank, filters, after, n)
+        nxt = None
+        if len(rows) > n:
+            rows = rows[:n]
+            nxt = encode_cursor(rows[-1].id)
+        return Page(items=rows, next_cursor=nxt)
+
+    @get("/{exchange_id:uuid}", responses=problems(403, 404))
+    async def get_one(
+        self, db_session: AsyncSession, principal: Principal, tb: str, exchange_id: uuid.UUID
+    ) -> ExchangeOut:
+        bank = await get_by_slug(db_session, principal, tb)
+        return await service.get_exchange(db_session, principal, bank, exchange_id)
+
+    @post("/{exchange_id:uuid}/reverse", responses=problems(400, 403, 404, 409, 413, 422,
+          conflict=["already_reversed", "not_reversible"]),
+          summary="Reverse a recorded exchange (broker)",
+          description="Posts the mirror image as a new exchange of kind `reversal`; ignores "
+          "limits and party status; at most once per exchange.")
+    async def reverse(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        tb: str, exchange_id: uuid.UUID, data: ReverseRequest,
+        idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[ExchangeOut]:
+        async def effect(s: AsyncSession) -> ExchangeOut:
+            bank = await get_by_slug(s, principal, tb)
+            posted = await service.reverse_exchange(s, principal, bank, exchange_id, data.reason)
+            return service.view(posted)
+
+        return await create_response(request, db_session, principal, effect)

@@ -1,0 +1,772 @@
+"""The ledger: recording, reversing and reading exchanges.
+
+Money-flow rules (SPEC §2):
+- amounts are integer minutes; providers are credited (+), recipients debited (−);
+- an exchange's postings sum to zero, none is zero, and they are never changed;
+- a write that leaves an account outside its limits *and further outside than before* is
+  refused; reversals and audited broker overrides are exempt;
+- affected accounts are locked in id order and updated with a conditional UPDATE, so the
+  limit check is atomic under any concurrency.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.audit import service as audit
+from timebank.auth.principal import STAFF, Principal
+from timebank.db import utcnow, uuid7
+from timebank.errors import (
+    AlreadyReversed,
+    BalanceLimitExceeded,
+    Duplicate,
+    InvalidInput,
+    NotFound,
+    NotReversible,
+    PartyInactive,
+)
+from timebank.ledger.models import (
+    Account,
+    Exchange,
+    ExchangeKind,
+    ExchangeStatus,
+    OwnerType,
+    Posting,
+)
+from timebank.ledger.schemas import (
+    AccountOut,
+    AccountPatch,
+    BalanceOut,
+    ExchangeCreate,
+    ExchangeOut,
+    LoggedBy,
+    PartyRef,
+    PostingOut,
+)
+from timebank.members.models import Member, MemberStatus
+from timebank.organisations.models import Organisation, OrganisationStatus
+from timebank.timebanks.models import Category, TimeBank
+from timebank.timebanks.service import today
+
+SERVICE_KINDS = {
+    (OwnerType.member, OwnerType.member): ExchangeKind.p2p,
+    (OwnerType.member, OwnerType.organisation): ExchangeKind.p2o,
+    (OwnerType.organisation, OwnerType.member): ExchangeKind.o2p,
+    (OwnerType.organisation, OwnerType.organisation): ExchangeKind.o2o,
+}
+
+
+@dataclass(frozen=True)
+class Party:
+    """A resolved party: whose account, and whether it may take part in new exchanges."""
+
+    owner_type: OwnerType
+    owner_id: uuid.UUID
+    account_id: uuid.UUID
+    active: bool
+
+
+@dataclass
+class Leg:
+    account_id: uuid.UUID
+    minutes: int  # signed: + credited, − debited
+
+
+@dataclass
+class Posted:
+    exchange: Exchange
+    postings: list[PostingOut] = field(default_factory=list)
+    category: str | None = None
+    reversed_by: uuid.UUID | None = None
+
+
+# --- limits -------------------------------------------------------------------------------
+
+
+def effective_limits(account: Account, tb: TimeBank) -> tuple[int | None, int | None]:
+    if account.custom_limits:
+        return account.min_balance_minutes, account.max_balance_minutes
+    if account.owner_type is OwnerType.member:
+        return tb.member_min_balance_minutes, tb.member_max_balance_minutes
+    if account.owner_type is OwnerType.organisation:
+        return tb.organisation_min_balance_minutes, tb.organisation_max_balance_minutes
+    return None, None
+
+
+async def _apply_legs(
+    session: AsyncSession, tb: TimeBank, legs: Sequence[Leg], *, enforce_limits: bool
+) -> dict[uuid.UUID, int]:
+    """Lock the accounts in id order and move their balances; return each balance after.
+
+    The limit is part of the UPDATE's WHERE clause: a debit may not take the balance below
+    the minimum, a credit may not take it above the maximum; a movement towards the range is
+    always allowed.
+    """
+    deltas: dict[uuid.UUID, int] = defaultdict(int)
+    for leg in legs:
+        deltas[leg.account_id] += leg.minutes
+    ids = sorted(deltas)
+    accounts = {
+        a.id: a
+        for a in (
+            await session.execute(
+                select(Account).where(Account.id.in_(ids)).order_by(Account.id).with_for_update()
+            )
+        ).scalars()
+    }
+    after: dict[uuid.UUID, int] = {}
+    for account_id in ids:
+        delta = deltas[account_id]
+        account = accounts[account_id]
+        conditions = [Account.id == account_id]
+        if enforce_limits:
+            lo, hi = effective_limits(account, tb)
+            if delta < 0 and lo is not None:
+                conditions.append(Account.balance_minutes + delta >= lo)
+            if delta > 0 and hi is not None:
+                conditions.append(Account.balance_minutes + delta <= hi)
+        result = await session.execute(
+            update(Account)
+            .where(*conditions)
+            .values(
+                balance_minutes=Account.balance_minutes + delta,
+                earned_minutes=Account.earned_minutes + max(delta, 0),
+                spent_minutes=Account.spent_minutes + max(-delta, 0),
+            )
+            .returning(Account.balance_minutes)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.first()
+        if row is None:
+            lo, hi = effective_limits(account, tb)
+            raise BalanceLimitExceeded(
+                f"Account {account_id} would go outside its limits [{lo}, {hi}]",
+                account_id=str(account_id),
+            )
+        after[account_id] = int(row[0])
+    return after
+
+
+# --- posting --------------------------------------------------------------------------------
+
+
+async def post_exchange(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    *,
+    kind: ExchangeKind,
+    legs: list[Leg],
+    occurred_on: date,
+    category: Category | None = None,
+    description: str | None = None,
+    external_ref: str | None = None,
+    reverses: uuid.UUID | None = None,
+    override_reason: str | None = None,
+    reason: str | None = None,
+    enforce_limits: bool = True,
+    simple_parties: tuple[uuid.UUID, uuid.UUID] | None = None,
+) -> Posted:
+    """Move balances and write the exchange with its postings, in the caller's transaction.
+
+    Postings go in first and the exchange row last: the database checks, when a recorded
+    exchange appears, that its postings are at least two and sum to zero.
+    """
+    assert sum(leg.minutes for leg in legs) == 0 and all(leg.minutes for leg in legs)
+    after = await _apply_legs(session, tb, legs, enforce_limits=enforce_limits)
+    exchange_id = uuid7()
+    now = utcnow()
+    await session.execute(
+        insert(Posting),
+        [
+            {
+                "exchange_id": exchange_id,
+                "account_id": leg.account_id,
+                "minutes": leg.minutes,
+                "balance_after_minutes": after[leg.account_id],
+            }
+            for leg in legs
+        ],
+    )
+    exchange = Exchange(
+        id=exchange_id,
+        timebank_id=tb.id,
+        status=ExchangeStatus.recorded,
+        kind=kind,
+        minutes=sum(leg.minutes for leg in legs if leg.minutes > 0),
+        category_id=category.id if category else None,
+        occurred_on=occurred_on,
+        recorded_at=now,
+        description=description,
+        external_ref=external_ref,
+        reverses=reverses,
+        provider_account_id=simple_parties[0] if simple_parties else None,
+        recipient_account_id=simple_parties[1] if simple_parties else None,
+        logged_by_key_id=principal.key_id,
+        logged_by_role=principal.role.value,
+        override_reason=override_reason,
+        reason=reason,
+    )
+    session.add(exchange)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        msg = str(exc.orig).lower()
+        if "external_ref" in msg:
+            raise _duplicate_ref(external_ref) from exc
+        if "reverses" in msg:
+            raise AlreadyReversed("This exchange was already reversed") from exc
+        raise
+    return Posted(
+        exchange,
+        [PostingOut(account_id=leg.account_id, minutes=leg.minutes) for leg in legs],
+        category.slug if category else None,
+    )
+
+
+def _duplicate_ref(ref: str | None) -> Duplicate:
+    return Duplicate(f"external_ref '{ref}' was already recorded in this time bank")
+
+
+async def resolve_party(
+    session: AsyncSession, tb: TimeBank, ref: PartyRef, field_name: str
+) -> Party:
+    if ref.member_id is not None:
+        m = await session.get(Member, ref.member_id)
+        if m is None or m.timebank_id != tb.id:
+            raise InvalidInput(field_name, "no such member in this time bank")
+        return Party(OwnerType.member, m.id, m.account_id, m.status is MemberStatus.active)
+    if ref.organisation_id is not None:
+        o = await session.get(Organisation, ref.organisation_id)
+        if o is None or o.timebank_id != tb.id:
+            raise InvalidInput(field_name, "no such organisation in this time bank")
+        return Party(
+            OwnerType.organisation, o.id, o.account_id, o.status is OrganisationStatus.active
+        )
+    if ref.account_id != tb.pool_account_id:
+        raise InvalidInput(field_name, "account_id must be this time bank's pool account")
+    return Party(OwnerType.pool, tb.id, ref.account_id, True)
+
+
+async def _category(
+    session: AsyncSession, tb: TimeBank, slug: str | None, needed: bool
+) -> Category | None:
+    if not needed:
+        if slug is not None:
+            raise InvalidInput("category", "pool grants and donations have no category")
+        return None
+    if slug is None:
+        raise InvalidInput("category", "required for a service exchange")
+    cat = (
+        await session.execute(
+            select(Category).where(Category.timebank_id == tb.id, Category.slug == slug)
+        )
+    ).scalar_one_or_none()
+    if cat is None:
+        raise InvalidInput("category", f"unknown category '{slug}'")
+    return cat
+
+
+async def record_exchange(
+    session: AsyncSession, principal: Principal, tb: TimeBank, data: ExchangeCreate
+) -> Posted:
+    """Record an exchange logged by a broker or admin (caller commits).
+
+    validate → resolve parties → check status → lock accounts in id order and check limits →
+    insert postings and exchange → audit.
+    """
+    principal.require(tb.id, *STAFF)
+    if data.override_limits and principal.role not in STAFF:
+        raise InvalidInput("override_limits", "only brokers and admins may override limits")
+    occurred_on = data.occurred_on or today(tb)
+    if occurred_on > today(tb):
+        raise InvalidInput("occurred_on", "is after today in this time bank's time zone")
+
+    if data.is_group:
+        assert data.providers is not None and data.recipients is not None
+        sides = [
+            ("providers", [(leg.party, leg.minutes) for leg in data.providers], 1),
+            ("recipients", [(leg.party, leg.minutes) for leg in data.recipients], -1),
+        ]
+    else:
+        assert data.provider and data.recipient and data.minutes
+        sides = [
+            ("provider", [(data.provider, data.minutes)], 1),
+            ("recipient", [(data.recipient, data.minutes)], -1),
+        ]
+
+    legs: list[Leg] = []
+    side_types: list[OwnerType] = []
+    seen: set[uuid.UUID] = set()
+    for name, entries, sign in sides:
+        types = set()
+        for i, (ref, minutes) in enumerate(entries):
+            label = f"{name}[{i}]" if data.is_group else name
+            if minutes > tb.max_exchange_minutes:
+                raise InvalidInput(
+                    f"{label}.minutes" if data.is_group else "minutes",
+                    f"over this time bank's max_exchange_minutes ({tb.max_exchange_minutes})",
+                )
+            party = await resolve_party(session, tb, ref, label)
+            if party.account_id in seen:
+                raise InvalidInput(label, "a party is given twice")
+            seen.add(party.account_id)
+            if not party.active:
+                raise PartyInactive(f"{label} is not active (suspended, left or erased)")
+            if data.is_group and party.owner_type is OwnerType.pool:
+                raise InvalidInput(label, "the pool cannot take part in a group exchange")
+            types.add(party.owner_type)
+            legs.append(Leg(party.account_id, sign * minutes))
+        if len(types) != 1:
+            raise InvalidInput(name, "all parties on one side must be of one type")
+        side_types.append(types.pop())
+
+    if data.is_group:
+        credited = sum(leg.minutes for leg in legs if leg.minutes > 0)
+        debited = -sum(leg.minutes for leg in legs if leg.minutes < 0)
+        if credited != debited:
+            raise InvalidInput(
+                "recipients", f"credited total {credited} != debited total {debited}"
+            )
+
+    provider_type, recipient_type = side_types
+    if recipient_type is OwnerType.pool:
+        kind = ExchangeKind.pool_grant
+    elif provider_type is OwnerType.pool:
+        kind = ExchangeKind.pool_donation
+    else:
+        kind = SERVICE_KINDS[(provider_type, recipient_type)]
+    category = await _category(
+        session, tb, data.category, kind not in (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
+    )
+    if data.external_ref is not None:
+        taken = await session.execute(
+            select(Exchange.id).where(
+                Exchange.timebank_id == tb.id, Exchange.external_ref == data.external_ref
+            )
+        )
+        if taken.first():
+            raise _duplicate_ref(data.external_ref)
+
+    posted = await post_exchange(
+        session,
+        principal,
+        tb,
+        kind=kind,
+        legs=legs,
+        occurred_on=occurred_on,
+        category=category,
+        description=data.description,
+        external_ref=data.external_ref,
+        override_reason=data.override_reason if data.override_limits else None,
+        enforce_limits=not data.override_limits,
+        simple_parties=None if data.is_group else (legs[0].account_id, legs[1].account_id),
+    )
+    await audit.record(
+        session,
+        principal,
+        "exchange.override" if data.override_limits else "exchange.record",
+        timebank_id=tb.id,
+        target_type="exchange",
+        target_id=posted.exchange.id,
+        reason=data.override_reason if data.override_limits else None,
+        details={"kind": kind.value, "accounts": [str(leg.account_id) for leg in legs]},
+    )
+    return posted
+
+
+async def reverse_exchange(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    exchange_id: uuid.UUID,
+    reason: str,
+) -> Posted:
+    """Post the mirror image of a recorded exchange, once. Ignores limits and party status."""
+    principal.require(tb.id, *STAFF)
+    original = await _get_exchange(session, tb, exchange_id)
+    if original.kind is ExchangeKind.reversal:
+        raise NotReversible("A reversal cannot be reversed")
+    if original.status is not ExchangeStatus.recorded:
+        raise NotReversible(f"Only a recorded exchange can be reversed (this one is {original.status.value})")
+    if await _reversed_by(session, [original.id]):
+        raise AlreadyReversed("This exchange was already reversed")
+    rows = (
+        await session.execute(
+            select(Posting.account_id, Posting.minutes)
+            .where(Posting.exchange_id == original.id)
+            .order_by(Posting.id)
+        )
+    ).all()
+    legs = [Leg(account_id, -minutes) for account_id, minutes in rows]
+    posted = await post_exchange(
+        session,
+        principal,
+        tb,
+        kind=ExchangeKind.reversal,
+        legs=legs,
+        occurred_on=today(tb),
+        description=f"Reversal of {original.id}",
+        reverses=original.id,
+        reason=reason,
+        enforce_limits=False,
+    )
+    await audit.record(
+        session, principal, "exchange.reverse", timebank_id=tb.id, target_type="exchange",
+        target_id=original.id, reason=reason, details={"reversal_id": str(posted.exchange.id)},
+    )
+    return posted
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+async def _get_exchange(session: AsyncSession, tb: TimeBank, exchange_id: uuid.UUID) -> Exchange:
+    ex = await session.get(Exchange, exchange_id)
+    if ex is None or ex.timebank_id != tb.id:
+        raise NotFound("No such exchange in this time bank")
+    return ex
+
+
+async def _reversed_by(
+    session: AsyncSession, ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Exchange.reverses, Exchange.id).where(Exchange.reverses.in_(ids))
+    )
+    return {orig: rev for orig, rev in rows.all() if orig is not None}
+
+
+async def load_views(session: AsyncSession, exchanges: Sequence[Exchange]) -> list[ExchangeOut]:
+    """Exchange views with postings, category slug and ``reversed_by``, in three queries."""
+    ids = [e.id for e in exchanges]
+    postings: dict[uuid.UUID, list[PostingOut]] = defaultdict(list)
+    if ids:
+        for ex_id, account_id, minutes in (
+            await session.execute(
+                select(Posting.exchange_id, Posting.account_id, Posting.minutes)
+                .where(Posting.exchange_id.in_(ids))
+                .order_by(Posting.id)
+            )
+        ).all():
+            postings[ex_id].append(PostingOut(account_id=account_id, minutes=minutes))
+    cat_ids = {e.category_id for e in exchanges if e.category_id}
+    cats: dict[uuid.UUID, str] = {}
+    if cat_ids:
+        cats = dict(
+            (await session.execute(select(Category.id, Category.slug).where(Category.id.in_(cat_ids)))).all()  # type: ignore[arg-type]
+        )
+    rev = await _reversed_by(session, ids)
+    return [
+        view(Posted(e, postings[e.id], cats.get(e.category_id) if e.category_id else None, rev.get(e.id)))
+        for e in exchanges
+    ]
+
+
+def view(p: Posted) -> ExchangeOut:
+    e = p.exchange
+    return ExchangeOut(
+        id=e.id,
+        status=e.status.value,
+        kind=e.kind.value,
+        minutes=e.minutes,
+        category=p.category,
+        occurred_on=e.occurred_on,
+        recorded_at=e.recorded_at,
+        description=e.description,
+        external_ref=e.external_ref,
+        postings=p.postings,
+        reverses=e.reverses,
+        reversed_by=p.reversed_by,
+        logged_by=LoggedBy(key_id=e.logged_by_key_id, role=e.logged_by_role),
+        proposed_by=e.proposed_by,
+        decided_by=e.decided_by,
+        decided_at=e.decided_at,
+        reason=e.reason,
+        override_reason=e.override_reason,
+    )
+
+
+async def get_exchange(
+    session: AsyncSession, principal: Principal, tb: TimeBank, exchange_id: uuid.UUID
+) -> ExchangeOut:
+    principal.require(tb.id, *STAFF)
+    ex = await _get_exchange(session, tb, exchange_id)
+    return (await load_views(session, [ex]))[0]
+
+
+@dataclass
+class ExchangeFilters:
+    account_id: uuid.UUID | None = None
+    category: str | None = None
+    status: ExchangeStatus | None = None
+    kind: ExchangeKind | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+async def list_exchanges(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    filters: ExchangeFilters,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[ExchangeOut]:
+    principal.require(tb.id, *STAFF)
+    stmt = select(Exchange).where(Exchange.timebank_id == tb.id)
+    if filters.account_id is not None:
+        acc = filters.account_id
+        stmt = stmt.where(
+            or_(
+                Exchange.id.in_(select(Posting.exchange_id).where(Posting.account_id == acc)),
+                Exchange.provider_account_id == acc,
+                Exchange.recipient_account_id == acc,
+            )
+        )
+    if filters.category is not None:
+        stmt = stmt.join(Category, Category.id == Exchange.category_id).where(
+            Category.slug == filters.category
+        )
+    if filters.status is not None:
+        stmt = stmt.where(Exchange.status == filters.status)
+    if filters.kind is not None:
+        stmt = stmt.where(Exchange.kind == filters.kind)
+    if filters.date_from is not None:
+        stmt = stmt.where(Exchange.occurred_on >= filters.date_from)
+    if filters.date_to is not None:
+        stmt = stmt.where(Exchange.occurred_on <= filters.date_to)
+    if after is not None:
+        stmt = stmt.where(Exchange.id > after)
+    rows = list((await session.execute(stmt.order_by(Exchange.id).limit(limit + 1))).scalars())
+    return await load_views(session, rows)
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+async def get_account(session: AsyncSession, tb: TimeBank, account_id: uuid.UUID) -> Account:
+    acc = await session.get(Account, account_id)
+    if acc is None or acc.timebank_id != tb.id:
+        raise NotFound("No such account in this time bank")
+    return acc
+
+
+def account_view(acc: Account, tb: TimeBank) -> AccountOut:
+    lo, hi = effective_limits(acc, tb)
+    return AccountOut(
+        id=acc.id,
+        owner={"type": acc.owner_type.value, "id": str(acc.owner_id)},
+        balance_minutes=acc.balance_minutes,
+        min_balance_minutes=lo,
+        max_balance_minutes=hi,
+        custom_limits=acc.custom_limits,
+    )
+
+
+async def patch_account(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    account_id: uuid.UUID,
+    patch: AccountPatch,
+    fields: set[str],
+) -> Account:
+    """Set an account's own limits (broker, audited). A limit that the balance is already
+    outside of is allowed: the account can then only move back towards its range."""
+    principal.require(tb.id, *STAFF)
+    acc = (
+        await session.execute(
+            select(Account).where(Account.id == account_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if acc is None or acc.timebank_id != tb.id:
+        raise NotFound("No such account in this time bank")
+    if patch.use_defaults:
+        acc.custom_limits = False
+        acc.min_balance_minutes = acc.max_balance_minutes = None
+    else:
+        lo, hi = effective_limits(acc, tb)
+        if "min_balance_minutes" in fields:
+            lo = patch.min_balance_minutes
+        if "max_balance_minutes" in fields:
+            hi = patch.max_balance_minutes
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidInput("min_balance_minutes", "greater than max_balance_minutes")
+        acc.custom_limits = True
+        acc.min_balance_minutes, acc.max_balance_minutes = lo, hi
+    await session.flush()
+    await audit.record(
+        session, principal, "account.limits", timebank_id=tb.id, target_type="account",
+        target_id=acc.id, details={"fields": sorted(fields)},
+    )
+    return acc
+
+
+async def balance(session: AsyncSession, tb: TimeBank, account_id: uuid.UUID) -> BalanceOut:
+    acc = await get_account(session, tb, account_id)
+    pending = (
+        await session.execute(
+            select(
+                func.coalesce(
+                    func.sum(Exchange.minutes).filter(Exchange.provider_account_id == account_id), 0
+                ),
+                func.coalesce(
+                    func.sum(Exchange.minutes).filter(Exchange.recipient_account_id == account_id), 0
+                ),
+            ).where(
+                Exchange.status == ExchangeStatus.pending,
+                or_(
+                    Exchange.provider_account_id == account_id,
+                    Exchange.recipient_account_id == account_id,
+                ),
+            )
+        )
+    ).one()
+    lo, hi = effective_limits(acc, tb)
+    return BalanceOut(
+        account_id=acc.id,
+        balance_minutes=acc.balance_minutes,
+        earned_minutes=acc.earned_minutes,
+        spent_minutes=acc.spent_minutes,
+        pending_in_minutes=int(pending[0]),
+        pending_out_minutes=int(pending[1]),
+        min_balance_minutes=lo,
+        max_balance_minutes=hi,
+        as_of=utcnow(),
+    )
+
+
+async def owner_names(
+    session: AsyncSession, account_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, uuid.UUID, str]]:
+    """account id → (owner type, owner id, display name)."""
+    ids = list(set(account_ids))
+    out: dict[uuid.UUID, tuple[str, uuid.UUID, str]] = {}
+    if not ids:
+        return out
+    for acc_id, mid, name in (
+        await session.execute(
+            select(Member.account_id, Member.id, Member.display_name).where(Member.account_id.in_(ids))
+        )
+    ).all():
+        out[acc_id] = ("member", mid, name)
+    for acc_id, oid, name in (
+        await session.execute(
+            select(Organisation.account_id, Organisation.id, Organisation.name).where(
+                Organisation.account_id.in_(ids)
+            )
+        )
+    ).all():
+        out[acc_id] = ("organisation", oid, name)
+    for acc_id, tb_id in (
+        await session.execute(
+            select(Account.id, Account.owner_id).where(
+                Account.id.in_(ids), Account.owner_type == OwnerType.pool
+            )
+        )
+    ).all():
+        out[acc_id] = ("pool", acc_id, "Community pool")
+    return out
+
+
+async def statement(
+    session: AsyncSession,
+    tb: TimeBank,
+    account_id: uuid.UUID,
+    date_from: date | None,
+    date_to: date | None,
+    after: int | None,
+    limit: int | None,
+) -> tuple[int, int, list[dict[str, Any]], int | None]:
+    """Entries in ledger order (posting id), filtered on ``occurred_on`` (both ends
+    inclusive). Opening balance = Σ postings that occurred before ``from``; closing =
+    opening + Σ entries in the period. ``limit`` None returns every entry (CSV)."""
+    await get_account(session, tb, account_id)
+    period = [Posting.account_id == account_id]
+    if date_from is not None:
+        period.append(Exchange.occurred_on >= date_from)
+    if date_to is not None:
+        period.append(Exchange.occurred_on <= date_to)
+    opening = 0
+    if date_from is not None:
+        opening = int(
+            (
+                await session.execute(
+                    select(func.coalesce(func.sum(Posting.minutes), 0))
+                    .join(Exchange, Exchange.id == Posting.exchange_id)
+                    .where(Posting.account_id == account_id, Exchange.occurred_on < date_from)
+                )
+            ).scalar_one()
+        )
+    in_period = int(
+        (
+            await session.execute(
+                select(func.coalesce(func.sum(Posting.minutes), 0))
+                .join(Exchange, Exchange.id == Posting.exchange_id)
+                .where(*period)
+            )
+        ).scalar_one()
+    )
+    stmt = (
+        select(Posting, Exchange, Category.slug)
+        .join(Exchange, Exchange.id == Posting.exchange_id)
+        .outerjoin(Category, Category.id == Exchange.category_id)
+        .where(*period)
+        .order_by(Posting.id)
+    )
+    if after is not None:
+        stmt = stmt.where(Posting.id > after)
+    if limit is not None:
+        stmt = stmt.limit(limit + 1)
+    rows = (await session.execute(stmt)).all()
+    next_after = None
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        next_after = rows[-1][0].id
+    ex_ids = list({r[1].id for r in rows})
+    others: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = defaultdict(list)
+    if ex_ids:
+        for ex_id, acc_id, minutes in (
+            await session.execute(
+                select(Posting.exchange_id, Posting.account_id, Posting.minutes).where(
+                    Posting.exchange_id.in_(ex_ids), Posting.account_id != account_id
+                )
+            )
+        ).all():
+            others[ex_id].append((acc_id, minutes))
+    names = await owner_names(session, [a for lst in others.values() for a, _ in lst])
+    entries = []
+    for posting, ex, cat in rows:
+        opposite = [a for a, m in others[ex.id] if (m > 0) != (posting.minutes > 0)]
+        entries.append(
+            {
+                "entry_id": posting.id,
+                "exchange_id": ex.id,
+                "kind": ex.kind.value,
+                "occurred_on": ex.occurred_on,
+                "recorded_at": ex.recorded_at,
+                "minutes": posting.minutes,
+                "balance_after_minutes": posting.balance_after_minutes,
+                "counterparties": [
+                    {"type": names[a][0], "id": names[a][1], "display_name": names[a][2]}
+                    for a in opposite
+                    if a in names
+                ],
+                "category": cat,
+                "description": ex.description,
+            }
+        )
+    return opening, opening + in_period, entries, next_after

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.auth.principal import STAFF, Principal
+from timebank.db import run_write
+from timebank.errors import problems
+from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
+from timebank.ledger import service as ledger
+from timebank.ledger.schemas import BalanceOut, StatementOut
+from timebank.ledger.statements import statement_response
+from timebank.members import service
+from timebank.members.models import MemberStatus
+from timebank.members.schemas import MemberCreate, MemberOut, MemberPatch
+from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.timebanks.service import get_by_slug
+
+
+class MemberController(Controller):
+    path = "/v1/timebanks/{tb:str}/members"
+    tags = ["members"]
+
+    @post("/", responses=problems(400, 403, 404, 409, 413, 422,
+          conflict=["duplicate", "balance_limit_exceeded"]), summary="Register a member (broker)")
+    async def create(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        tb: str, data: MemberCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[MemberOut]:
+        async def effect(s: AsyncSession) -> MemberOut:
+            bank = await get_by_slug(s, principal, tb)
+            return MemberOut.model_validate(await service.create_member(s, principal, bank, data))
+
+        return await create_response(request, db_session, principal, effect)
+
+    @get("/", responses=problems(403, 404, 422))
+    async def list_(
+        self, db_session: AsyncSession, principal: Principal, tb: str,
+        status: MemberStatus | None = None, q: str | None = Parameter(default=None, max_length=100),
+        limit: int | None = None, cursor: str | None = None,
+    ) -> Page[MemberOut]:
+        bank = await get_by_slug(db_session, principal, tb)
+        principal.require(bank.id, *STAFF)
+        n = check_limit(limit)
+        rows = await service.list_members(
+            db_session, bank, status, q, parse_uuid(decode_cursor(cursor), "cursor"), n
+        )
+        items, nxt = page(rows, n, lambda m: m.id)
+        return Page(items=[MemberOut.model_validate(m) for m in items], next_cursor=nxt)
+
+    @get("/{member_id:uuid}", responses=problems(403, 404))
+    async def get_one(
+        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
+    ) -> MemberOut:
+        bank = await get_by_slug(db_session, principal, tb)
+        principal.require(bank.id, *STAFF)
+        return MemberOut.model_validate(await service.get_member(db_session, bank, member_id))
+
+    @patch("/{member_id:uuid}", responses=problems(400, 403, 404, 409, 413, 422,
+           conflict=["duplicate"]), summary="Edit a member or change status")
+    async def update(
+        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID,
+        data: MemberPatch,
+    ) -> MemberOut:
+        async def work(s: AsyncSession) -> MemberOut:
+            bank = await get_by_slug(s, principal, tb)
+            m = await service.update_member(s, principal, bank, member_id, data)
+            return MemberOut.model_validate(m)
+
+        return await run_write(db_session, work)
+
+    @get("/{member_id:uuid}/balance", responses=problems(403, 404))
+    async def balance(
+        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
+    ) -> BalanceOut:
+        bank = await get_by_slug(db_session, principal, tb)
+        principal.require(bank.id, *STAFF)
+        m = await service.get_member(db_session, bank, member_id)
+        return await ledger.balance(db_session, bank, m.account_id)
+
+    @get("/{member_id:uuid}/statement", responses=problems(403, 404, 422),
+         description="Entries in ledger order; `from`/`to` (inclusive) filter on occurred_on. "
+         "`Accept: text/csv` or `?format=csv` gives every entry of the period as CSV.")
+    async def statement(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        tb: str, member_id: uuid.UUID,
+        date_from: date | None = Parameter(query="from", default=None),
+        date_to: date | None = Parameter(query="to", default=None),
+        limit: int | None = None, cursor: str | None = None,
+        fmt: str | None = Parameter(query="format", default=None),
+    ) -> Response[StatementOut]:
+        bank = await get_by_slug(db_session, principal, tb)
+        principal.require(bank.id, *STAFF)
+        m = await service.get_member(db_session, bank, member_id)
+        return await statement_response(
+            request, db_session, bank, m.account_id, date_from=date_from, date_to=date_to,
+            limit=limit, cursor=cursor, fmt=fmt, filename=f"statement-{m.id}",
+        )

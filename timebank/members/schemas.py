@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from timebank.members.models import Disability, Ethnicity, Gender, MemberStatus
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class MemberCreate(_In):
+    display_name: str = Field(min_length=1, max_length=100)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    locality: str | None = Field(default=None, max_length=100)
+    postcode: str | None = Field(default=None, max_length=16)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+    gender: Gender | None = None
+    disability: Disability | None = None
+    ethnicity: Ethnicity | None = None
+    statistics_consent: bool = False
+    joined_on: date | None = None
+    external_ref: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class MemberPatch(_In):
+    display_name: str | None = Field(default=None, min_length=1, max_length=100)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    locality: str | None = Field(default=None, max_length=100)
+    postcode: str | None = Field(default=None, max_length=16)
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+    gender: Gender | None = None
+    disability: Disability | None = None
+    ethnicity: Ethnicity | None = None
+    statistics_consent: bool | None = None
+    joined_on: date | None = None
+    external_ref: str | None = Field(default=None, min_length=1, max_length=200)
+    status: MemberStatus | None = None
+    left_on: date | None = None
+
+
+class MemberOut(BaseModel):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    display_name: str
+    email: str | None
+    phone: str | None
+    locality: str | None
+    postcode: str | None
+    birth_year: int | None
+    gender: Gender | None
+    disability: Disability | None
+    ethnicity: Ethnicity | None
+    statistics_consent: bool
+    consent_recorded_at: datetime | None
+    joined_on: date
+    left_on: date | None
+    status: MemberStatus
+    external_ref: str | None
+    created_at: datetime
+
+    model_config = ConfigDict(from_attributes=True)

@@ -1,0 +1,171 @@
+"""Members: registration (with account and optional starting grant), profile, status."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.audit import service as audit
+from timebank.auth.principal import STAFF, Principal
+from timebank.db import utcnow, uuid7
+from timebank.errors import Duplicate, InvalidInput, NotFound
+from timebank.ledger import service as ledger
+from timebank.ledger.models import Account, ExchangeKind, OwnerType
+from timebank.members.models import Member, MemberStatus
+from timebank.members.schemas import MemberCreate, MemberPatch
+from timebank.timebanks.models import TimeBank
+from timebank.timebanks.service import today
+
+ALLOWED_STATUS = {
+    MemberStatus.active: {MemberStatus.suspended, MemberStatus.left},
+    MemberStatus.suspended: {MemberStatus.active, MemberStatus.left},
+    MemberStatus.left: {MemberStatus.active},
+    MemberStatus.erased: set(),
+}
+
+
+async def _ref_taken(session: AsyncSession, tb: TimeBank, ref: str, not_id: uuid.UUID | None) -> None:
+    stmt = select(Member.id).where(Member.timebank_id == tb.id, Member.external_ref == ref)
+    if not_id is not None:
+        stmt = stmt.where(Member.id != not_id)
+    if (await session.execute(stmt)).first():
+        raise Duplicate(f"external_ref '{ref}' belongs to another member")
+
+
+async def create_member(
+    session: AsyncSession, principal: Principal, tb: TimeBank, data: MemberCreate
+) -> Member:
+    """Register a member with an account; when the time bank's ``starting_grant_minutes`` is
+    above zero the pool grants it in the same transaction."""
+    principal.require(tb.id, *STAFF)
+    joined_on = data.joined_on or today(tb)
+    if joined_on > today(tb):
+        raise InvalidInput("joined_on", "is after today")
+    if data.external_ref:
+        await _ref_taken(session, tb, data.external_ref, None)
+    now = utcnow()
+    member_id = uuid7()
+    account = Account(
+        id=uuid7(), timebank_id=tb.id, owner_type=OwnerType.member, owner_id=member_id,
+        created_at=now,
+    )
+    session.add(account)
+    await session.flush()
+    fields = data.model_dump(exclude={"joined_on"})
+    member = Member(
+        id=member_id,
+        timebank_id=tb.id,
+        account_id=account.id,
+        joined_on=joined_on,
+        consent_recorded_at=now if data.statistics_consent else None,
+        status=MemberStatus.active,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    session.add(member)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Duplicate("external_ref belongs to another member") from exc
+    await audit.record(
+        session, principal, "member.create", timebank_id=tb.id, target_type="member",
+        target_id=member.id, details={"fields": sorted(k for k, v in fields.items() if v is not None)},
+    )
+    if tb.starting_grant_minutes > 0:
+        assert tb.pool_account_id is not None
+        posted = await ledger.post_exchange(
+            session, principal, tb, kind=ExchangeKind.pool_grant,
+            legs=[
+                ledger.Leg(account.id, tb.starting_grant_minutes),
+                ledger.Leg(tb.pool_account_id, -tb.starting_grant_minutes),
+            ],
+            occurred_on=today(tb), description="Starting grant",
+            simple_parties=(account.id, tb.pool_account_id),
+        )
+        await audit.record(
+            session, principal, "exchange.record", timebank_id=tb.id, target_type="exchange",
+            target_id=posted.exchange.id, details={"kind": "pool_grant", "starting_grant": True},
+        )
+    return member
+
+
+async def get_member(session: AsyncSession, tb: TimeBank, member_id: uuid.UUID) -> Member:
+    m = await session.get(Member, member_id)
+    if m is None or m.timebank_id != tb.id:
+        raise NotFound("No such member in this time bank")
+    return m
+
+
+async def update_member(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    member_id: uuid.UUID,
+    patch: MemberPatch,
+) -> Member:
+    """Edit a profile or change status (active ↔ suspended, → left with ``left_on``).
+    Leaving does not touch the balance."""
+    principal.require(tb.id, *STAFF)
+    member = await get_member(session, tb, member_id)
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    if member.status is MemberStatus.erased:
+        raise InvalidInput("status", "an erased member cannot be edited")
+    for required in ("display_name", "statistics_consent", "joined_on", "status"):
+        if required in changes and changes[required] is None:
+            raise InvalidInput(required, "cannot be null")
+    status = changes.pop("status", None)
+    left_on = changes.pop("left_on", None)
+    if status is not None and status is not member.status:
+        if status not in ALLOWED_STATUS[member.status]:
+            raise InvalidInput(
+                "status", f"cannot change from {member.status.value} to {status.value}"
+            )
+        member.status = status
+        if status is MemberStatus.left:
+            member.left_on = left_on or today(tb)
+        elif status is MemberStatus.active:
+            member.left_on = None
+    elif left_on is not None:
+        if member.status is not MemberStatus.left:
+            raise InvalidInput("left_on", "only for a member who has left")
+        member.left_on = left_on
+    if member.left_on is not None and member.left_on < member.joined_on:
+        raise InvalidInput("left_on", "is before joined_on")
+    if changes.get("external_ref"):
+        await _ref_taken(session, tb, changes["external_ref"], member.id)
+    if "statistics_consent" in changes and changes["statistics_consent"] != member.statistics_consent:
+        member.consent_recorded_at = utcnow()
+    for key, value in changes.items():
+        setattr(member, key, value)
+    member.updated_at = utcnow()
+    await session.flush()
+    fields = sorted(patch.model_fields_set)
+    await audit.record(
+        session, principal, "member.update", timebank_id=tb.id, target_type="member",
+        target_id=member.id, details={"fields": fields},
+    )
+    return member
+
+
+async def list_members(
+    session: AsyncSession,
+    tb: TimeBank,
+    status: MemberStatus | None,
+    q: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[Member]:
+    stmt = select(Member).where(Member.timebank_id == tb.id)
+    if status is not None:
+        stmt = stmt.where(Member.status == status)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Member.display_name.ilike(f"%{escaped}%", escape="\\"))
+    if after is not None:
+        stmt = stmt.where(Member.id > after)
+    return list((await session.execute(stmt.order_by(Member.id).limit(limit + 1))).scalars())

@@ -1,0 +1,24 @@
+"""Every model, imported in one place so the metadata is complete (Alembic, tests)."""
+
+from timebank.audit.models import AuditEvent
+from timebank.auth.models import ApiKey
+from timebank.db import Base
+from timebank.idempotency import IdempotencyRecord
+from timebank.ledger.models import Account, Exchange, Posting
+from timebank.members.models import Member
+from timebank.organisations.models import Organisation
+from timebank.timebanks.models import Category, TimeBank
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "Category",
+    "Exchange",
+    "IdempotencyRecord",
+    "Member",
+    "Organisation",
+    "Posting",
+    "TimeBank",
+]

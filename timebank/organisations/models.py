@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from timebank.db import Base, utcnow, uuid7
+from timebank.types import DateTimeUTC, str_enum
+
+
+class OrganisationKind(enum.StrEnum):
+    charity = "charity"
+    community_group = "community_group"
+    social_enterprise = "social_enterprise"
+    public_sector = "public_sector"
+    health = "health"
+    local_authority = "local_authority"
+    care_provider = "care_provider"
+    business = "business"
+    other = "other"
+
+
+class OrganisationStatus(enum.StrEnum):
+    active = "active"
+    suspended = "suspended"
+    closed = "closed"
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+    __table_args__ = (Index(None, "timebank_id", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    timebank_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("timebanks.id"))
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[OrganisationKind] = mapped_column(str_enum(OrganisationKind, "organisation_kind"))
+    locality: Mapped[str | None] = mapped_column(String(100), default=None)
+    registration_number: Mapped[str | None] = mapped_column(String(50), default=None)
+    contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    status: Mapped[OrganisationStatus] = mapped_column(
+        str_enum(OrganisationStatus, "organisation_status"), default=OrganisationStatus.active
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow, onupdate=utcnow)

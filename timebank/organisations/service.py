@@ -1,0 +1,94 @@
+"""Organisations: charities, groups, care providers, NHS teams — each with an account."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.audit import service as audit
+from timebank.auth.principal import STAFF, Principal
+from timebank.db import utcnow, uuid7
+from timebank.errors import InvalidInput, NotFound
+from timebank.ledger.models import Account, OwnerType
+from timebank.organisations.models import Organisation, OrganisationStatus
+from timebank.organisations.schemas import OrganisationCreate, OrganisationPatch
+from timebank.timebanks.models import TimeBank
+
+
+async def create_organisation(
+    session: AsyncSession, principal: Principal, tb: TimeBank, data: OrganisationCreate
+) -> Organisation:
+    principal.require(tb.id, *STAFF)
+    now = utcnow()
+    org_id = uuid7()
+    account = Account(
+        id=uuid7(), timebank_id=tb.id, owner_type=OwnerType.organisation, owner_id=org_id,
+        created_at=now,
+    )
+    session.add(account)
+    await session.flush()
+    org = Organisation(
+        id=org_id, timebank_id=tb.id, account_id=account.id, status=OrganisationStatus.active,
+        created_at=now, updated_at=now, **data.model_dump(),
+    )
+    session.add(org)
+    await session.flush()
+    await audit.record(
+        session, principal, "organisation.create", timebank_id=tb.id,
+        target_type="organisation", target_id=org.id,
+    )
+    return org
+
+
+async def get_organisation(
+    session: AsyncSession, tb: TimeBank, organisation_id: uuid.UUID
+) -> Organisation:
+    org = await session.get(Organisation, organisation_id)
+    if org is None or org.timebank_id != tb.id:
+        raise NotFound("No such organisation in this time bank")
+    return org
+
+
+async def update_organisation(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    organisation_id: uuid.UUID,
+    patch: OrganisationPatch,
+) -> Organisation:
+    principal.require(tb.id, *STAFF)
+    org = await get_organisation(session, tb, organisation_id)
+    changes = patch.model_dump(exclude_unset=True)
+    for required in ("name", "kind", "status"):
+        if required in changes and changes[required] is None:
+            raise InvalidInput(required, "cannot be null")
+    for key, value in changes.items():
+        setattr(org, key, value)
+    org.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session, principal, "organisation.update", timebank_id=tb.id,
+        target_type="organisation", target_id=org.id, details={"fields": sorted(changes)},
+    )
+    return org
+
+
+async def list_organisations(
+    session: AsyncSession,
+    tb: TimeBank,
+    status: OrganisationStatus | None,
+    q: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[Organisation]:
+    stmt = select(Organisation).where(Organisation.timebank_id == tb.id)
+    if status is not None:
+        stmt = stmt.where(Organisation.status == status)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Organisation.name.ilike(f"%{escaped}%", escape="\\"))
+    if after is not None:
+        stmt = stmt.where(Organisation.id > after)
+    return list((await session.execute(stmt.order_by(Organisation.id).limit(limit + 1))).scalars())

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.auth.principal import STAFF, Principal
+from timebank.db import run_write
+from timebank.errors import InvalidInput, problems
+from timebank.http import IdempotencyKeyHeader, create_response
+from timebank.ledger import service as ledger
+from timebank.ledger.schemas import AccountOut, AccountPatch
+from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.timebanks import service
+from timebank.timebanks.models import TimeBank
+from timebank.timebanks.schemas import (
+    SETTING_FIELDS,
+    CategoryCreate,
+    CategoryOut,
+    TimeBankCreate,
+    TimeBankOut,
+    TimeBankPatch,
+    TimeBankSettings,
+)
+
+
+def timebank_view(tb: TimeBank) -> TimeBankOut:
+    assert tb.pool_account_id is not None
+    return TimeBankOut(
+        id=tb.id,
+        slug=tb.slug,
+        name=tb.name,
+        pool_account_id=tb.pool_account_id,
+        settings=TimeBankSettings(**{f: getattr(tb, f) for f in SETTING_FIELDS}),
+        created_at=tb.created_at,
+    )
+
+
+class TimeBankController(Controller):
+    path = "/v1/timebanks"
+    tags = ["time banks"]
+
+    @post("/", responses=problems(400, 403, 409, 413, 422, conflict=["duplicate"]),
+          summary="Create a time bank (global admin)")
+    async def create(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        data: TimeBankCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[TimeBankOut]:
+        settings = data.settings.model_dump(exclude_unset=True) if data.settings else {}
+
+        async def effect(s: AsyncSession) -> TimeBankOut:
+            tb = await service.create_timebank(s, principal, data.slug, data.name, settings)
+            return timebank_view(tb)
+
+        return await create_response(request, db_session, principal, effect)
+
+    @get("/", responses=problems(403, 422), summary="Time banks in the key's scope")
+    async def list_(
+        self, db_session: AsyncSession, principal: Principal,
+        limit: int | None = Parameter(default=None), cursor: str | None = None,
+    ) -> Page[TimeBankOut]:
+        n = check_limit(limit)
+        rows = await service.list_timebanks(db_session, principal, decode_cursor(cursor), n)
+        items, nxt = page(rows, n, lambda t: t.id)
+        return Page(items=[timebank_view(t) for t in items], next_cursor=nxt)
+
+    @get("/{tb:str}", responses=problems(403, 404))
+    async def get_one(self, db_session: AsyncSession, principal: Principal, tb: str) -> TimeBankOut:
+        return timebank_view(await service.get_by_slug(db_session, principal, tb))
+
+    @patch("/{tb:str}", responses=problems(400, 403, 404, 413, 422),
+           summary="Rename a time bank or change its settings (admin)")
+    async def update(
+        self, db_session: AsyncSession, principal: Principal, tb: str, data: TimeBankPatch
+    ) -> TimeBankOut:
+        changes: dict[str, Any] = {}
+        if "name" in data.model_fields_set:
+            changes["name"] = data.name
+        if data.settings is not None:
+            changes["settings"] = data.settings.model_dump(exclude_unset=True)
+            for key in ("max_exchange_minutes", "starting_grant_minutes", "time_zone",
+                        "suppression_threshold", "pending_expiry_days"):
+                if key in changes["settings"] and changes["settings"][key] is None:
+                    raise InvalidInput(f"settings.{key}", "cannot be null")
+
+        async def work(s: AsyncSession) -> TimeBankOut:
+            bank = await service.get_by_slug(s, principal, tb)
+            return timebank_view(await service.update_timebank(s, principal, bank, changes))
+
+        return await run_write(db_session, work)
+
+    @get("/{tb:str}/categories", responses=problems(403, 404, 422), tags=["categories"])
+    async def categories(
+        self, db_session: AsyncSession, principal: Principal, tb: str,
+        limit: int | None = Parameter(default=None), cursor: str | None = None,
+    ) -> Page[CategoryOut]:
+        bank = await service.get_by_slug(db_session, principal, tb)
+        n = check_limit(limit)
+        rows = await service.list_categories(db_session, bank, decode_cursor(cursor), n)
+        items, nxt = page(rows, n, lambda c: c.id)
+        return Page(items=[CategoryOut(slug=c.slug, name=c.name) for c in items], next_cursor=nxt)
+
+    @post("/{tb:str}/categories", responses=problems(400, 403, 404, 409, 413, 422,
+          conflict=["duplicate"]), tags=["categories"], summary="Add a category (broker)")
+    async def add_category(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
+        tb: str, data: CategoryCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[CategoryOut]:
+        async def effect(s: AsyncSession) -> CategoryOut:
+            bank = await service.get_by_slug(s, principal, tb)
+            cat = await service.create_category(s, principal, bank, data.slug, data.name)
+            return CategoryOut(slug=cat.slug, name=cat.name)
+
+        return await create_response(request, db_session, principal, effect)
+
+    @get("/{tb:str}/accounts/{account_id:uuid}", responses=problems(403, 404), tags=["accounts"])
+    async def account(
+        self, db_session: AsyncSession, principal: Principal, tb: str, account_id: uuid.UUID
+    ) -> AccountOut:
+        bank = await service.get_by_slug(db_session, principal, tb)
+        principal.require(bank.id, *STAFF)
+        return ledger.account_view(await ledger.get_account(db_session, bank, account_id), bank)
+
+    @patch("/{tb:str}/accounts/{account_id:uuid}", responses=problems(400, 403, 404, 413, 422),
+           tags=["accounts"], summary="Set an account's own limits (broker, audited)")
+    async def patch_account(
+        self, db_session: AsyncSession, principal: Principal, tb: str, account_id: uuid.UUID,
+        data: AccountPatch,
+    ) -> AccountOut:
+        async def work(s: AsyncSession) -> AccountOut:
+            bank = await service.get_by_slug(s, principal, tb)
+            acc = await ledger.patch_account(
+                s, principal, bank, account_id, data, set(data.model_fields_set)
+            )
+            return ledger.account_view(acc, bank)
+
+        return await run_write(db_session, work)

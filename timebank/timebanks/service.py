@@ -1,0 +1,169 @@
+"""Time banks: creation (with pool account and default categories), settings, lookups."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.audit import service as audit
+from timebank.auth.models import Role
+from timebank.auth.principal import STAFF, Principal
+from timebank.db import utcnow, uuid7
+from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
+from timebank.ledger.models import Account, OwnerType
+from timebank.timebanks.models import Category, TimeBank
+
+DEFAULT_CATEGORIES = [
+    ("companionship", "Companionship"),
+    ("transport", "Transport"),
+    ("shopping-errands", "Shopping and errands"),
+    ("home-garden", "Home and garden"),
+    ("diy-repairs", "DIY and repairs"),
+    ("cooking-meals", "Cooking and meals"),
+    ("admin-it", "Admin and IT"),
+    ("learning-teaching", "Learning and teaching"),
+    ("arts-crafts", "Arts and crafts"),
+    ("health-wellbeing", "Health and wellbeing"),
+    ("childcare-family", "Childcare and family"),
+    ("care-support", "Care and support"),
+    ("community-events", "Community events"),
+    ("other", "Other"),
+]
+
+
+def today(tb: TimeBank) -> date:
+    return datetime.now(ZoneInfo(tb.time_zone)).date()
+
+
+async def get_by_slug(session: AsyncSession, principal: Principal, slug: str) -> TimeBank:
+    """The time bank named in the path: 404 if unknown, 403 if the key is scoped elsewhere."""
+    tb = (await session.execute(select(TimeBank).where(TimeBank.slug == slug))).scalar_one_or_none()
+    if tb is None:
+        raise NotFound(f"No time bank '{slug}'")
+    if not principal.can_access(tb.id):
+        raise Forbidden("This key is not scoped to this time bank")
+    return tb
+
+
+def _check_settings(settings: dict[str, Any], principal: Principal) -> None:
+    threshold = settings.get("suppression_threshold")
+    if threshold is not None and threshold < 10 and not principal.is_global_admin:
+        raise InvalidInput(
+            "settings.suppression_threshold", "only a global admin may set it below 10"
+        )
+    tz = settings.get("time_zone")
+    if tz is not None:
+        try:
+            ZoneInfo(tz)
+        except (KeyError, ValueError) as exc:
+            raise InvalidInput("settings.time_zone", "unknown IANA time zone") from exc
+    for side in ("member", "organisation"):
+        lo = settings.get(f"{side}_min_balance_minutes")
+        hi = settings.get(f"{side}_max_balance_minutes")
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidInput(f"settings.{side}_min_balance_minutes", "greater than the max")
+
+
+async def create_timebank(
+    session: AsyncSession, principal: Principal, slug: str, name: str, settings: dict[str, Any]
+) -> TimeBank:
+    principal.require_global_admin()
+    _check_settings(settings, principal)
+    if (await session.execute(select(TimeBank.id).where(TimeBank.slug == slug))).first():
+        raise Duplicate(f"Time bank slug '{slug}' is taken")
+    tb = TimeBank(id=uuid7(), slug=slug, name=name, created_at=utcnow(), **settings)
+    session.add(tb)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Duplicate(f"Time bank slug '{slug}' is taken") from exc
+    pool = Account(
+        id=uuid7(), timebank_id=tb.id, owner_type=OwnerType.pool, owner_id=tb.id,
+        created_at=utcnow(),
+    )
+    session.add(pool)
+    await session.flush()
+    tb.pool_account_id = pool.id
+    session.add_all(
+        Category(id=uuid7(), timebank_id=tb.id, slug=s, name=n, created_at=utcnow())
+        for s, n in DEFAULT_CATEGORIES
+    )
+    await session.flush()
+    await audit.record(
+        session, principal, "timebank.create", timebank_id=tb.id, target_type="timebank",
+        target_id=tb.id, details={"fields": sorted(settings)},
+    )
+    return tb
+
+
+async def update_timebank(
+    session: AsyncSession, principal: Principal, tb: TimeBank, changes: dict[str, Any]
+) -> TimeBank:
+    principal.require(tb.id, Role.admin)
+    settings = dict(changes.get("settings") or {})
+    _check_settings(settings, principal)
+    if "name" in changes and changes["name"] is not None:
+        tb.name = changes["name"]
+    for field, value in settings.items():
+        setattr(tb, field, value)
+    tb.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session, principal, "timebank.update", timebank_id=tb.id, target_type="timebank",
+        target_id=tb.id, details={"fields": sorted(settings) + (["name"] if "name" in changes else [])},
+    )
+    return tb
+
+
+async def list_timebanks(
+    session: AsyncSession, principal: Principal, after: str | None, limit: int
+) -> list[TimeBank]:
+    stmt = select(TimeBank).order_by(TimeBank.id).limit(limit + 1)
+    if not principal.is_global_admin:
+        stmt = stmt.where(TimeBank.id == principal.timebank_id)
+    if after:
+        stmt = stmt.where(TimeBank.id > _uuid(after))
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_categories(
+    session: AsyncSession, tb: TimeBank, after: str | None, limit: int
+) -> list[Category]:
+    stmt = (
+        select(Category).where(Category.timebank_id == tb.id).order_by(Category.id).limit(limit + 1)
+    )
+    if after:
+        stmt = stmt.where(Category.id > _uuid(after))
+    return list((await session.execute(stmt)).scalars())
+
+
+async def create_category(
+    session: AsyncSession, principal: Principal, tb: TimeBank, slug: str, name: str
+) -> Category:
+    principal.require(tb.id, *STAFF)
+    exists = await session.execute(
+        select(Category.id).where(Category.timebank_id == tb.id, Category.slug == slug)
+    )
+    if exists.first():
+        raise Duplicate(f"Category '{slug}' exists")
+    cat = Category(id=uuid7(), timebank_id=tb.id, slug=slug, name=name, created_at=utcnow())
+    session.add(cat)
+    await session.flush()
+    await audit.record(
+        session, principal, "category.create", timebank_id=tb.id, target_type="category",
+        target_id=cat.id,
+    )
+    return cat
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise InvalidInput("cursor", "not a cursor this API gave out") from exc
