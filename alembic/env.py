@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from alembic import context
 from sqlalchemy import Connection
 
+from alembic import context
 from timebank.config import Settings
 from timebank.db import create_engine
 from timebank.models import Base

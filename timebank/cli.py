@@ -32,7 +32,6 @@ def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 def _upgrade() -> None:
     from alembic import command
-
     from timebank.ops import alembic_config
 
     command.upgrade(alembic_config(get_settings().database_url), "head")
@@ -56,8 +55,14 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     if demo:
         _demo(host, port)
     uvicorn.run(
-        "timebank.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_config=None, access_log=False, timeout_keep_alive=5,
+        "timebank.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,
     )
 
 
@@ -98,7 +103,6 @@ def db() -> None:
 def upgrade(revision: str) -> None:
     """Upgrade to REVISION (default: head)."""
     from alembic import command
-
     from timebank.ops import alembic_config
 
     command.upgrade(alembic_config(get_settings().database_url), revision)
@@ -109,7 +113,6 @@ def upgrade(revision: str) -> None:
 def downgrade(revision: str) -> None:
     """Downgrade to REVISION (default: one step back; 'base' for an empty database)."""
     from alembic import command
-
     from timebank.ops import alembic_config
 
     command.downgrade(alembic_config(get_settings().database_url), revision)
@@ -119,7 +122,6 @@ def downgrade(revision: str) -> None:
 def current() -> None:
     """Show the current revision."""
     from alembic import command
-
     from timebank.ops import alembic_config
 
     command.current(alembic_config(get_settings().database_url), verbose=False)
@@ -150,7 +152,9 @@ def keys_create(role: str, slug: str | None, label: str | None) -> None:
                 raise click.ClickException(f"no time bank '{slug}'")
             tb_id = tb.id
         try:
-            created = await create_key(session, SYSTEM, role=Role(role), timebank_id=tb_id, label=label)
+            created = await create_key(
+                session, SYSTEM, role=Role(role), timebank_id=tb_id, label=label
+            )
         except DomainError as exc:
             raise click.ClickException(exc.detail) from exc
         await session.commit()
@@ -169,7 +173,9 @@ def keys_list() -> None:
 
     for k in _with_session(run):
         state = "revoked" if k.revoked_at else "active"
-        click.echo(f"{k.id}  {k.prefix}…  {k.role.value:7} {k.timebank_id or 'global'}  {state}  {k.label or ''}")
+        click.echo(
+            f"{k.id}  {k.prefix}…  {k.role.value:7} {k.timebank_id or 'global'}  {state}  {k.label or ''}"
+        )
 
 
 @keys.command("revoke")

@@ -21,11 +21,52 @@ from timebank.organisations.service import create_organisation
 from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.service import create_timebank, today
 
-FIRST = ["Aisha", "Ben", "Chloe", "Dev", "Ewan", "Fatima", "Grace", "Hamish", "Isla", "Jack",
-         "Kiran", "Lena", "Mo", "Niamh", "Owen", "Priya", "Rory", "Sofia", "Tom", "Una",
-         "Vik", "Wendy", "Xander", "Yusuf", "Zoe", "Alan", "Bea", "Callum", "Dora", "Eilidh"]
-LAST = ["Campbell", "Khan", "MacLeod", "Okafor", "Patel", "Reid", "Singh", "Stewart", "Wilson",
-        "Nowak", "Murray", "Fraser"]
+FIRST = [
+    "Aisha",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Ewan",
+    "Fatima",
+    "Grace",
+    "Hamish",
+    "Isla",
+    "Jack",
+    "Kiran",
+    "Lena",
+    "Mo",
+    "Niamh",
+    "Owen",
+    "Priya",
+    "Rory",
+    "Sofia",
+    "Tom",
+    "Una",
+    "Vik",
+    "Wendy",
+    "Xander",
+    "Yusuf",
+    "Zoe",
+    "Alan",
+    "Bea",
+    "Callum",
+    "Dora",
+    "Eilidh",
+]
+LAST = [
+    "Campbell",
+    "Khan",
+    "MacLeod",
+    "Okafor",
+    "Patel",
+    "Reid",
+    "Singh",
+    "Stewart",
+    "Wilson",
+    "Nowak",
+    "Murray",
+    "Fraser",
+]
 LOCALITIES = ["Irvine", "Kilwinning", "Saltcoats", "Ardrossan", "Largs", "Dalry"]
 ORGS = [
     ("Riverside Food Bank", OrganisationKind.charity),
@@ -37,13 +78,20 @@ ORGS = [
     ("Bike Recycle CIC", OrganisationKind.social_enterprise),
 ]
 DESCRIPTIONS = {
-    "companionship": "Afternoon visit and a cup of tea", "transport": "Lift to the hospital",
-    "shopping-errands": "Weekly shop", "home-garden": "Weeding and mowing",
-    "diy-repairs": "Fixed a dripping tap", "cooking-meals": "Batch-cooked meals",
-    "admin-it": "Set up a new phone", "learning-teaching": "Conversation practice",
-    "arts-crafts": "Knitting circle", "health-wellbeing": "Walk round the park",
-    "childcare-family": "School pick-up", "care-support": "Sat with a carer's mum",
-    "community-events": "Helped at the gala", "other": "Odd jobs",
+    "companionship": "Afternoon visit and a cup of tea",
+    "transport": "Lift to the hospital",
+    "shopping-errands": "Weekly shop",
+    "home-garden": "Weeding and mowing",
+    "diy-repairs": "Fixed a dripping tap",
+    "cooking-meals": "Batch-cooked meals",
+    "admin-it": "Set up a new phone",
+    "learning-teaching": "Conversation practice",
+    "arts-crafts": "Knitting circle",
+    "health-wellbeing": "Walk round the park",
+    "childcare-family": "School pick-up",
+    "care-support": "Sat with a carer's mum",
+    "community-events": "Helped at the gala",
+    "other": "Odd jobs",
 }
 
 
@@ -61,7 +109,9 @@ async def create_demo(session: AsyncSession, slug: str = "demo", seed: int = 7) 
         consent = rng.random() < 0.7
         members.append(
             await create_member(
-                session, SYSTEM, tb,
+                session,
+                SYSTEM,
+                tb,
                 MemberCreate(
                     display_name=name,
                     email=f"{name.lower().replace(' ', '.')}@example.org",
@@ -77,13 +127,17 @@ async def create_demo(session: AsyncSession, slug: str = "demo", seed: int = 7) 
         )
     orgs: list[Organisation] = [
         await create_organisation(
-            session, SYSTEM, tb,
+            session,
+            SYSTEM,
+            tb,
             OrganisationCreate(name=name, kind=kind, locality=rng.choice(LOCALITIES)),
         )
         for name, kind in ORGS
     ]
     categories = list(
-        (await session.execute(select(Category.slug).where(Category.timebank_id == tb.id))).scalars()
+        (
+            await session.execute(select(Category.slug).where(Category.timebank_id == tb.id))
+        ).scalars()
     )
     traders = members[: int(len(members) * 0.75)]  # many members never trade
     weights = [1 / (i + 1) ** 0.8 for i in range(len(traders))]  # heavy-tailed activity
@@ -96,22 +150,31 @@ async def create_demo(session: AsyncSession, slug: str = "demo", seed: int = 7) 
         if roll < 0.7:
             recipient = rng.choice([m for m in traders if m.id != provider.id])
             data = ExchangeCreate(
-                provider=PartyRef(member_id=provider.id), recipient=PartyRef(member_id=recipient.id),
-                minutes=rng.choice([30, 60, 60, 90, 120, 120, 180]), category=cat,
-                occurred_on=occurred, description=DESCRIPTIONS[cat],
+                provider=PartyRef(member_id=provider.id),
+                recipient=PartyRef(member_id=recipient.id),
+                minutes=rng.choice([30, 60, 60, 90, 120, 120, 180]),
+                category=cat,
+                occurred_on=occurred,
+                description=DESCRIPTIONS[cat],
             )
         elif roll < 0.9:
             org = rng.choice(orgs)
             data = ExchangeCreate(
-                provider=PartyRef(member_id=provider.id), recipient=PartyRef(organisation_id=org.id),
-                minutes=rng.choice([120, 180, 240, 300]), category=cat, occurred_on=occurred,
+                provider=PartyRef(member_id=provider.id),
+                recipient=PartyRef(organisation_id=org.id),
+                minutes=rng.choice([120, 180, 240, 300]),
+                category=cat,
+                occurred_on=occurred,
                 description=f"Volunteering at {org.name}",
             )
         else:
             org = rng.choice(orgs)
             data = ExchangeCreate(
-                provider=PartyRef(organisation_id=org.id), recipient=PartyRef(member_id=provider.id),
-                minutes=rng.choice([60, 90, 120]), category=cat, occurred_on=occurred,
+                provider=PartyRef(organisation_id=org.id),
+                recipient=PartyRef(member_id=provider.id),
+                minutes=rng.choice([60, 90, 120]),
+                category=cat,
+                occurred_on=occurred,
                 description=f"Support from {org.name}",
             )
         try:
@@ -124,7 +187,8 @@ async def create_demo(session: AsyncSession, slug: str = "demo", seed: int = 7) 
     group = ExchangeCreate(
         providers=[GroupLeg(party=PartyRef(member_id=traders[0].id), minutes=120)],
         recipients=[GroupLeg(party=PartyRef(member_id=m.id), minutes=24) for m in learners],
-        category="learning-teaching", occurred_on=now - timedelta(days=3),
+        category="learning-teaching",
+        occurred_on=now - timedelta(days=3),
         description="Smartphone basics class",
     )
     async with session.begin_nested():

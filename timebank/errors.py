@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -205,7 +205,7 @@ def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict
     )
 
 
-exception_handlers: dict[type[Exception], Any] = {
+exception_handlers: dict[int | type[Exception], Any] = {
     DomainError: _from_domain,
     HTTPException: _from_http,
     Exception: _from_unexpected,

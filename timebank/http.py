@@ -68,7 +68,9 @@ async def create_response(
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return Response(
-        content=outcome.body, status_code=outcome.status, media_type="application/json",
+        content=outcome.body,
+        status_code=outcome.status,
+        media_type="application/json",
         headers=headers,
     )
 

@@ -106,7 +106,10 @@ async def run_idempotent(
             return earlier
         await s.execute(
             insert(IdempotencyRecord).values(
-                api_key_id=api_key_id, key=key, fingerprint=fp, subject_id=subject_id,
+                api_key_id=api_key_id,
+                key=key,
+                fingerprint=fp,
+                subject_id=subject_id,
                 created_at=utcnow(),
             )
         )

@@ -40,11 +40,15 @@ async def ready(db_engine: AsyncEngine) -> Response[Any]:
         async with db_engine.connect() as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     except Exception:
-        return problem_response(503, "unavailable", "Not ready", "Database unreachable or not migrated")
+        return problem_response(
+            503, "unavailable", "Not ready", "Database unreachable or not migrated"
+        )
     current = {r[0] for r in rows}
     if current != heads:
         return problem_response(
-            503, "unavailable", "Not ready",
+            503,
+            "unavailable",
+            "Not ready",
             f"Migrations not at head (at {sorted(current)}, head {sorted(heads)})",
         )
     return Response({"status": "ready", "migration": sorted(current)})

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import BigInt, Base, utcnow
+from timebank.db import Base, BigInt, utcnow
 from timebank.types import DateTimeUTC
 
 

@@ -19,9 +19,16 @@ from timebank.timebanks.service import get_by_slug
 
 def key_view(key: ApiKey, slug: str | None) -> ApiKeyOut:
     return ApiKeyOut(
-        id=key.id, prefix=key.prefix, role=key.role, timebank=slug, member_id=key.member_id,
-        label=key.label, created_at=key.created_at, expires_at=key.expires_at,
-        revoked_at=key.revoked_at, last_used_at=key.last_used_at,
+        id=key.id,
+        prefix=key.prefix,
+        role=key.role,
+        timebank=slug,
+        member_id=key.member_id,
+        label=key.label,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
     )
 
 
@@ -29,28 +36,46 @@ class ApiKeyController(Controller):
     path = "/v1/timebanks/{tb:str}/api-keys"
     tags = ["api keys"]
 
-    @post("/", responses=problems(400, 403, 404, 413, 422),
-          summary="Create an API key (admin; brokers: member keys only)",
-          description="The secret is in the response once and never again.")
+    @post(
+        "/",
+        responses=problems(400, 403, 404, 413, 422),
+        summary="Create an API key (admin; brokers: member keys only)",
+        description="The secret is in the response once and never again.",
+    )
     async def create(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, data: ApiKeyCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: ApiKeyCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ApiKeyCreated]:
         async def effect(s: AsyncSession) -> ApiKeyCreated:
             bank = await get_by_slug(s, principal, tb)
             created = await service.create_key(
-                s, principal, role=data.role, timebank_id=bank.id, member_id=data.member_id,
-                label=data.label, expires_at=data.expires_at,
+                s,
+                principal,
+                role=data.role,
+                timebank_id=bank.id,
+                member_id=data.member_id,
+                label=data.label,
+                expires_at=data.expires_at,
             )
-            return ApiKeyCreated(**key_view(created.key, bank.slug).model_dump(),
-                                 secret=created.secret)
+            return ApiKeyCreated(
+                **key_view(created.key, bank.slug).model_dump(), secret=created.secret
+            )
 
         return await create_response(request, db_session, principal, effect)
 
     @get("/", responses=problems(403, 404, 422), summary="List keys (never secrets)")
     async def list_(
-        self, db_session: AsyncSession, principal: Principal, tb: str,
-        limit: int | None = None, cursor: str | None = None,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[ApiKeyOut]:
         bank = await get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
@@ -60,8 +85,12 @@ class ApiKeyController(Controller):
         items, nxt = page(rows, n, lambda k: k.id)
         return Page(items=[key_view(k, bank.slug) for k in items], next_cursor=nxt)
 
-    @delete("/{key_id:uuid}", status_code=200, responses=problems(403, 404),
-            summary="Revoke a key, at once, in every worker")
+    @delete(
+        "/{key_id:uuid}",
+        status_code=200,
+        responses=problems(403, 404),
+        summary="Revoke a key, at once, in every worker",
+    )
     async def revoke(
         self, db_session: AsyncSession, principal: Principal, tb: str, key_id: uuid.UUID
     ) -> ApiKeyOut:
@@ -76,15 +105,26 @@ class GlobalApiKeyController(Controller):
     path = "/v1/api-keys"
     tags = ["api keys"]
 
-    @post("/", responses=problems(400, 403, 413, 422),
-          summary="Create a global admin key (global admin)")
+    @post(
+        "/",
+        responses=problems(400, 403, 413, 422),
+        summary="Create a global admin key (global admin)",
+    )
     async def create(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        data: GlobalApiKeyCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        data: GlobalApiKeyCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ApiKeyCreated]:
         async def effect(s: AsyncSession) -> ApiKeyCreated:
             created = await service.create_key(
-                s, principal, role=data.role, timebank_id=None, label=data.label,
+                s,
+                principal,
+                role=data.role,
+                timebank_id=None,
+                label=data.label,
                 expires_at=data.expires_at,
             )
             return ApiKeyCreated(**key_view(created.key, None).model_dump(), secret=created.secret)

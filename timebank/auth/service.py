@@ -20,7 +20,7 @@ from timebank.db import begin_write, utcnow
 from timebank.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from timebank.members.models import Member
 
-SECRET_PREFIX = "tbk_"
+SECRET_PREFIX = "tbk_"  # noqa: S105 - a prefix, not a secret
 LAST_USED_LAG = timedelta(minutes=1)
 
 
@@ -86,8 +86,13 @@ async def create_key(
     session.add(key)
     await session.flush()
     await audit.record(
-        session, principal, "api_key.create", timebank_id=timebank_id,
-        target_type="api_key", target_id=key.id, details={"role": role.value},
+        session,
+        principal,
+        "api_key.create",
+        timebank_id=timebank_id,
+        target_type="api_key",
+        target_id=key.id,
+        details={"role": role.value},
     )
     return CreatedKey(key, secret)
 
@@ -147,15 +152,22 @@ async def revoke_key(
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await audit.record(
-            session, principal, "api_key.revoke", timebank_id=key.timebank_id,
-            target_type="api_key", target_id=key.id,
+            session,
+            principal,
+            "api_key.revoke",
+            timebank_id=key.timebank_id,
+            target_type="api_key",
+            target_id=key.id,
         )
     return key
 
 
 async def list_keys(
-    session: AsyncSession, principal: Principal, timebank_id: uuid.UUID,
-    after: uuid.UUID | None, limit: int,
+    session: AsyncSession,
+    principal: Principal,
+    timebank_id: uuid.UUID,
+    after: uuid.UUID | None,
+    limit: int,
 ) -> list[ApiKey]:
     principal.require(timebank_id, Role.admin, Role.broker)
     stmt = select(ApiKey).where(ApiKey.timebank_id == timebank_id)

@@ -29,8 +29,10 @@ def _validation_error(exc: ValidationError) -> BatchError:
         for e in exc.errors()
     ]
     return BatchError(
-        code="validation_error", title="Validation error",
-        detail="; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors,
+        code="validation_error",
+        title="Validation error",
+        detail="; ".join(f"{e['field']}: {e['message']}" for e in errors),
+        errors=errors,
     )
 
 
@@ -62,7 +64,9 @@ async def record_batch(
                     index=index,
                     status=exc.status,
                     error=BatchError(
-                        code=exc.code, title=exc.title, detail=exc.detail,
+                        code=exc.code,
+                        title=exc.title,
+                        detail=exc.detail,
                         errors=exc.extra.get("errors"),
                     ),
                 )
@@ -73,7 +77,8 @@ async def record_batch(
             if r.status == 201:
                 r.status, r.exchange = 424, None
                 r.error = BatchError(
-                    code="batch_aborted", title="Batch aborted",
+                    code="batch_aborted",
+                    title="Batch aborted",
                     detail="Not recorded: the batch is atomic and another item was refused",
                 )
         raise BatchRejected(out)

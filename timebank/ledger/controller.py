@@ -26,22 +26,34 @@ from timebank.organisations.service import get_organisation
 from timebank.pagination import Page, check_limit, decode_cursor, encode_cursor
 from timebank.timebanks.service import get_by_slug
 
-EXCHANGE_CONFLICTS = ["balance_limit_exceeded", "party_inactive", "duplicate",
-                      "idempotency_in_flight"]
+EXCHANGE_CONFLICTS = [
+    "balance_limit_exceeded",
+    "party_inactive",
+    "duplicate",
+    "idempotency_in_flight",
+]
 
 
 class ExchangeController(Controller):
     path = "/v1/timebanks/{tb:str}/exchanges"
     tags = ["exchanges"]
 
-    @post("/", responses=problems(400, 403, 404, 409, 413, 422, conflict=EXCHANGE_CONFLICTS),
-          summary="Record an exchange",
-          description="Simple form (`provider`, `recipient`, `minutes`) or group form "
-          "(`providers`, `recipients`). Providers are credited, recipients debited. "
-          "Send `Idempotency-Key` to make retries safe.")
+    @post(
+        "/",
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=EXCHANGE_CONFLICTS),
+        summary="Record an exchange",
+        description="Simple form (`provider`, `recipient`, `minutes`) or group form "
+        "(`providers`, `recipients`). Providers are credited, recipients debited. "
+        "Send `Idempotency-Key` to make retries safe.",
+    )
     async def create(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, data: ExchangeCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: ExchangeCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
         async def effect(s: AsyncSession) -> ExchangeOut:
             bank = await get_by_slug(s, principal, tb)
@@ -49,14 +61,23 @@ class ExchangeController(Controller):
 
         return await create_response(request, db_session, principal, effect)
 
-    @post("/batch", status_code=200, responses=problems(400, 403, 404, 409, 413, 422,
-          conflict=["idempotency_in_flight"]), summary="Record up to 1000 exchanges in order",
-          description="Each result carries its own status. With `atomic: true` nothing is "
-          "recorded unless every item is; refused items carry their error and the others "
-          "status 424 `batch_aborted`.")
+    @post(
+        "/batch",
+        status_code=200,
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=["idempotency_in_flight"]),
+        summary="Record up to 1000 exchanges in order",
+        description="Each result carries its own status. With `atomic: true` nothing is "
+        "recorded unless every item is; refused items carry their error and the others "
+        "status 424 `batch_aborted`.",
+    )
     async def batch(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, data: BatchRequest, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: BatchRequest,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[BatchOut]:
         async def effect(s: AsyncSession) -> BatchOut:
             bank = await get_by_slug(s, principal, tb)
@@ -69,13 +90,19 @@ class ExchangeController(Controller):
 
     @get("/", responses=problems(403, 404, 422))
     async def list_(
-        self, db_session: AsyncSession, principal: Principal, tb: str,
-        member_id: uuid.UUID | None = None, organisation_id: uuid.UUID | None = None,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        member_id: uuid.UUID | None = None,
+        organisation_id: uuid.UUID | None = None,
         category: str | None = Parameter(default=None, max_length=63),
-        status: ExchangeStatus | None = None, kind: ExchangeKind | None = None,
+        status: ExchangeStatus | None = None,
+        kind: ExchangeKind | None = None,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
-        limit: int | None = None, cursor: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[ExchangeOut]:
         bank = await get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
@@ -108,14 +135,23 @@ class ExchangeController(Controller):
         bank = await get_by_slug(db_session, principal, tb)
         return await service.get_exchange(db_session, principal, bank, exchange_id)
 
-    @post("/{exchange_id:uuid}/reverse", responses=problems(400, 403, 404, 409, 413, 422,
-          conflict=["already_reversed", "not_reversible"]),
-          summary="Reverse a recorded exchange (broker)",
-          description="Posts the mirror image as a new exchange of kind `reversal`; ignores "
-          "limits and party status; at most once per exchange.")
+    @post(
+        "/{exchange_id:uuid}/reverse",
+        responses=problems(
+            400, 403, 404, 409, 413, 422, conflict=["already_reversed", "not_reversible"]
+        ),
+        summary="Reverse a recorded exchange (broker)",
+        description="Posts the mirror image as a new exchange of kind `reversal`; ignores "
+        "limits and party status; at most once per exchange.",
+    )
     async def reverse(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, exchange_id: uuid.UUID, data: ReverseRequest,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        exchange_id: uuid.UUID,
+        data: ReverseRequest,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
         async def effect(s: AsyncSession) -> ExchangeOut:

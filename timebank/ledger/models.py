@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import BigInt, Base, utcnow, uuid7
+from timebank.db import Base, BigInt, utcnow, uuid7
 from timebank.types import DateTimeUTC, str_enum
 
 
@@ -96,9 +96,7 @@ class Exchange(Base):
     status: Mapped[ExchangeStatus] = mapped_column(str_enum(ExchangeStatus, "exchange_status"))
     kind: Mapped[ExchangeKind] = mapped_column(str_enum(ExchangeKind, "exchange_kind"))
     minutes: Mapped[int] = mapped_column(Integer)
-    category_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("categories.id"), default=None
-    )
+    category_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("categories.id"), default=None)
     occurred_on: Mapped[date] = mapped_column(Date)
     recorded_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     description: Mapped[str | None] = mapped_column(Text, default=None)

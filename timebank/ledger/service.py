@@ -148,8 +148,11 @@ async def _apply_legs(
         row = result.first()
         if row is None:
             lo, hi = effective_limits(account, tb)
+            low = "unbounded" if lo is None else lo
+            high = "unbounded" if hi is None else hi
             raise BalanceLimitExceeded(
-                f"Account {account_id} would go outside its limits [{lo}, {hi}]",
+                f"Account {account_id} would move further outside its limits "
+                f"[{low}, {high}] (balance {account.balance_minutes}, change {delta:+d})",
                 account_id=str(account_id),
             )
         after[account_id] = int(row[0])
@@ -252,7 +255,7 @@ async def resolve_party(
         return Party(
             OwnerType.organisation, o.id, o.account_id, o.status is OrganisationStatus.active
         )
-    if ref.account_id != tb.pool_account_id:
+    if ref.account_id is None or ref.account_id != tb.pool_account_id:
         raise InvalidInput(field_name, "account_id must be this time bank's pool account")
     return Party(OwnerType.pool, tb.id, ref.account_id, True)
 
@@ -346,7 +349,10 @@ async def record_exchange(
     else:
         kind = SERVICE_KINDS[(provider_type, recipient_type)]
     category = await _category(
-        session, tb, data.category, kind not in (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
+        session,
+        tb,
+        data.category,
+        kind not in (ExchangeKind.pool_grant, ExchangeKind.pool_donation),
     )
     if data.external_ref is not None:
         taken = await session.execute(
@@ -397,7 +403,9 @@ async def reverse_exchange(
     if original.kind is ExchangeKind.reversal:
         raise NotReversible("A reversal cannot be reversed")
     if original.status is not ExchangeStatus.recorded:
-        raise NotReversible(f"Only a recorded exchange can be reversed (this one is {original.status.value})")
+        raise NotReversible(
+            f"Only a recorded exchange can be reversed (this one is {original.status.value})"
+        )
     if await _reversed_by(session, [original.id]):
         raise AlreadyReversed("This exchange was already reversed")
     rows = (
@@ -421,8 +429,14 @@ async def reverse_exchange(
         enforce_limits=False,
     )
     await audit.record(
-        session, principal, "exchange.reverse", timebank_id=tb.id, target_type="exchange",
-        target_id=original.id, reason=reason, details={"reversal_id": str(posted.exchange.id)},
+        session,
+        principal,
+        "exchange.reverse",
+        timebank_id=tb.id,
+        target_type="exchange",
+        target_id=original.id,
+        reason=reason,
+        details={"reversal_id": str(posted.exchange.id)},
     )
     return posted
 
@@ -466,11 +480,19 @@ async def load_views(session: AsyncSession, exchanges: Sequence[Exchange]) -> li
     cats: dict[uuid.UUID, str] = {}
     if cat_ids:
         cats = dict(
-            (await session.execute(select(Category.id, Category.slug).where(Category.id.in_(cat_ids)))).all()  # type: ignore[arg-type]
+            (
+                await session.execute(
+                    select(Category.id, Category.slug).where(Category.id.in_(cat_ids))
+                )
+            ).all()
         )
     rev = await _reversed_by(session, ids)
     return [
-        view(Posted(e, postings[e.id], cats.get(e.category_id) if e.category_id else None, rev.get(e.id)))
+        view(
+            Posted(
+                e, postings[e.id], cats.get(e.category_id) if e.category_id else None, rev.get(e.id)
+            )
+        )
         for e in exchanges
     ]
 
@@ -588,9 +610,7 @@ async def patch_account(
     outside of is allowed: the account can then only move back towards its range."""
     principal.require(tb.id, *STAFF)
     acc = (
-        await session.execute(
-            select(Account).where(Account.id == account_id).with_for_update()
-        )
+        await session.execute(select(Account).where(Account.id == account_id).with_for_update())
     ).scalar_one_or_none()
     if acc is None or acc.timebank_id != tb.id:
         raise NotFound("No such account in this time bank")
@@ -609,8 +629,13 @@ async def patch_account(
         acc.min_balance_minutes, acc.max_balance_minutes = lo, hi
     await session.flush()
     await audit.record(
-        session, principal, "account.limits", timebank_id=tb.id, target_type="account",
-        target_id=acc.id, details={"fields": sorted(fields)},
+        session,
+        principal,
+        "account.limits",
+        timebank_id=tb.id,
+        target_type="account",
+        target_id=acc.id,
+        details={"fields": sorted(fields)},
     )
     return acc
 
@@ -624,7 +649,8 @@ async def balance(session: AsyncSession, tb: TimeBank, account_id: uuid.UUID) ->
                     func.sum(Exchange.minutes).filter(Exchange.provider_account_id == account_id), 0
                 ),
                 func.coalesce(
-                    func.sum(Exchange.minutes).filter(Exchange.recipient_account_id == account_id), 0
+                    func.sum(Exchange.minutes).filter(Exchange.recipient_account_id == account_id),
+                    0,
                 ),
             ).where(
                 Exchange.status == ExchangeStatus.pending,
@@ -659,7 +685,9 @@ async def owner_names(
         return out
     for acc_id, mid, name in (
         await session.execute(
-            select(Member.account_id, Member.id, Member.display_name).where(Member.account_id.in_(ids))
+            select(Member.account_id, Member.id, Member.display_name).where(
+                Member.account_id.in_(ids)
+            )
         )
     ).all():
         out[acc_id] = ("member", mid, name)
@@ -671,7 +699,7 @@ async def owner_names(
         )
     ).all():
         out[acc_id] = ("organisation", oid, name)
-    for acc_id, tb_id in (
+    for acc_id, _owner in (
         await session.execute(
             select(Account.id, Account.owner_id).where(
                 Account.id.in_(ids), Account.owner_type == OwnerType.pool

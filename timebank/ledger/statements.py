@@ -18,8 +18,16 @@ from timebank.pagination import check_limit, decode_cursor, encode_cursor
 from timebank.timebanks.models import TimeBank
 
 CSV_COLUMNS = [
-    "entry_id", "exchange_id", "kind", "occurred_on", "recorded_at", "minutes",
-    "balance_after_minutes", "counterparties", "category", "description",
+    "entry_id",
+    "exchange_id",
+    "kind",
+    "occurred_on",
+    "recorded_at",
+    "minutes",
+    "balance_after_minutes",
+    "counterparties",
+    "category",
+    "description",
 ]
 
 

@@ -26,11 +26,21 @@ class MemberController(Controller):
     path = "/v1/timebanks/{tb:str}/members"
     tags = ["members"]
 
-    @post("/", responses=problems(400, 403, 404, 409, 413, 422,
-          conflict=["duplicate", "balance_limit_exceeded"]), summary="Register a member (broker)")
+    @post(
+        "/",
+        responses=problems(
+            400, 403, 404, 409, 413, 422, conflict=["duplicate", "balance_limit_exceeded"]
+        ),
+        summary="Register a member (broker)",
+    )
     async def create(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, data: MemberCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: MemberCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[MemberOut]:
         async def effect(s: AsyncSession) -> MemberOut:
             bank = await get_by_slug(s, principal, tb)
@@ -40,9 +50,14 @@ class MemberController(Controller):
 
     @get("/", responses=problems(403, 404, 422))
     async def list_(
-        self, db_session: AsyncSession, principal: Principal, tb: str,
-        status: MemberStatus | None = None, q: str | None = Parameter(default=None, max_length=100),
-        limit: int | None = None, cursor: str | None = None,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        status: MemberStatus | None = None,
+        q: str | None = Parameter(default=None, max_length=100),
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[MemberOut]:
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
@@ -61,10 +76,17 @@ class MemberController(Controller):
         principal.require(bank.id, *STAFF)
         return MemberOut.model_validate(await service.get_member(db_session, bank, member_id))
 
-    @patch("/{member_id:uuid}", responses=problems(400, 403, 404, 409, 413, 422,
-           conflict=["duplicate"]), summary="Edit a member or change status")
+    @patch(
+        "/{member_id:uuid}",
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"]),
+        summary="Edit a member or change status",
+    )
     async def update(
-        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        member_id: uuid.UUID,
         data: MemberPatch,
     ) -> MemberOut:
         async def work(s: AsyncSession) -> MemberOut:
@@ -83,21 +105,37 @@ class MemberController(Controller):
         m = await service.get_member(db_session, bank, member_id)
         return await ledger.balance(db_session, bank, m.account_id)
 
-    @get("/{member_id:uuid}/statement", responses=problems(403, 404, 422),
-         description="Entries in ledger order; `from`/`to` (inclusive) filter on occurred_on. "
-         "`Accept: text/csv` or `?format=csv` gives every entry of the period as CSV.")
+    @get(
+        "/{member_id:uuid}/statement",
+        responses=problems(403, 404, 422),
+        description="Entries in ledger order; `from`/`to` (inclusive) filter on occurred_on. "
+        "`Accept: text/csv` or `?format=csv` gives every entry of the period as CSV.",
+    )
     async def statement(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, member_id: uuid.UUID,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        member_id: uuid.UUID,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
-        limit: int | None = None, cursor: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
         fmt: str | None = Parameter(query="format", default=None),
     ) -> Response[StatementOut]:
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
         m = await service.get_member(db_session, bank, member_id)
         return await statement_response(
-            request, db_session, bank, m.account_id, date_from=date_from, date_to=date_to,
-            limit=limit, cursor=cursor, fmt=fmt, filename=f"statement-{m.id}",
+            request,
+            db_session,
+            bank,
+            m.account_id,
+            date_from=date_from,
+            date_to=date_to,
+            limit=limit,
+            cursor=cursor,
+            fmt=fmt,
+            filename=f"statement-{m.id}",
         )

@@ -28,7 +28,9 @@ ALLOWED_STATUS = {
 }
 
 
-async def _ref_taken(session: AsyncSession, tb: TimeBank, ref: str, not_id: uuid.UUID | None) -> None:
+async def _ref_taken(
+    session: AsyncSession, tb: TimeBank, ref: str, not_id: uuid.UUID | None
+) -> None:
     stmt = select(Member.id).where(Member.timebank_id == tb.id, Member.external_ref == ref)
     if not_id is not None:
         stmt = stmt.where(Member.id != not_id)
@@ -50,7 +52,10 @@ async def create_member(
     now = utcnow()
     member_id = uuid7()
     account = Account(
-        id=uuid7(), timebank_id=tb.id, owner_type=OwnerType.member, owner_id=member_id,
+        id=uuid7(),
+        timebank_id=tb.id,
+        owner_type=OwnerType.member,
+        owner_id=member_id,
         created_at=now,
     )
     session.add(account)
@@ -73,23 +78,37 @@ async def create_member(
     except IntegrityError as exc:
         raise Duplicate("external_ref belongs to another member") from exc
     await audit.record(
-        session, principal, "member.create", timebank_id=tb.id, target_type="member",
-        target_id=member.id, details={"fields": sorted(k for k, v in fields.items() if v is not None)},
+        session,
+        principal,
+        "member.create",
+        timebank_id=tb.id,
+        target_type="member",
+        target_id=member.id,
+        details={"fields": sorted(k for k, v in fields.items() if v is not None)},
     )
     if tb.starting_grant_minutes > 0:
         assert tb.pool_account_id is not None
         posted = await ledger.post_exchange(
-            session, principal, tb, kind=ExchangeKind.pool_grant,
+            session,
+            principal,
+            tb,
+            kind=ExchangeKind.pool_grant,
             legs=[
                 ledger.Leg(account.id, tb.starting_grant_minutes),
                 ledger.Leg(tb.pool_account_id, -tb.starting_grant_minutes),
             ],
-            occurred_on=today(tb), description="Starting grant",
+            occurred_on=today(tb),
+            description="Starting grant",
             simple_parties=(account.id, tb.pool_account_id),
         )
         await audit.record(
-            session, principal, "exchange.record", timebank_id=tb.id, target_type="exchange",
-            target_id=posted.exchange.id, details={"kind": "pool_grant", "starting_grant": True},
+            session,
+            principal,
+            "exchange.record",
+            timebank_id=tb.id,
+            target_type="exchange",
+            target_id=posted.exchange.id,
+            details={"kind": "pool_grant", "starting_grant": True},
         )
     return member
 
@@ -138,7 +157,10 @@ async def update_member(
         raise InvalidInput("left_on", "is before joined_on")
     if changes.get("external_ref"):
         await _ref_taken(session, tb, changes["external_ref"], member.id)
-    if "statistics_consent" in changes and changes["statistics_consent"] != member.statistics_consent:
+    if (
+        "statistics_consent" in changes
+        and changes["statistics_consent"] != member.statistics_consent
+    ):
         member.consent_recorded_at = utcnow()
     for key, value in changes.items():
         setattr(member, key, value)
@@ -146,8 +168,13 @@ async def update_member(
     await session.flush()
     fields = sorted(patch.model_fields_set)
     await audit.record(
-        session, principal, "member.update", timebank_id=tb.id, target_type="member",
-        target_id=member.id, details={"fields": fields},
+        session,
+        principal,
+        "member.update",
+        timebank_id=tb.id,
+        target_type="member",
+        target_id=member.id,
+        details={"fields": fields},
     )
     return member
 

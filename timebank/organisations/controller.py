@@ -28,8 +28,13 @@ class OrganisationController(Controller):
 
     @post("/", responses=problems(400, 403, 404, 413, 422), summary="Register an organisation")
     async def create(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, data: OrganisationCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: OrganisationCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[OrganisationOut]:
         async def effect(s: AsyncSession) -> OrganisationOut:
             bank = await get_by_slug(s, principal, tb)
@@ -40,10 +45,14 @@ class OrganisationController(Controller):
 
     @get("/", responses=problems(403, 404, 422))
     async def list_(
-        self, db_session: AsyncSession, principal: Principal, tb: str,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
         status: OrganisationStatus | None = None,
         q: str | None = Parameter(default=None, max_length=100),
-        limit: int | None = None, cursor: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> Page[OrganisationOut]:
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
@@ -65,8 +74,12 @@ class OrganisationController(Controller):
 
     @patch("/{organisation_id:uuid}", responses=problems(400, 403, 404, 413, 422))
     async def update(
-        self, db_session: AsyncSession, principal: Principal, tb: str,
-        organisation_id: uuid.UUID, data: OrganisationPatch,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        organisation_id: uuid.UUID,
+        data: OrganisationPatch,
     ) -> OrganisationOut:
         async def work(s: AsyncSession) -> OrganisationOut:
             bank = await get_by_slug(s, principal, tb)
@@ -84,20 +97,36 @@ class OrganisationController(Controller):
         org = await service.get_organisation(db_session, bank, organisation_id)
         return await ledger.balance(db_session, bank, org.account_id)
 
-    @get("/{organisation_id:uuid}/statement", responses=problems(403, 404, 422),
-         description="As the member statement.")
+    @get(
+        "/{organisation_id:uuid}/statement",
+        responses=problems(403, 404, 422),
+        description="As the member statement.",
+    )
     async def statement(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, organisation_id: uuid.UUID,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        organisation_id: uuid.UUID,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
-        limit: int | None = None, cursor: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
         fmt: str | None = Parameter(query="format", default=None),
     ) -> Response[StatementOut]:
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
         org = await service.get_organisation(db_session, bank, organisation_id)
         return await statement_response(
-            request, db_session, bank, org.account_id, date_from=date_from, date_to=date_to,
-            limit=limit, cursor=cursor, fmt=fmt, filename=f"statement-{org.id}",
+            request,
+            db_session,
+            bank,
+            org.account_id,
+            date_from=date_from,
+            date_to=date_to,
+            limit=limit,
+            cursor=cursor,
+            fmt=fmt,
+            filename=f"statement-{org.id}",
         )

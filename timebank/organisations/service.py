@@ -24,20 +24,32 @@ async def create_organisation(
     now = utcnow()
     org_id = uuid7()
     account = Account(
-        id=uuid7(), timebank_id=tb.id, owner_type=OwnerType.organisation, owner_id=org_id,
+        id=uuid7(),
+        timebank_id=tb.id,
+        owner_type=OwnerType.organisation,
+        owner_id=org_id,
         created_at=now,
     )
     session.add(account)
     await session.flush()
     org = Organisation(
-        id=org_id, timebank_id=tb.id, account_id=account.id, status=OrganisationStatus.active,
-        created_at=now, updated_at=now, **data.model_dump(),
+        id=org_id,
+        timebank_id=tb.id,
+        account_id=account.id,
+        status=OrganisationStatus.active,
+        created_at=now,
+        updated_at=now,
+        **data.model_dump(),
     )
     session.add(org)
     await session.flush()
     await audit.record(
-        session, principal, "organisation.create", timebank_id=tb.id,
-        target_type="organisation", target_id=org.id,
+        session,
+        principal,
+        "organisation.create",
+        timebank_id=tb.id,
+        target_type="organisation",
+        target_id=org.id,
     )
     return org
 
@@ -69,8 +81,13 @@ async def update_organisation(
     org.updated_at = utcnow()
     await session.flush()
     await audit.record(
-        session, principal, "organisation.update", timebank_id=tb.id,
-        target_type="organisation", target_id=org.id, details={"fields": sorted(changes)},
+        session,
+        principal,
+        "organisation.update",
+        timebank_id=tb.id,
+        target_type="organisation",
+        target_id=org.id,
+        details={"fields": sorted(changes)},
     )
     return org
 

@@ -43,11 +43,18 @@ class TimeBankController(Controller):
     path = "/v1/timebanks"
     tags = ["time banks"]
 
-    @post("/", responses=problems(400, 403, 409, 413, 422, conflict=["duplicate"]),
-          summary="Create a time bank (global admin)")
+    @post(
+        "/",
+        responses=problems(400, 403, 409, 413, 422, conflict=["duplicate"]),
+        summary="Create a time bank (global admin)",
+    )
     async def create(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        data: TimeBankCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        data: TimeBankCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[TimeBankOut]:
         settings = data.settings.model_dump(exclude_unset=True) if data.settings else {}
 
@@ -59,8 +66,11 @@ class TimeBankController(Controller):
 
     @get("/", responses=problems(403, 422), summary="Time banks in the key's scope")
     async def list_(
-        self, db_session: AsyncSession, principal: Principal,
-        limit: int | None = Parameter(default=None), cursor: str | None = None,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        limit: int | None = Parameter(default=None),
+        cursor: str | None = None,
     ) -> Page[TimeBankOut]:
         n = check_limit(limit)
         rows = await service.list_timebanks(db_session, principal, decode_cursor(cursor), n)
@@ -71,8 +81,11 @@ class TimeBankController(Controller):
     async def get_one(self, db_session: AsyncSession, principal: Principal, tb: str) -> TimeBankOut:
         return timebank_view(await service.get_by_slug(db_session, principal, tb))
 
-    @patch("/{tb:str}", responses=problems(400, 403, 404, 413, 422),
-           summary="Rename a time bank or change its settings (admin)")
+    @patch(
+        "/{tb:str}",
+        responses=problems(400, 403, 404, 413, 422),
+        summary="Rename a time bank or change its settings (admin)",
+    )
     async def update(
         self, db_session: AsyncSession, principal: Principal, tb: str, data: TimeBankPatch
     ) -> TimeBankOut:
@@ -81,8 +94,13 @@ class TimeBankController(Controller):
             changes["name"] = data.name
         if data.settings is not None:
             changes["settings"] = data.settings.model_dump(exclude_unset=True)
-            for key in ("max_exchange_minutes", "starting_grant_minutes", "time_zone",
-                        "suppression_threshold", "pending_expiry_days"):
+            for key in (
+                "max_exchange_minutes",
+                "starting_grant_minutes",
+                "time_zone",
+                "suppression_threshold",
+                "pending_expiry_days",
+            ):
                 if key in changes["settings"] and changes["settings"][key] is None:
                     raise InvalidInput(f"settings.{key}", "cannot be null")
 
@@ -94,8 +112,12 @@ class TimeBankController(Controller):
 
     @get("/{tb:str}/categories", responses=problems(403, 404, 422), tags=["categories"])
     async def categories(
-        self, db_session: AsyncSession, principal: Principal, tb: str,
-        limit: int | None = Parameter(default=None), cursor: str | None = None,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        limit: int | None = Parameter(default=None),
+        cursor: str | None = None,
     ) -> Page[CategoryOut]:
         bank = await service.get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
@@ -103,11 +125,20 @@ class TimeBankController(Controller):
         items, nxt = page(rows, n, lambda c: c.id)
         return Page(items=[CategoryOut(slug=c.slug, name=c.name) for c in items], next_cursor=nxt)
 
-    @post("/{tb:str}/categories", responses=problems(400, 403, 404, 409, 413, 422,
-          conflict=["duplicate"]), tags=["categories"], summary="Add a category (broker)")
+    @post(
+        "/{tb:str}/categories",
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"]),
+        tags=["categories"],
+        summary="Add a category (broker)",
+    )
     async def add_category(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal,
-        tb: str, data: CategoryCreate, idempotency_key: str | None = IdempotencyKeyHeader,
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: CategoryCreate,
+        idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[CategoryOut]:
         async def effect(s: AsyncSession) -> CategoryOut:
             bank = await service.get_by_slug(s, principal, tb)
@@ -124,10 +155,18 @@ class TimeBankController(Controller):
         principal.require(bank.id, *STAFF)
         return ledger.account_view(await ledger.get_account(db_session, bank, account_id), bank)
 
-    @patch("/{tb:str}/accounts/{account_id:uuid}", responses=problems(400, 403, 404, 413, 422),
-           tags=["accounts"], summary="Set an account's own limits (broker, audited)")
+    @patch(
+        "/{tb:str}/accounts/{account_id:uuid}",
+        responses=problems(400, 403, 404, 413, 422),
+        tags=["accounts"],
+        summary="Set an account's own limits (broker, audited)",
+    )
     async def patch_account(
-        self, db_session: AsyncSession, principal: Principal, tb: str, account_id: uuid.UUID,
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        account_id: uuid.UUID,
         data: AccountPatch,
     ) -> AccountOut:
         async def work(s: AsyncSession) -> AccountOut:

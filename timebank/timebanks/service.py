@@ -84,7 +84,10 @@ async def create_timebank(
     except IntegrityError as exc:
         raise Duplicate(f"Time bank slug '{slug}' is taken") from exc
     pool = Account(
-        id=uuid7(), timebank_id=tb.id, owner_type=OwnerType.pool, owner_id=tb.id,
+        id=uuid7(),
+        timebank_id=tb.id,
+        owner_type=OwnerType.pool,
+        owner_id=tb.id,
         created_at=utcnow(),
     )
     session.add(pool)
@@ -96,8 +99,13 @@ async def create_timebank(
     )
     await session.flush()
     await audit.record(
-        session, principal, "timebank.create", timebank_id=tb.id, target_type="timebank",
-        target_id=tb.id, details={"fields": sorted(settings)},
+        session,
+        principal,
+        "timebank.create",
+        timebank_id=tb.id,
+        target_type="timebank",
+        target_id=tb.id,
+        details={"fields": sorted(settings)},
     )
     return tb
 
@@ -115,8 +123,13 @@ async def update_timebank(
     tb.updated_at = utcnow()
     await session.flush()
     await audit.record(
-        session, principal, "timebank.update", timebank_id=tb.id, target_type="timebank",
-        target_id=tb.id, details={"fields": sorted(settings) + (["name"] if "name" in changes else [])},
+        session,
+        principal,
+        "timebank.update",
+        timebank_id=tb.id,
+        target_type="timebank",
+        target_id=tb.id,
+        details={"fields": sorted(settings) + (["name"] if "name" in changes else [])},
     )
     return tb
 
@@ -156,7 +169,11 @@ async def create_category(
     session.add(cat)
     await session.flush()
     await audit.record(
-        session, principal, "category.create", timebank_id=tb.id, target_type="category",
+        session,
+        principal,
+        "category.create",
+        timebank_id=tb.id,
+        target_type="category",
         target_id=cat.id,
     )
     return cat
