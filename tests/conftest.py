@@ -44,7 +44,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pg_cluster() -> Iterator[Cluster | None]:
     if find_pg_bin() is None:
         if CI:
-            pytest.fail("CI=true but PostgreSQL binaries are missing: the PostgreSQL tests must run")
+            pytest.fail(
+                "CI=true but PostgreSQL binaries are missing: the PostgreSQL tests must run"
+            )
         yield None
         return
     cluster = start_cluster()
@@ -102,9 +104,7 @@ def db_url(
     name = f"t_{os.getpid()}_{next(_counter)}"
     cluster.psql(f"CREATE DATABASE {name} TEMPLATE tb_template")
     yield cluster.url(name)
-    cluster.psql(
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    )
+    cluster.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
     cluster.psql(f"DROP DATABASE IF EXISTS {name}")
 
 
@@ -164,7 +164,11 @@ class Api:
         return await self.client.delete(path, headers=self.headers(kw.pop("headers", None)), **kw)
 
     async def ok(self, method: str, path: str, json: Any = None, status: int | None = None) -> Any:
-        r = await getattr(self, method)(path, json=json) if json is not None else await getattr(self, method)(path)
+        r = (
+            await getattr(self, method)(path, json=json)
+            if json is not None
+            else await getattr(self, method)(path)
+        )
         expected = status or (201 if method == "post" else 200)
         assert r.status_code == expected, f"{method.upper()} {path}: {r.status_code} {r.text}"
         return r.json()
@@ -181,7 +185,9 @@ class Api:
             "post", f"/v1/timebanks/{tb}/members", {"display_name": name, **fields}
         )
 
-    async def organisation(self, tb: str, name: str = "Food Bank", kind: str = "charity") -> dict[str, Any]:
+    async def organisation(
+        self, tb: str, name: str = "Food Bank", kind: str = "charity"
+    ) -> dict[str, Any]:
         return await self.ok(  # type: ignore[no-any-return]
             "post", f"/v1/timebanks/{tb}/organisations", {"name": name, "kind": kind}
         )
@@ -198,10 +204,17 @@ class Api:
         return int(body["balance_minutes"])
 
 
-def simple(provider: dict[str, Any], recipient: dict[str, Any], minutes: int, **kw: Any) -> dict[str, Any]:
+def simple(
+    provider: dict[str, Any], recipient: dict[str, Any], minutes: int, **kw: Any
+) -> dict[str, Any]:
     """A simple-form exchange body between two parties returned by the API helpers."""
-    return {"provider": party(provider), "recipient": party(recipient), "minutes": minutes,
-            "category": kw.pop("category", "transport"), **kw}
+    return {
+        "provider": party(provider),
+        "recipient": party(recipient),
+        "minutes": minutes,
+        "category": kw.pop("category", "transport"),
+        **kw,
+    }
 
 
 def party(entity: dict[str, Any]) -> dict[str, str]:

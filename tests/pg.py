@@ -38,9 +38,24 @@ class Cluster:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         out = subprocess.run(
-            [str(self.bin / "psql"), "-h", str(self.socket_dir), "-p", str(self.port),
-             "-U", self.user, "-d", dbname, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
-            capture_output=True, text=True, check=True,
+            [
+                str(self.bin / "psql"),
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                dbname,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout
 
@@ -74,20 +89,42 @@ def start_cluster(fsync: bool = False) -> Cluster:
         shutil.chown(socket_dir, "postgres", "postgres")
         os.chmod(root, 0o755)
     user = "postgres" if _as_postgres() else os.environ.get("USER", "postgres")
-    _run_as_owner([
-        str(pg_bin / "initdb"), "-D", str(root / "data"), "-U", user, "-A", "trust",
-        "--no-sync", "-E", "UTF8", "--locale=C",
-    ])
+    _run_as_owner(
+        [
+            str(pg_bin / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            user,
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]
+    )
     port = 15432 + (os.getpid() % 1000)
     opts = (
         f"-c listen_addresses='' -c unix_socket_directories={socket_dir} -c port={port} "
         f"-c fsync={'on' if fsync else 'off'} -c synchronous_commit={'on' if fsync else 'off'} "
         "-c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB"
     )
-    _run_as_owner([
-        str(pg_bin / "pg_ctl"), "-D", str(root / "data"), "-o", opts, "-l",
-        str(root / "log"), "-w", "-t", "60", "start",
-    ])
+    _run_as_owner(
+        [
+            str(pg_bin / "pg_ctl"),
+            "-D",
+            str(root / "data"),
+            "-o",
+            opts,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+    )
     cluster = Cluster(pg_bin, root, socket_dir, port, user)
     for _ in range(100):
         try:

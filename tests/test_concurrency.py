@@ -127,6 +127,7 @@ async def test_ten_concurrent_duplicates_with_one_idempotency_key_have_exactly_o
     responses = await gather(*(api.exchange(slug, body, headers=headers) for _ in range(10)))
 
     _no_server_errors(responses)
+    print("DEBUG dup", [(r.status_code, r.headers.get("Idempotent-Replayed")) for r in responses])
     created = [r for r in responses if r.status_code == 201]
     others = [r for r in responses if r.status_code != 201]
     assert created, [r.text for r in responses]
@@ -211,6 +212,7 @@ async def test_two_worker_server_gives_one_effect_per_idempotency_key_and_revoke
                 c.post(f"/v1/timebanks/{slug}/exchanges", json=body, headers=dup_headers)
                 for _ in range(20)
             ))
+            print("DEBUG mp", [(r.status_code, r.headers.get("Idempotent-Replayed")) for r in responses])
             _no_server_errors(responses)
             created_ok = [r for r in responses if r.status_code == 201]
             assert created_ok, [r.text for r in responses]

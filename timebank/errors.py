@@ -16,7 +16,7 @@ from litestar.exceptions import (
 )
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from timebank.logs import request_id_var
@@ -185,6 +185,11 @@ def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return problem_response(status, "http_error", "HTTP error", str(exc.detail))
 
 
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    text = str(exc.orig).lower()
+    return "unique constraint" in text or "duplicate key" in text
+
+
 def _is_unavailable(exc: Exception) -> bool:
     if isinstance(exc, PoolTimeoutError | ConnectionError | OSError | InterfaceError):
         return True
@@ -196,6 +201,15 @@ def _is_unavailable(exc: Exception) -> bool:
 
 
 def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, DataError):
+        # The database refused a value for its column (e.g. a NUL character in text).
+        log.info("data error: %s", exc.__class__.__name__)
+        errors = [{"field": "body", "message": "a value is not acceptable to the database"}]
+        return problem_response(
+            422, "validation_error", "Validation error", errors[0]["message"], errors=errors
+        )
+    if isinstance(exc, IntegrityError) and _is_unique_violation(exc):
+        return problem_response(409, "duplicate", "Duplicate", "A unique field is already taken")
     if _is_unavailable(exc):
         log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
         return problem_response(503, "unavailable", "Service unavailable", "Database unreachable")

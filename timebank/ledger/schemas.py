@@ -140,8 +140,8 @@ class AccountPatch(Strict):
     """Set an account's own limits (null = unbounded), or ``use_defaults: true`` to follow
     the time bank's defaults again."""
 
-    min_balance_minutes: int | None = None
-    max_balance_minutes: int | None = None
+    min_balance_minutes: int | None = Field(default=None, ge=-10_000_000, le=10_000_000)
+    max_balance_minutes: int | None = Field(default=None, ge=-10_000_000, le=10_000_000)
     use_defaults: bool = False
 
 

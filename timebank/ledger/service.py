@@ -119,7 +119,11 @@ async def _apply_legs(
         a.id: a
         for a in (
             await session.execute(
-                select(Account).where(Account.id.in_(ids)).order_by(Account.id).with_for_update()
+                select(Account)
+                .where(Account.id.in_(ids))
+                .order_by(Account.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
             )
         ).scalars()
     }
