@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alembic import command
 from tests.pg import Cluster, find_pg_bin, start_cluster
 from timebank.app import create_app
 from timebank.auth.models import Role

@@ -87,7 +87,7 @@ def start_cluster(fsync: bool = False) -> Cluster:
     if _as_postgres():
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(socket_dir, "postgres", "postgres")
-        os.chmod(root, 0o755)
+        os.chmod(root, 0o755)  # noqa: S103 - the postgres user must reach its socket
     user = "postgres" if _as_postgres() else os.environ.get("USER", "postgres")
     _run_as_owner(
         [
