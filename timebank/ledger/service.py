@@ -57,6 +57,7 @@ from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.service import today
 
+POOL_KINDS = (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
 SERVICE_KINDS = {
     (OwnerType.member, OwnerType.member): ExchangeKind.p2p,
     (OwnerType.member, OwnerType.organisation): ExchangeKind.p2o,
@@ -314,6 +315,7 @@ async def record_exchange(
     legs: list[Leg] = []
     side_types: list[OwnerType] = []
     seen: set[uuid.UUID] = set()
+    inactive: list[str] = []
     for name, entries, sign in sides:
         types = set()
         for i, (ref, minutes) in enumerate(entries):
@@ -328,7 +330,7 @@ async def record_exchange(
                 raise InvalidInput(label, "a party is given twice")
             seen.add(party.account_id)
             if not party.active:
-                raise PartyInactive(f"{label} is not active (suspended, left or erased)")
+                inactive.append(label)
             if data.is_group and party.owner_type is OwnerType.pool:
                 raise InvalidInput(label, "the pool cannot take part in a group exchange")
             types.add(party.owner_type)
@@ -352,11 +354,14 @@ async def record_exchange(
         kind = ExchangeKind.pool_donation
     else:
         kind = SERVICE_KINDS[(provider_type, recipient_type)]
+    if inactive and kind not in POOL_KINDS:
+        # A pool grant or donation may still settle the balance of a member who has left.
+        raise PartyInactive(f"{', '.join(inactive)} is not active (suspended, left or erased)")
     category = await _category(
         session,
         tb,
         data.category,
-        kind not in (ExchangeKind.pool_grant, ExchangeKind.pool_donation),
+        kind not in POOL_KINDS,
     )
     if data.external_ref is not None:
         taken = await session.execute(
