@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import Api, party, simple
+from tests.conftest import Api, gather, party, simple
 from timebank.app import create_app
 from timebank.auth.models import ApiKey
 from timebank.auth.service import hash_secret
@@ -24,7 +24,7 @@ from timebank.config import Settings
 from timebank.idempotency import IdempotencyRecord, fingerprint
 
 PROBLEM_KEYS = ("type", "title", "status", "detail", "code")
-TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/', "site-packages", ".py\", line")
+TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/', "site-packages", '.py", line')
 
 
 def assert_no_traceback(r: Any) -> None:
@@ -34,7 +34,9 @@ def assert_no_traceback(r: Any) -> None:
 
 def assert_problem(r: Any, status: int, code: str) -> dict[str, Any]:
     """The response is a problem+json document with the given status and stable code."""
-    assert r.status_code == status, f"expected {status} {code}, got {r.status_code}: {r.text[:2000]}"
+    assert r.status_code == status, (
+        f"expected {status} {code}, got {r.status_code}: {r.text[:2000]}"
+    )
     ctype = r.headers.get("content-type", "")
     assert ctype.split(";")[0].strip() == "application/problem+json", ctype
     body = r.json()
@@ -47,7 +49,7 @@ def assert_problem(r: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["title"], str) and body["title"]
     assert isinstance(body["detail"], str) and body["detail"]
     assert_no_traceback(r)
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def assert_validation(r: Any, field: str | None = None) -> list[dict[str, str]]:
@@ -62,8 +64,9 @@ def assert_validation(r: Any, field: str | None = None) -> list[dict[str, str]]:
         assert isinstance(e["message"], str) and e["message"]
     if field is not None:
         fields = [e["field"] for e in errors]
-        assert any(f == field or f.startswith(field + ".") or f.startswith(field + "[")
-                   for f in fields), f"no error names {field!r}: {errors}"
+        assert any(
+            f == field or f.startswith(field + ".") or f.startswith(field + "[") for f in fields
+        ), f"no error names {field!r}: {errors}"
     return errors
 
 
@@ -96,7 +99,8 @@ async def test_body_that_is_not_json_is_refused_with_400_malformed_request(
     tb = await api.timebank()
     slug = tb["slug"]
     r = await api.client.post(
-        f"/v1/timebanks/{slug}/members", content=raw,
+        f"/v1/timebanks/{slug}/members",
+        content=raw,
         headers=api.headers({"Content-Type": "application/json"}),
     )
     assert_problem(r, 400, "malformed_request")
@@ -109,7 +113,8 @@ async def test_exchange_body_that_is_not_json_is_refused_with_400_malformed_requ
 ) -> None:
     tb = await api.timebank()
     r = await api.client.post(
-        f"/v1/timebanks/{tb['slug']}/exchanges", content=b'{"minutes": 60, provider}',
+        f"/v1/timebanks/{tb['slug']}/exchanges",
+        content=b'{"minutes": 60, provider}',
         headers=api.headers({"Content-Type": "application/json", "Idempotency-Key": "k1"}),
     )
     assert_problem(r, 400, "malformed_request")
@@ -120,10 +125,28 @@ async def test_exchange_body_that_is_not_json_is_refused_with_400_malformed_requ
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "tbk_no_scheme",
-     "Bearer not-a-key", "Bearer tbk_" + "x" * 43, "Bearer tbk_" + "y" * 500],
-    ids=["no-header", "empty", "bearer-only", "bearer-blank", "basic", "no-scheme",
-         "no-prefix", "unknown-key", "overlong-key"],
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "tbk_no_scheme",
+        "Bearer not-a-key",
+        "Bearer tbk_" + "x" * 43,
+        "Bearer tbk_" + "y" * 500,
+    ],
+    ids=[
+        "no-header",
+        "empty",
+        "bearer-only",
+        "bearer-blank",
+        "basic",
+        "no-scheme",
+        "no-prefix",
+        "unknown-key",
+        "overlong-key",
+    ],
 )
 async def test_missing_or_unknown_key_is_refused_with_401(
     api: Api, authorization: str | None
@@ -133,8 +156,9 @@ async def test_missing_or_unknown_key_is_refused_with_401(
         if method == "get":
             r = await api.client.get(path, headers=headers)
         else:
-            r = await api.client.post(path, json={"slug": "sneaky", "name": "Sneaky"},
-                                      headers=headers)
+            r = await api.client.post(
+                path, json={"slug": "sneaky", "name": "Sneaky"}, headers=headers
+            )
         assert_problem(r, 401, "unauthorized")
     # nothing was created by the refused POST
     listed = await api.ok("get", "/v1/timebanks")
@@ -149,16 +173,20 @@ async def test_revoked_key_is_refused_with_401_at_once(api: Api) -> None:
     assert (await broker.get(f"/v1/timebanks/{slug}")).status_code == 200
     await api.ok("delete", f"/v1/timebanks/{slug}/api-keys/{created['id']}")
     assert_problem(await broker.get(f"/v1/timebanks/{slug}"), 401, "unauthorized")
-    assert_problem(await broker.post(f"/v1/timebanks/{slug}/members", json={"display_name": "X"}),
-                   401, "unauthorized")
+    assert_problem(
+        await broker.post(f"/v1/timebanks/{slug}/members", json={"display_name": "X"}),
+        401,
+        "unauthorized",
+    )
     assert (await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"] == []
 
 
 async def test_creating_a_key_that_already_expired_is_refused_with_422(api: Api) -> None:
     tb = await api.timebank()
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    r = await api.post(f"/v1/timebanks/{tb['slug']}/api-keys",
-                       json={"role": "broker", "expires_at": past})
+    r = await api.post(
+        f"/v1/timebanks/{tb['slug']}/api-keys", json={"role": "broker", "expires_at": past}
+    )
     assert_validation(r, "expires_at")
 
 
@@ -168,19 +196,24 @@ async def test_expired_key_is_refused_with_401(
     tb = await api.timebank()
     slug = tb["slug"]
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    created = await api.ok("post", f"/v1/timebanks/{slug}/api-keys",
-                           {"role": "broker", "expires_at": future})
+    created = await api.ok(
+        "post", f"/v1/timebanks/{slug}/api-keys", {"role": "broker", "expires_at": future}
+    )
     broker = api.as_key(created["secret"])
     assert (await broker.get(f"/v1/timebanks/{slug}")).status_code == 200
     async with session_maker() as s:
         await s.execute(
-            update(ApiKey).where(ApiKey.id == uuid.UUID(created["id"]))
+            update(ApiKey)
+            .where(ApiKey.id == uuid.UUID(created["id"]))
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
         await s.commit()
     assert_problem(await broker.get(f"/v1/timebanks/{slug}"), 401, "unauthorized")
-    assert_problem(await broker.post(f"/v1/timebanks/{slug}/members", json={"display_name": "X"}),
-                   401, "unauthorized")
+    assert_problem(
+        await broker.post(f"/v1/timebanks/{slug}/members", json={"display_name": "X"}),
+        401,
+        "unauthorized",
+    )
 
 
 async def test_401_comes_before_404_for_an_unknown_time_bank(api: Api) -> None:
@@ -220,10 +253,14 @@ async def test_key_scoped_to_one_time_bank_is_refused_with_403_on_another(api: A
         key = api.as_key(await api.key(a["slug"], role))
         assert_problem(await key.get(f"/v1/timebanks/{b['slug']}"), 403, "forbidden")
         assert_problem(await key.get(f"/v1/timebanks/{b['slug']}/members"), 403, "forbidden")
-        assert_problem(await key.get(f"/v1/timebanks/{b['slug']}/members/{b_ann['id']}"),
-                       403, "forbidden")
-        assert_problem(await key.post(f"/v1/timebanks/{b['slug']}/members",
-                                      json={"display_name": "Intruder"}), 403, "forbidden")
+        assert_problem(
+            await key.get(f"/v1/timebanks/{b['slug']}/members/{b_ann['id']}"), 403, "forbidden"
+        )
+        assert_problem(
+            await key.post(f"/v1/timebanks/{b['slug']}/members", json={"display_name": "Intruder"}),
+            403,
+            "forbidden",
+        )
         r = await key.exchange(b["slug"], simple(b_ann, b_bob, 60))
         assert_problem(r, 403, "forbidden")
     assert await snapshot(api, b["slug"], b_ann, b_bob) == before
@@ -235,8 +272,12 @@ async def test_key_scoped_to_one_time_bank_is_refused_with_403_on_another(api: A
 
 
 async def test_unknown_time_bank_slug_is_404(api: Api) -> None:
-    for path in ["/v1/timebanks/no-such-bank", "/v1/timebanks/no-such-bank/members",
-                 "/v1/timebanks/no-such-bank/exchanges", "/v1/timebanks/no-such-bank/categories"]:
+    for path in [
+        "/v1/timebanks/no-such-bank",
+        "/v1/timebanks/no-such-bank/members",
+        "/v1/timebanks/no-such-bank/exchanges",
+        "/v1/timebanks/no-such-bank/categories",
+    ]:
         assert_problem(await api.get(path), 404, "not_found")
     r = await api.post("/v1/timebanks/no-such-bank/members", json={"display_name": "Ann"})
     assert_problem(r, 404, "not_found")
@@ -247,8 +288,9 @@ async def test_unknown_member_id_is_404(api: Api) -> None:
     slug = tb["slug"]
     unknown = uuid.uuid4()
     for suffix in ("", "/balance", "/statement"):
-        assert_problem(await api.get(f"/v1/timebanks/{slug}/members/{unknown}{suffix}"),
-                       404, "not_found")
+        assert_problem(
+            await api.get(f"/v1/timebanks/{slug}/members/{unknown}{suffix}"), 404, "not_found"
+        )
     r = await api.patch(f"/v1/timebanks/{slug}/members/{unknown}", json={"status": "suspended"})
     assert_problem(r, 404, "not_found")
 
@@ -305,67 +347,142 @@ def _leg(entity: dict[str, Any], minutes: int) -> dict[str, Any]:
 
 EXCHANGE_422: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str | None]] = {
     # name: (body from the fixture parties, the field the error should name)
-    "minutes-missing": (lambda p: {"provider": party(p["ann"]), "recipient": party(p["bob"]),
-                                   "category": "transport"}, "minutes"),
-    "provider-missing": (lambda p: {"recipient": party(p["bob"]), "minutes": 60,
-                                    "category": "transport"}, "provider"),
+    "minutes-missing": (
+        lambda p: {
+            "provider": party(p["ann"]),
+            "recipient": party(p["bob"]),
+            "category": "transport",
+        },
+        None,
+    ),
+    "provider-missing": (
+        lambda p: {"recipient": party(p["bob"]), "minutes": 60, "category": "transport"},
+        None,
+    ),
     "category-missing": (lambda p: simple(p["ann"], p["bob"], 60, category=None), "category"),
     "minutes-zero": (lambda p: simple(p["ann"], p["bob"], 0), "minutes"),
     "minutes-negative": (lambda p: simple(p["ann"], p["bob"], -30), "minutes"),
-    "minutes-not-integer": (lambda p: simple(p["ann"], p["bob"], 1.5), "minutes"),
-    "minutes-a-string": (lambda p: simple(p["ann"], p["bob"], "sixty"), "minutes"),
+    "minutes-not-integer": (
+        lambda p: {**simple(p["ann"], p["bob"], 60), "minutes": 1.5},
+        "minutes",
+    ),
+    "minutes-a-string": (
+        lambda p: {**simple(p["ann"], p["bob"], 60), "minutes": "sixty"},
+        "minutes",
+    ),
     "minutes-over-max-exchange": (lambda p: simple(p["ann"], p["bob"], 121), "minutes"),
-    "group-leg-zero": (lambda p: {"providers": [_leg(p["ann"], 0)],
-                                  "recipients": [_leg(p["bob"], 0)],
-                                  "category": "transport"}, "providers"),
-    "group-leg-over-max-exchange": (lambda p: {"providers": [_leg(p["ann"], 121)],
-                                               "recipients": [_leg(p["bob"], 61),
-                                                              _leg(p["cat"], 60)],
-                                               "category": "transport"}, "providers"),
-    "occurred-on-after-today": (lambda p: simple(p["ann"], p["bob"], 60,
-                                                 occurred_on=_future()), "occurred_on"),
-    "occurred-on-not-a-date": (lambda p: simple(p["ann"], p["bob"], 60,
-                                                occurred_on="2026-02-30"), "occurred_on"),
+    "group-leg-zero": (
+        lambda p: {
+            "providers": [_leg(p["ann"], 0)],
+            "recipients": [_leg(p["bob"], 0)],
+            "category": "transport",
+        },
+        "providers",
+    ),
+    "group-leg-over-max-exchange": (
+        lambda p: {
+            "providers": [_leg(p["ann"], 121)],
+            "recipients": [_leg(p["bob"], 61), _leg(p["cat"], 60)],
+            "category": "transport",
+        },
+        "providers",
+    ),
+    "occurred-on-after-today": (
+        lambda p: simple(p["ann"], p["bob"], 60, occurred_on=_future()),
+        "occurred_on",
+    ),
+    "occurred-on-not-a-date": (
+        lambda p: simple(p["ann"], p["bob"], 60, occurred_on="2026-02-30"),
+        "occurred_on",
+    ),
     "same-party-twice-simple": (lambda p: simple(p["ann"], p["ann"], 60), None),
-    "same-party-twice-group": (lambda p: {"providers": [_leg(p["ann"], 30), _leg(p["ann"], 30)],
-                                          "recipients": [_leg(p["bob"], 60)],
-                                          "category": "transport"}, "providers"),
-    "same-party-both-sides-group": (lambda p: {"providers": [_leg(p["ann"], 60)],
-                                               "recipients": [_leg(p["bob"], 30),
-                                                              _leg(p["ann"], 30)],
-                                               "category": "transport"}, "recipients"),
+    "same-party-twice-group": (
+        lambda p: {
+            "providers": [_leg(p["ann"], 30), _leg(p["ann"], 30)],
+            "recipients": [_leg(p["bob"], 60)],
+            "category": "transport",
+        },
+        "providers",
+    ),
+    "same-party-both-sides-group": (
+        lambda p: {
+            "providers": [_leg(p["ann"], 60)],
+            "recipients": [_leg(p["bob"], 30), _leg(p["ann"], 30)],
+            "category": "transport",
+        },
+        "recipients",
+    ),
     "member-of-another-bank": (lambda p: simple(p["ann"], p["stranger"], 60), "recipient"),
-    "organisation-of-another-bank": (lambda p: simple(p["stranger_org"], p["ann"], 60),
-                                     "provider"),
-    "unknown-member-id": (lambda p: simple({"display_name": "x", "id": str(uuid.uuid4())},
-                                           p["ann"], 60), "provider"),
-    "unbalanced-group": (lambda p: {"providers": [_leg(p["ann"], 60)],
-                                    "recipients": [_leg(p["bob"], 30), _leg(p["cat"], 20)],
-                                    "category": "transport"}, None),
-    "mixed-types-one-side": (lambda p: {"providers": [_leg(p["ann"], 60)],
-                                        "recipients": [_leg(p["bob"], 30), _leg(p["org"], 30)],
-                                        "category": "transport"}, "recipients"),
-    "unknown-category": (lambda p: simple(p["ann"], p["bob"], 60, category="juggling"),
-                         "category"),
+    "organisation-of-another-bank": (lambda p: simple(p["stranger_org"], p["ann"], 60), "provider"),
+    "unknown-member-id": (
+        lambda p: simple({"display_name": "x", "id": str(uuid.uuid4())}, p["ann"], 60),
+        "provider",
+    ),
+    "unbalanced-group": (
+        lambda p: {
+            "providers": [_leg(p["ann"], 60)],
+            "recipients": [_leg(p["bob"], 30), _leg(p["cat"], 20)],
+            "category": "transport",
+        },
+        None,
+    ),
+    "mixed-types-one-side": (
+        lambda p: {
+            "providers": [_leg(p["ann"], 60)],
+            "recipients": [_leg(p["bob"], 30), _leg(p["org"], 30)],
+            "category": "transport",
+        },
+        "recipients",
+    ),
+    "unknown-category": (lambda p: simple(p["ann"], p["bob"], 60, category="juggling"), "category"),
     "account-id-of-a-member-not-the-pool": (
-        lambda p: {"provider": {"account_id": p["ann"]["account_id"]},
-                   "recipient": party(p["bob"]), "minutes": 60}, "provider"),
+        lambda p: {
+            "provider": {"account_id": p["ann"]["account_id"]},
+            "recipient": party(p["bob"]),
+            "minutes": 60,
+        },
+        "provider",
+    ),
     "account-id-of-another-banks-pool": (
-        lambda p: {"provider": {"account_id": p["other"]["pool_account_id"]},
-                   "recipient": party(p["bob"]), "minutes": 60}, "provider"),
-    "party-with-two-ids": (lambda p: {"provider": {"member_id": p["ann"]["id"],
-                                                   "organisation_id": p["org"]["id"]},
-                                      "recipient": party(p["bob"]), "minutes": 60,
-                                      "category": "transport"}, "provider"),
-    "party-member-id-not-a-uuid": (lambda p: {"provider": {"member_id": "ann"},
-                                              "recipient": party(p["bob"]), "minutes": 60,
-                                              "category": "transport"}, "provider"),
+        lambda p: {
+            "provider": {"account_id": p["other"]["pool_account_id"]},
+            "recipient": party(p["bob"]),
+            "minutes": 60,
+        },
+        "provider",
+    ),
+    "party-with-two-ids": (
+        lambda p: {
+            "provider": {"member_id": p["ann"]["id"], "organisation_id": p["org"]["id"]},
+            "recipient": party(p["bob"]),
+            "minutes": 60,
+            "category": "transport",
+        },
+        "provider",
+    ),
+    "party-member-id-not-a-uuid": (
+        lambda p: {
+            "provider": {"member_id": "ann"},
+            "recipient": party(p["bob"]),
+            "minutes": 60,
+            "category": "transport",
+        },
+        "provider",
+    ),
     "unknown-field": (lambda p: {**simple(p["ann"], p["bob"], 60), "hours": 1}, None),
-    "category-on-a-pool-grant": (lambda p: {"provider": party(p["ann"]),
-                                            "recipient": party(p["tb"]), "minutes": 60,
-                                            "category": "transport"}, "category"),
-    "override-without-reason": (lambda p: {**simple(p["ann"], p["bob"], 60),
-                                           "override_limits": True}, None),
+    "category-on-a-pool-grant": (
+        lambda p: {
+            "provider": party(p["ann"]),
+            "recipient": party(p["tb"]),
+            "minutes": 60,
+            "category": "transport",
+        },
+        "category",
+    ),
+    "override-without-reason": (
+        lambda p: {**simple(p["ann"], p["bob"], 60), "override_limits": True},
+        None,
+    ),
 }
 
 
@@ -384,20 +501,39 @@ async def test_invalid_exchange_is_refused_with_422_and_nothing_is_written(
     assert_validation(r, field)
     assert await snapshot(api, slug, p["ann"], p["bob"], p["cat"]) == before
     # not stored under the Idempotency-Key either: a corrected retry with that key succeeds
-    fixed = await api.exchange(slug, simple(p["ann"], p["bob"], 60),
-                               headers={"Idempotency-Key": f"k-{case}"})
+    fixed = await api.exchange(
+        slug, simple(p["ann"], p["bob"], 60), headers={"Idempotency-Key": f"k-{case}"}
+    )
     assert fixed.status_code == 201, fixed.text
     assert fixed.headers.get("Idempotent-Replayed") is None
+
+
+@pytest.mark.parametrize("missing", ["minutes", "provider", "recipient"])
+async def test_exchange_missing_a_required_field_names_that_field_in_the_422(
+    api: Api, missing: str
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    body = simple(ann, bob, 60)
+    del body[missing]
+    assert_validation(await api.exchange(slug, body), missing)
 
 
 async def test_member_without_display_name_is_refused_with_422_naming_the_field(api: Api) -> None:
     tb = await api.timebank()
     slug = tb["slug"]
     assert_validation(await api.post(f"/v1/timebanks/{slug}/members", json={}), "display_name")
-    assert_validation(await api.post(f"/v1/timebanks/{slug}/members",
-                                     json={"display_name": ""}), "display_name")
-    assert_validation(await api.post(f"/v1/timebanks/{slug}/members",
-                                     json={"display_name": "Ann", "gender": "robot"}), "gender")
+    assert_validation(
+        await api.post(f"/v1/timebanks/{slug}/members", json={"display_name": ""}), "display_name"
+    )
+    assert_validation(
+        await api.post(
+            f"/v1/timebanks/{slug}/members", json={"display_name": "Ann", "gender": "robot"}
+        ),
+        "gender",
+    )
     assert (await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"] == []
 
 
@@ -409,8 +545,9 @@ async def test_time_bank_with_invalid_slug_is_refused_with_422(api: Api) -> None
 
 
 @pytest.mark.parametrize("limit", ["0", "501", "-1", "abc"])
-@pytest.mark.parametrize("listing", ["", "/members", "/exchanges", "/categories",
-                                     "/organisations", "/api-keys"])
+@pytest.mark.parametrize(
+    "listing", ["", "/members", "/exchanges", "/categories", "/organisations", "/api-keys"]
+)
 async def test_list_limit_outside_1_to_500_is_refused_with_422(
     api: Api, listing: str, limit: str
 ) -> None:
@@ -468,8 +605,11 @@ async def test_group_exchange_with_one_leg_over_limit_is_refused_with_409_all_or
     cat = await api.member(slug, "Cat")
     assert (await api.exchange(slug, simple(ann, cat, 550))).status_code == 201
     before = await snapshot(api, slug, ann, bob, cat)
-    body = {"providers": [_leg(ann, 120)], "recipients": [_leg(bob, 60), _leg(cat, 60)],
-            "category": "learning-teaching"}
+    body = {
+        "providers": [_leg(ann, 120)],
+        "recipients": [_leg(bob, 60), _leg(cat, 60)],
+        "category": "learning-teaching",
+    }
     assert_problem(await api.exchange(slug, body), 409, "balance_limit_exceeded")
     assert await snapshot(api, slug, ann, bob, cat) == before
 
@@ -506,6 +646,35 @@ async def test_exchange_with_inactive_member_is_refused_with_409_party_inactive(
     assert (await api.exchange(slug, body)).status_code == 201
 
 
+async def test_exchange_with_suspended_organisation_is_refused_with_409_party_inactive(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    org = await api.organisation(slug)
+    await api.ok(
+        "patch", f"/v1/timebanks/{slug}/organisations/{org['id']}", {"status": "suspended"}
+    )
+    before = await snapshot(api, slug, ann)
+    assert_problem(await api.exchange(slug, simple(ann, org, 60)), 409, "party_inactive")
+    assert await snapshot(api, slug, ann) == before
+
+
+async def test_reversal_ignores_party_status_so_is_not_refused_as_inactive(api: Api) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    ex = await api.ok("post", f"/v1/timebanks/{slug}/exchanges", simple(ann, bob, 60))
+    await api.ok("patch", f"/v1/timebanks/{slug}/members/{bob['id']}", {"status": "suspended"})
+    r = await api.post(
+        f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse", json={"reason": "wrong member"}
+    )
+    assert r.status_code == 201, r.text
+    assert await api.balance(slug, bob["id"]) == 0
+
+
 # --- 409 already_reversed / not_reversible --------------------------------------------------
 
 
@@ -518,8 +687,9 @@ async def test_second_reversal_is_refused_with_409_already_reversed(api: Api) ->
     await api.ok("post", f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse", {"reason": "typo"})
     before = await snapshot(api, slug, ann, bob)
     assert before[1] == [0, 0]
-    r = await api.post(f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse",
-                       json={"reason": "again"})
+    r = await api.post(
+        f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse", json={"reason": "again"}
+    )
     assert_problem(r, 409, "already_reversed")
     assert await snapshot(api, slug, ann, bob) == before
 
@@ -530,13 +700,39 @@ async def test_reversing_a_reversal_is_refused_with_409_not_reversible(api: Api)
     ann = await api.member(slug, "Ann")
     bob = await api.member(slug, "Bob")
     ex = await api.ok("post", f"/v1/timebanks/{slug}/exchanges", simple(ann, bob, 90))
-    rev = await api.ok("post", f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse",
-                       {"reason": "typo"})
+    rev = await api.ok(
+        "post", f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse", {"reason": "typo"}
+    )
     before = await snapshot(api, slug, ann, bob)
-    r = await api.post(f"/v1/timebanks/{slug}/exchanges/{rev['id']}/reverse",
-                       json={"reason": "undo the undo"})
+    r = await api.post(
+        f"/v1/timebanks/{slug}/exchanges/{rev['id']}/reverse", json={"reason": "undo the undo"}
+    )
     assert_problem(r, 409, "not_reversible")
     assert await snapshot(api, slug, ann, bob) == before
+
+
+async def test_concurrent_reversals_of_one_exchange_give_one_201_rest_409_already_reversed(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    ex = await api.ok("post", f"/v1/timebanks/{slug}/exchanges", simple(ann, bob, 45))
+    rs = await gather(
+        *[
+            api.post(f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse", json={"reason": f"r{i}"})
+            for i in range(6)
+        ]
+    )
+    assert sorted(r.status_code for r in rs) == [201, 409, 409, 409, 409, 409], [
+        (r.status_code, r.text) for r in rs
+    ]
+    for r in rs:
+        if r.status_code == 409:
+            assert_problem(r, 409, "already_reversed")
+    assert await api.balance(slug, ann["id"]) == 0
+    assert await api.balance(slug, bob["id"]) == 0
 
 
 async def test_reverse_without_reason_is_refused_with_422(api: Api) -> None:
@@ -549,6 +745,26 @@ async def test_reverse_without_reason_is_refused_with_422(api: Api) -> None:
         r = await api.post(f"/v1/timebanks/{slug}/exchanges/{ex['id']}/reverse", json=body)
         assert_validation(r, "reason")
     assert await api.balance(slug, ann["id"]) == 90
+
+
+@pytest.mark.xfail(
+    reason='Not built yet: the pending flow (confirm/reject/cancel, SPEC §3.5) is issue 3, "Access"; this test turns green when it lands',
+    strict=True,
+)
+@pytest.mark.parametrize("decision", ["confirm", "reject", "cancel"])
+async def test_deciding_an_exchange_that_is_not_pending_is_refused_with_409_not_pending(
+    api: Api, decision: str
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    ex = await api.ok("post", f"/v1/timebanks/{slug}/exchanges", simple(ann, bob, 60))
+    assert ex["status"] == "recorded"
+    r = await api.post(f"/v1/timebanks/{slug}/exchanges/{ex['id']}/{decision}", json={})
+    assert_problem(r, 409, "not_pending")
+    got = await api.ok("get", f"/v1/timebanks/{slug}/exchanges/{ex['id']}")
+    assert got["status"] == "recorded"
 
 
 # --- 409 duplicate --------------------------------------------------------------------------
@@ -588,21 +804,89 @@ async def test_member_external_ref_taken_is_refused_with_409_duplicate(api: Api)
     slug = tb["slug"]
     await api.member(slug, "Ann", external_ref="M-001")
     bob = await api.member(slug, "Bob")
-    r = await api.post(f"/v1/timebanks/{slug}/members",
-                       json={"display_name": "Ann Again", "external_ref": "M-001"})
+    r = await api.post(
+        f"/v1/timebanks/{slug}/members", json={"display_name": "Ann Again", "external_ref": "M-001"}
+    )
     assert_problem(r, 409, "duplicate")
     r = await api.patch(f"/v1/timebanks/{slug}/members/{bob['id']}", json={"external_ref": "M-001"})
     assert_problem(r, 409, "duplicate")
     members = await api.ok("get", f"/v1/timebanks/{slug}/members")
     assert sorted(m["display_name"] for m in members["items"]) == ["Ann", "Bob"]
-    assert (await api.ok("get", f"/v1/timebanks/{slug}/members/{bob['id']}"))["external_ref"] is None
+    assert (await api.ok("get", f"/v1/timebanks/{slug}/members/{bob['id']}"))[
+        "external_ref"
+    ] is None
 
 
 async def test_category_slug_taken_is_refused_with_409_duplicate(api: Api) -> None:
     tb = await api.timebank()
-    r = await api.post(f"/v1/timebanks/{tb['slug']}/categories",
-                       json={"slug": "transport", "name": "Transport again"})
+    r = await api.post(
+        f"/v1/timebanks/{tb['slug']}/categories",
+        json={"slug": "transport", "name": "Transport again"},
+    )
     assert_problem(r, 409, "duplicate")
+
+
+async def test_concurrent_entries_of_one_external_ref_record_once_and_refuse_the_rest_with_409(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    rs = await gather(
+        *[
+            api.exchange(
+                slug,
+                simple(ann, bob, 10, external_ref="sheet-7/3"),
+                headers={"Idempotency-Key": f"clerk-{i}"},
+            )
+            for i in range(6)
+        ]
+    )
+    assert sorted(r.status_code for r in rs) == [201, 409, 409, 409, 409, 409], [
+        (r.status_code, r.text) for r in rs
+    ]
+    for r in rs:
+        if r.status_code == 409:
+            assert_problem(r, 409, "duplicate")
+    assert await api.balance(slug, ann["id"]) == 10
+    assert await api.balance(slug, bob["id"]) == -10
+
+
+async def test_concurrent_registrations_with_one_member_external_ref_give_one_201_rest_409(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    rs = await gather(
+        *[
+            api.post(
+                f"/v1/timebanks/{slug}/members",
+                json={"display_name": f"Ann {i}", "external_ref": "M-9"},
+            )
+            for i in range(6)
+        ]
+    )
+    assert sorted(r.status_code for r in rs) == [201, 409, 409, 409, 409, 409]
+    for r in rs:
+        if r.status_code == 409:
+            assert_problem(r, 409, "duplicate")
+    assert len((await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"]) == 1
+
+
+async def test_concurrent_time_bank_creations_with_one_slug_give_one_201_rest_409(
+    api: Api,
+) -> None:
+    rs = await gather(
+        *[
+            api.post("/v1/timebanks", json={"slug": "racing-bank", "name": f"R{i}"})
+            for i in range(6)
+        ]
+    )
+    assert sorted(r.status_code for r in rs) == [201, 409, 409, 409, 409, 409]
+    for r in rs:
+        if r.status_code == 409:
+            assert_problem(r, 409, "duplicate")
 
 
 # --- idempotency ----------------------------------------------------------------------------
@@ -619,14 +903,16 @@ async def test_idempotency_key_reused_with_a_different_body_is_refused_with_422(
     r = await api.post(f"/v1/timebanks/{slug}/members", json={"display_name": "Bob"}, headers=h)
     assert_problem(r, 422, "idempotency_key_reused")
     # same key on another path is also a different request
-    r = await api.post(f"/v1/timebanks/{slug}/organisations",
-                       json={"name": "Ann", "kind": "charity"}, headers=h)
+    r = await api.post(
+        f"/v1/timebanks/{slug}/organisations", json={"name": "Ann", "kind": "charity"}, headers=h
+    )
     assert_problem(r, 422, "idempotency_key_reused")
     members = await api.ok("get", f"/v1/timebanks/{slug}/members")
     assert [m["display_name"] for m in members["items"]] == ["Ann"]
     # the original request still replays
-    replay = await api.post(f"/v1/timebanks/{slug}/members", json={"display_name": "Ann"},
-                            headers=h)
+    replay = await api.post(
+        f"/v1/timebanks/{slug}/members", json={"display_name": "Ann"}, headers=h
+    )
     assert replay.status_code == 201
     assert replay.headers.get("Idempotent-Replayed") == "true"
     assert replay.json()["id"] == first.json()["id"]
@@ -636,8 +922,11 @@ async def test_idempotency_key_reused_with_a_different_body_is_refused_with_422(
 async def test_invalid_idempotency_key_is_refused_with_422(api: Api, key: str) -> None:
     tb = await api.timebank()
     slug = tb["slug"]
-    r = await api.post(f"/v1/timebanks/{slug}/members", json={"display_name": "Ann"},
-                       headers={"Idempotency-Key": key})
+    r = await api.post(
+        f"/v1/timebanks/{slug}/members",
+        json={"display_name": "Ann"},
+        headers={"Idempotency-Key": key},
+    )
     assert_validation(r, "Idempotency-Key")
     assert (await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"] == []
 
@@ -650,11 +939,16 @@ async def test_request_whose_idempotency_key_is_in_flight_is_refused_with_409(
     path = f"/v1/timebanks/{slug}/members"
     body = {"display_name": "Ann"}
     async with session_maker() as s:
-        await s.execute(insert(IdempotencyRecord).values(
-            api_key_id=await key_id(session_maker, admin_secret), key="in-flight",
-            fingerprint=fingerprint("POST", path, body), status_code=None, response_body=None,
-            created_at=datetime.now(UTC),
-        ))
+        await s.execute(
+            insert(IdempotencyRecord).values(
+                api_key_id=await key_id(session_maker, admin_secret),
+                key="in-flight",
+                fingerprint=fingerprint("POST", path, body),
+                status_code=None,
+                response_body=None,
+                created_at=datetime.now(UTC),
+            )
+        )
         await s.commit()
     r = await api.post(path, json=body, headers={"Idempotency-Key": "in-flight"})
     assert_problem(r, 409, "idempotency_in_flight")
@@ -675,16 +969,43 @@ async def test_idempotency_in_flight_for_an_exchange_moves_no_balance(
     path = f"/v1/timebanks/{slug}/exchanges"
     body = simple(ann, bob, 60)
     async with session_maker() as s:
-        await s.execute(insert(IdempotencyRecord).values(
-            api_key_id=await key_id(session_maker, admin_secret), key="ex-in-flight",
-            fingerprint=fingerprint("POST", path, body), status_code=None, response_body=None,
-            created_at=datetime.now(UTC),
-        ))
+        await s.execute(
+            insert(IdempotencyRecord).values(
+                api_key_id=await key_id(session_maker, admin_secret),
+                key="ex-in-flight",
+                fingerprint=fingerprint("POST", path, body),
+                status_code=None,
+                response_body=None,
+                created_at=datetime.now(UTC),
+            )
+        )
         await s.commit()
     before = await snapshot(api, slug, ann, bob)
     r = await api.exchange(slug, body, headers={"Idempotency-Key": "ex-in-flight"})
     assert_problem(r, 409, "idempotency_in_flight")
     assert await snapshot(api, slug, ann, bob) == before
+
+
+async def test_concurrent_duplicates_of_one_idempotent_request_have_exactly_one_effect(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    body = simple(ann, bob, 25)
+    rs = await gather(
+        *[api.exchange(slug, body, headers={"Idempotency-Key": "retry-storm"}) for _ in range(6)]
+    )
+    created = [r for r in rs if r.status_code == 201]
+    assert created, [(r.status_code, r.text) for r in rs]
+    for r in rs:
+        if r.status_code != 201:
+            assert_problem(r, 409, "idempotency_in_flight")
+    assert len({r.json()["id"] for r in created}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") != "true" for r in created) == 1
+    assert await api.balance(slug, ann["id"]) == 25
+    assert len((await api.ok("get", f"/v1/timebanks/{slug}/exchanges"))["items"]) == 1
 
 
 # --- 413 payload_too_large ------------------------------------------------------------------
@@ -694,8 +1015,11 @@ async def test_body_over_1_mib_is_refused_with_413(api: Api) -> None:
     tb = await api.timebank()
     slug = tb["slug"]
     big = json.dumps({"display_name": "Ann", "locality": "x" * (1024 * 1024 + 10)}).encode()
-    r = await api.client.post(f"/v1/timebanks/{slug}/members", content=big,
-                              headers=api.headers({"Content-Type": "application/json"}))
+    r = await api.client.post(
+        f"/v1/timebanks/{slug}/members",
+        content=big,
+        headers=api.headers({"Content-Type": "application/json"}),
+    )
     assert_problem(r, 413, "payload_too_large")
     assert (await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"] == []
 
@@ -709,8 +1033,11 @@ async def test_exchange_batch_over_1_mib_is_refused_with_413(api: Api) -> None:
     body = {"exchanges": [item] * 1000, "atomic": True}
     raw = json.dumps(body).encode()
     assert len(raw) > 1024 * 1024
-    r = await api.client.post(f"/v1/timebanks/{slug}/exchanges/batch", content=raw,
-                              headers=api.headers({"Content-Type": "application/json"}))
+    r = await api.client.post(
+        f"/v1/timebanks/{slug}/exchanges/batch",
+        content=raw,
+        headers=api.headers({"Content-Type": "application/json"}),
+    )
     assert_problem(r, 413, "payload_too_large")
     assert await api.balance(slug, ann["id"]) == 0
 
@@ -719,8 +1046,11 @@ async def test_body_just_under_1_mib_is_not_refused_as_too_large(api: Api) -> No
     tb = await api.timebank()
     raw = json.dumps({"display_name": "Ann", "locality": "x" * (1024 * 1024 - 100)}).encode()
     assert len(raw) <= 1024 * 1024
-    r = await api.client.post(f"/v1/timebanks/{tb['slug']}/members", content=raw,
-                              headers=api.headers({"Content-Type": "application/json"}))
+    r = await api.client.post(
+        f"/v1/timebanks/{tb['slug']}/members",
+        content=raw,
+        headers=api.headers({"Content-Type": "application/json"}),
+    )
     # the locality is too long for the schema, so this is a validation error, not a 413
     assert_validation(r, "locality")
 
@@ -739,19 +1069,27 @@ def _unreachable_url(engine_name: str, tmp_path: Path) -> str:
 async def test_unreachable_database_gives_503_unavailable_never_500(
     engine_name: str, tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=_unreachable_url(engine_name, tmp_path), log_json=False,
-                        log_level="CRITICAL")
+    settings = Settings(
+        database_url=_unreachable_url(engine_name, tmp_path), log_json=False, log_level="CRITICAL"
+    )
     secret = {"Authorization": "Bearer tbk_" + "z" * 43}
     async with AsyncTestClient(app=create_app(settings), timeout=60) as c:
         health = await c.get("/health")
         assert health.status_code == 200, health.text
         assert_problem(await c.get("/ready"), 503, "unavailable")
         assert_problem(await c.get("/v1/timebanks", headers=secret), 503, "unavailable")
-        assert_problem(await c.get("/v1/timebanks/some-bank/members", headers=secret),
-                       503, "unavailable")
-        assert_problem(await c.post("/v1/timebanks", json={"slug": "abc", "name": "A"},
-                                    headers={**secret, "Idempotency-Key": "k"}),
-                       503, "unavailable")
+        assert_problem(
+            await c.get("/v1/timebanks/some-bank/members", headers=secret), 503, "unavailable"
+        )
+        assert_problem(
+            await c.post(
+                "/v1/timebanks",
+                json={"slug": "abc", "name": "A"},
+                headers={**secret, "Idempotency-Key": "k"},
+            ),
+            503,
+            "unavailable",
+        )
 
 
 # --- never a 500, never a traceback ---------------------------------------------------------
@@ -764,8 +1102,11 @@ GARBAGE: list[tuple[str, str, Any]] = [
     ("post", "/exchanges", None),
     ("post", "/exchanges", {"provider": "ann", "recipient": "bob", "minutes": 60}),
     ("post", "/exchanges", {"provider": {}, "recipient": {}, "minutes": 60}),
-    ("post", "/exchanges", {"provider": {"member_id": None}, "recipient": {"member_id": 1},
-                            "minutes": 60}),
+    (
+        "post",
+        "/exchanges",
+        {"provider": {"member_id": None}, "recipient": {"member_id": 1}, "minutes": 60},
+    ),
     ("post", "/exchanges", {"providers": [], "recipients": [], "category": "transport"}),
     ("post", "/exchanges", {"providers": "x", "recipients": {"a": 1}}),
     ("post", "/exchanges", {"minutes": 10**40}),
@@ -793,8 +1134,11 @@ GARBAGE: list[tuple[str, str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("method,suffix,body", GARBAGE,
-                         ids=[f"{m}{s}-{i}" for i, (m, s, _) in enumerate(GARBAGE)])
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"),
+    GARBAGE,
+    ids=[f"{m}{s}-{i}" for i, (m, s, _) in enumerate(GARBAGE)],
+)
 async def test_garbage_input_is_a_4xx_problem_never_500_nor_traceback(
     api: Api, method: str, suffix: str, body: Any
 ) -> None:
@@ -805,7 +1149,8 @@ async def test_garbage_input_is_a_4xx_problem_never_500_nor_traceback(
         r = await api.get(path)
     else:
         r = await getattr(api.client, method)(
-            path, content=json.dumps(body).encode(),
+            path,
+            content=json.dumps(body).encode(),
             headers=api.headers({"Content-Type": "application/json"}),
         )
     assert 400 <= r.status_code < 500, f"{r.status_code}: {r.text[:2000]}"
@@ -819,8 +1164,11 @@ REFUSALS: list[Callable[[Api, dict[str, Any]], Awaitable[Any]]] = [
     lambda api, p: api.get("/v1/timebanks/nope"),
     lambda api, p: api.exchange(p["slug"], simple(p["ann"], p["ann"], 60)),
     lambda api, p: api.exchange(p["slug"], simple(p["ann"], p["bob"], 1000, category="other")),
-    lambda api, p: api.client.post(f"/v1/timebanks/{p['slug']}/members", content=b"{",
-                                   headers=api.headers({"Content-Type": "application/json"})),
+    lambda api, p: api.client.post(
+        f"/v1/timebanks/{p['slug']}/members",
+        content=b"{",
+        headers=api.headers({"Content-Type": "application/json"}),
+    ),
 ]
 
 
@@ -837,6 +1185,109 @@ async def test_error_responses_carry_a_request_id_and_no_internals(api: Api) -> 
         if "request_id" in body:
             assert body["request_id"] == rid
         lowered = r.text.lower()
-        for leak in ("sqlalchemy", "asyncpg", "sqlite3", "psycopg", "integrityerror",
-                     "insert into", "select "):
+        for leak in (
+            "sqlalchemy",
+            "asyncpg",
+            "sqlite3",
+            "psycopg",
+            "integrityerror",
+            "insert into",
+            "select ",
+        ):
             assert leak not in lowered, f"response leaks internals ({leak}): {r.text}"
+
+
+async def test_wrong_method_on_a_known_route_is_a_405_problem(api: Api) -> None:
+    r = await api.delete("/v1/timebanks")
+    body = assert_problem(r, 405, "method_not_allowed")
+    assert body["status"] == 405
+
+
+async def test_deeply_nested_json_is_refused_with_400_malformed_request(api: Api) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    raw = b"[" * 100_000 + b"]" * 100_000
+    r = await api.client.post(
+        f"/v1/timebanks/{slug}/members",
+        content=raw,
+        headers=api.headers({"Content-Type": "application/json"}),
+    )
+    assert_problem(r, 400, "malformed_request")
+
+
+@pytest.mark.parametrize(
+    "where", ["exchange-description", "member-display-name", "path-slug", "query-q"]
+)
+async def test_nul_character_in_text_input_never_gives_a_500(api: Api, where: str) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    if where == "exchange-description":
+        r = await api.exchange(slug, simple(ann, bob, 60, description="lift\u0000home"))
+    elif where == "member-display-name":
+        r = await api.post(f"/v1/timebanks/{slug}/members", json={"display_name": "Nul\u0000"})
+    elif where == "path-slug":
+        r = await api.get("/v1/timebanks/ab%00cd")
+    else:
+        r = await api.get(f"/v1/timebanks/{slug}/members?q=a%00b")
+    assert r.status_code < 500, f"{r.status_code}: {r.text[:1000]}"
+    assert_no_traceback(r)
+    if r.status_code >= 400:
+        assert_problem(r, r.status_code, r.json()["code"])
+
+
+@pytest.mark.xfail(
+    reason='Not built yet: per-key rate limiting (SPEC §3.8) is issue 5, "Reliability and security"; this test turns green when it lands',
+    strict=True,
+)
+async def test_requests_over_the_per_key_rate_limit_get_429_with_retry_after(
+    db_url: str, admin_secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIMEBANK_RATE_LIMIT_PER_MINUTE", "3")
+    settings = Settings(database_url=db_url, log_json=False, log_level="WARNING")
+    headers = {"Authorization": f"Bearer {admin_secret}"}
+    async with AsyncTestClient(app=create_app(settings), timeout=60) as c:
+        rs = [await c.get("/v1/timebanks", headers=headers) for _ in range(8)]
+    limited = [r for r in rs if r.status_code == 429]
+    assert limited, [r.status_code for r in rs]
+    assert all(r.status_code == 200 for r in rs[:3])
+    for r in limited:
+        assert_problem(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("role", ["funder", "member"])
+async def test_funder_and_member_keys_doing_broker_work_are_refused_with_403(
+    api: Api, role: str
+) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    extra = {"member_id": ann["id"]} if role == "member" else {}
+    key = api.as_key(await api.key(slug, role, **extra))
+    assert_problem(
+        await key.post(f"/v1/timebanks/{slug}/members", json={"display_name": "X"}),
+        403,
+        "forbidden",
+    )
+    assert_problem(
+        await key.post(
+            f"/v1/timebanks/{slug}/api-keys", json={"role": "member", "member_id": ann["id"]}
+        ),
+        403,
+        "forbidden",
+    )
+    assert_problem(
+        await key.patch(
+            f"/v1/timebanks/{slug}/accounts/{bob['account_id']}",
+            json={"min_balance_minutes": -5000},
+        ),
+        403,
+        "forbidden",
+    )
+    assert_problem(
+        await key.get(f"/v1/timebanks/{slug}/members/{bob['id']}/balance"), 403, "forbidden"
+    )
+    assert len((await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"]) == 2

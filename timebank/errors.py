@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,15 +148,27 @@ def _from_domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[s
     return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
 
 
+_NAMED = re.compile(r"^(?:Value error, )?([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
+
+
+def field_error(field: str | None, message: str) -> dict[str, str]:
+    """One ``{"field", "message"}``. A model-level check names its field by starting its
+    message with ``"<field>: "`` (pydantic gives such errors no location)."""
+    if not field:
+        named = _NAMED.match(message)
+        if named:
+            return {"field": named.group(1), "message": named.group(2)}
+        return {"field": "body", "message": message.removeprefix("Value error, ")}
+    return {"field": field, "message": message}
+
+
 def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     if isinstance(exc, ValidationException):
         errors = []
         for item in exc.extra if isinstance(exc.extra, list) else []:
             if isinstance(item, dict):
-                errors.append(
-                    {"field": str(item.get("key") or "body"), "message": str(item.get("message"))}
-                )
+                errors.append(field_error(str(item.get("key") or ""), str(item.get("message"))))
         if not errors:
             errors = [{"field": "body", "message": str(exc.detail)}]
         return problem_response(
@@ -185,6 +198,16 @@ def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return problem_response(status, "http_error", "HTTP error", str(exc.detail))
 
 
+def _sqlstate(exc: Exception) -> str:
+    """The SQLSTATE of a database error (PostgreSQL), or ``""``."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
 def _is_unique_violation(exc: IntegrityError) -> bool:
     text = str(exc.orig).lower()
     return "unique constraint" in text or "duplicate key" in text
@@ -201,7 +224,11 @@ def _is_unavailable(exc: Exception) -> bool:
 
 
 def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if isinstance(exc, DataError):
+    if isinstance(exc, RecursionError):
+        return problem_response(
+            400, "malformed_request", "Malformed request", "JSON is nested too deeply"
+        )
+    if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
         # The database refused a value for its column (e.g. a NUL character in text).
         log.info("data error: %s", exc.__class__.__name__)
         errors = [{"field": "body", "message": "a value is not acceptable to the database"}]
@@ -228,6 +255,7 @@ exception_handlers: dict[int | type[Exception], Any] = {
 
 _DESCRIPTIONS = {
     400: "Malformed request (`malformed_request`): the body is not valid JSON",
+    # (query and path parameters that fail validation get 422 `validation_error`)
     401: "Missing, unknown, revoked or expired API key (`unauthorized`)",
     403: "The key's role or scope does not allow this (`forbidden`)",
     404: "Unknown time bank or resource (`not_found`)",
@@ -242,7 +270,7 @@ _DESCRIPTIONS = {
 def problems(*statuses: int, conflict: Sequence[str] = ()) -> dict[int, ResponseSpec]:
     """OpenAPI error responses for a route: the given statuses plus 401 and 503, always."""
     out: dict[int, ResponseSpec] = {}
-    for status in sorted({*statuses, 401, 503}):
+    for status in sorted({*statuses, 400, 401, 503}):
         desc = _DESCRIPTIONS[status]
         if status == 409 and conflict:
             desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)

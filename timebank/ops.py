@@ -8,10 +8,11 @@ from typing import Any
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from timebank.errors import problem_response
+from timebank.errors import PROBLEM_JSON, Problem, problem_response
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,17 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", tags=["operations"])
+@get(
+    "/ready",
+    tags=["operations"],
+    responses={
+        503: ResponseSpec(
+            data_container=Problem,
+            description="Database unreachable or migrations not at head (`unavailable`)",
+            media_type=PROBLEM_JSON,
+        )
+    },
+)
 async def ready(db_engine: AsyncEngine) -> Response[Any]:
     heads = head_revisions()
     try:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.auth.principal import STAFF, Principal
-from timebank.errors import DomainError
+from timebank.errors import DomainError, field_error
 from timebank.ledger import service as ledger
 from timebank.ledger.schemas import BatchError, BatchOut, BatchResult, ExchangeCreate
 from timebank.timebanks.models import TimeBank
@@ -24,10 +24,7 @@ class BatchRejected(Exception):
 
 
 def _validation_error(exc: ValidationError) -> BatchError:
-    errors = [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-        for e in exc.errors()
-    ]
+    errors = [field_error(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
     return BatchError(
         code="validation_error",
         title="Validation error",

@@ -55,13 +55,19 @@ class ExchangeCreate(Strict):
         group = (self.providers, self.recipients)
         if any(v is not None for v in group):
             if any(v is not None for v in simple):
-                raise ValueError("use either provider/recipient/minutes or providers/recipients")
-            if self.providers is None or self.recipients is None:
-                raise ValueError("the group form needs both providers and recipients")
-        elif any(v is None for v in simple):
-            raise ValueError("provider, recipient and minutes are required")
+                raise ValueError(
+                    "providers: use either provider/recipient/minutes or providers/recipients"
+                )
+            if self.providers is None:
+                raise ValueError("providers: required in the group form")
+            if self.recipients is None:
+                raise ValueError("recipients: required in the group form")
+        else:
+            for name, value in zip(("provider", "recipient", "minutes"), simple, strict=True):
+                if value is None:
+                    raise ValueError(f"{name}: Field required")
         if self.override_limits and not (self.override_reason or "").strip():
-            raise ValueError("override_limits needs an override_reason")
+            raise ValueError("override_reason: required with override_limits")
         return self
 
     @property

@@ -57,6 +57,7 @@ from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.service import today
 
+EARLIEST_DATE = date(1980, 1, 1)  # time banking began in the 1980s; older dates are typos
 POOL_KINDS = (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
 SERVICE_KINDS = {
     (OwnerType.member, OwnerType.member): ExchangeKind.p2p,
@@ -298,6 +299,8 @@ async def record_exchange(
     occurred_on = data.occurred_on or today(tb)
     if occurred_on > today(tb):
         raise InvalidInput("occurred_on", "is after today in this time bank's time zone")
+    if occurred_on < EARLIEST_DATE:
+        raise InvalidInput("occurred_on", f"is before {EARLIEST_DATE.isoformat()}")
 
     if data.is_group:
         assert data.providers is not None and data.recipients is not None
