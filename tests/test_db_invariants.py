@@ -397,12 +397,6 @@ async def test_second_exchange_with_one_external_ref_in_a_time_bank_is_refused(
 # SQLite's is INSERT OR REPLACE, which deletes the conflicting row *without* firing DELETE
 # triggers (unless PRAGMA recursive_triggers is on) and inserts the new one.
 
-SQLITE_REPLACE_BUG = (
-    "BUG: on SQLite, INSERT OR REPLACE silently deletes the conflicting row without firing "
-    "the BEFORE DELETE / BEFORE UPDATE guards (recursive_triggers is off), and no BEFORE "
-    "INSERT guard refuses an existing id, so recorded history can be rewritten "
-    "(alembic/versions/0001_initial_schema.py _SQLITE guards; timebank/db.py _on_connect)"
-)
 
 
 def overwrite(engine_name: str, model: Any, values: dict[str, Any]) -> Executable:
@@ -414,10 +408,8 @@ def overwrite(engine_name: str, model: Any, values: dict[str, Any]) -> Executabl
 
 
 async def test_overwriting_a_posting_of_a_recorded_exchange_by_upsert_is_refused(
-    request: pytest.FixtureRequest, engine_name: str, ledger: Ledger, session_maker: Maker
+    engine_name: str, ledger: Ledger, session_maker: Maker
 ) -> None:
-    if engine_name == "sqlite":
-        request.applymarker(pytest.mark.xfail(reason=SQLITE_REPLACE_BUG, strict=True))
     pending = uuid.uuid4()
     await commit(session_maker, exchange_row(ledger, pending, 5, ExchangeStatus.pending))
     # move Ann's +60 line onto a pending exchange (the sealing rule only looks at NEW)
@@ -437,10 +429,8 @@ async def test_overwriting_a_posting_of_a_recorded_exchange_by_upsert_is_refused
 
 
 async def test_overwriting_a_recorded_exchange_by_upsert_is_refused(
-    request: pytest.FixtureRequest, engine_name: str, ledger: Ledger, session_maker: Maker
+    engine_name: str, ledger: Ledger, session_maker: Maker
 ) -> None:
-    if engine_name == "sqlite":
-        request.applymarker(pytest.mark.xfail(reason=SQLITE_REPLACE_BUG, strict=True))
     async with session_maker() as s:
         before = (
             await s.execute(select(Exchange).where(Exchange.id == ledger.recorded))

@@ -48,6 +48,8 @@ LEDGER_TRIGGERS = {
     "sqlite": {
         "postings_no_update",
         "postings_no_delete",
+        "postings_no_replace",
+        "exchanges_no_replace",
         "postings_sealed",
         "exchanges_balanced_insert",
         "exchanges_balanced_update",

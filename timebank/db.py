@@ -85,6 +85,7 @@ def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA recursive_triggers=ON")  # REPLACE fires the DELETE guards
         cur.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
         cur.execute("PRAGMA synchronous=FULL")
         cur.close()
@@ -130,9 +131,9 @@ async def run_write(
     request leaves no trace.
     """
     attempt = 0
+    if session.in_transaction():
+        await session.commit()  # end a read transaction; keeps loaded objects usable
     while True:
-        if session.in_transaction():
-            await session.rollback()
         try:
             await begin_write(session)
             result = await work(session)

@@ -1,7 +1,7 @@
 """Every model, imported in one place so the metadata is complete (Alembic, tests)."""
 
 from timebank.audit.models import AuditEvent
-from timebank.auth.models import ApiKey
+from timebank.auth.models import ApiKey, ApiKeyTimeBank
 from timebank.db import Base
 from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Account, Exchange, Posting
@@ -12,6 +12,7 @@ from timebank.timebanks.models import Category, TimeBank
 __all__ = [
     "Account",
     "ApiKey",
+    "ApiKeyTimeBank",
     "AuditEvent",
     "Base",
     "Category",

@@ -258,6 +258,11 @@ def upgrade() -> None:
             ["timebank_id", "occurred_on"],
             unique=False,
         )
+        batch_op.create_index(
+            batch_op.f("ix_exchanges_timebank_id_status_recorded_at"),
+            ["timebank_id", "status", "recorded_at"],
+            unique=False,
+        )
 
     op.create_table(
         "members",
@@ -471,6 +476,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_api_keys_timebank_id"), ["timebank_id"], unique=False)
 
     op.create_table(
+        "api_key_timebanks",
+        sa.Column("api_key_id", sa.Uuid(), nullable=False),
+        sa.Column("timebank_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"], ["api_keys.id"], name=op.f("fk_api_key_timebanks_api_key_id_api_keys")
+        ),
+        sa.ForeignKeyConstraint(
+            ["timebank_id"],
+            ["timebanks.id"],
+            name=op.f("fk_api_key_timebanks_timebank_id_timebanks"),
+        ),
+        sa.PrimaryKeyConstraint("api_key_id", "timebank_id", name=op.f("pk_api_key_timebanks")),
+    )
+    op.create_table(
         "postings",
         sa.Column(
             "id",
@@ -513,6 +532,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_postings_account_id_id"))
 
     op.drop_table("postings")
+    op.drop_table("api_key_timebanks")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_timebank_id"))
 
@@ -526,6 +546,7 @@ def downgrade() -> None:
 
     op.drop_table("members")
     with op.batch_alter_table("exchanges", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_exchanges_timebank_id_status_recorded_at"))
         batch_op.drop_index(batch_op.f("ix_exchanges_timebank_id_occurred_on"))
         batch_op.drop_index(batch_op.f("ix_exchanges_recipient_account_id"))
         batch_op.drop_index(batch_op.f("ix_exchanges_provider_account_id"))
@@ -555,7 +576,8 @@ def downgrade() -> None:
 # 2. a recorded exchange has >= 2 postings summing to zero; a non-recorded one has none;
 # 3. postings are append-only; a sealed (non-pending) exchange gets no new postings;
 # 4. an exchange's amounts and parties never change; only a pending one changes status;
-#    free text (description, reason) may be redacted; exchanges are never deleted.
+#    free text (description, reason, override_reason) may be redacted on erasure;
+#    exchanges are never deleted.
 #
 # PostgreSQL checks (2) in deferred constraint triggers at commit. SQLite has no deferred
 # triggers, so the application inserts postings first and the exchange row last (the
@@ -575,7 +597,6 @@ _IMMUTABLE = [
     "logged_by_key_id",
     "logged_by_role",
     "proposed_by",
-    "override_reason",
 ]
 
 _PG = [
@@ -708,6 +729,16 @@ _SQLITE = [
     """
     CREATE TRIGGER postings_no_delete BEFORE DELETE ON postings
     BEGIN SELECT RAISE(ABORT, 'postings are append-only (DELETE refused)'); END
+    """,
+    """
+    CREATE TRIGGER postings_no_replace BEFORE INSERT ON postings
+    WHEN EXISTS (SELECT 1 FROM postings WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'postings are append-only (REPLACE refused)'); END
+    """,
+    """
+    CREATE TRIGGER exchanges_no_replace BEFORE INSERT ON exchanges
+    WHEN EXISTS (SELECT 1 FROM exchanges WHERE id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'exchanges are never deleted; reverse them (REPLACE refused)'); END
     """,
     """
     CREATE TRIGGER postings_sealed BEFORE INSERT ON postings

@@ -119,6 +119,8 @@ class GlobalApiKeyController(Controller):
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ApiKeyCreated]:
         async def effect(s: AsyncSession) -> ApiKeyCreated:
+            principal.require_global_admin()
+            banks = await service.timebanks_by_slug(s, data.timebanks or [])
             created = await service.create_key(
                 s,
                 principal,
@@ -126,7 +128,10 @@ class GlobalApiKeyController(Controller):
                 timebank_id=None,
                 label=data.label,
                 expires_at=data.expires_at,
+                report_timebanks=list(banks.values()),
             )
-            return ApiKeyCreated(**key_view(created.key, None).model_dump(), secret=created.secret)
+            view = key_view(created.key, None)
+            view.timebanks = list(banks) or None
+            return ApiKeyCreated(**view.model_dump(), secret=created.secret)
 
         return await create_response(request, db_session, principal, effect)

@@ -38,3 +38,12 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
+
+
+class ApiKeyTimeBank(Base):
+    """The time banks a funder key may report on (a funder key may span several)."""
+
+    __tablename__ = "api_key_timebanks"
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    timebank_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("timebanks.id"), primary_key=True)

@@ -14,14 +14,22 @@ class Principal:
     key_id: uuid.UUID | None
     role: Role
     timebank_id: uuid.UUID | None = None  # None for a global admin
-    member_id: uuid.UUID | None = None
+    member_id: uuid.UUID | None = None  # member keys: the member the partner app acts for
+    report_timebanks: frozenset[uuid.UUID] = frozenset()  # funder keys spanning several banks
 
     @property
     def is_global_admin(self) -> bool:
         return self.role is Role.admin and self.timebank_id is None
 
     def can_access(self, timebank_id: uuid.UUID) -> bool:
-        return self.is_global_admin or self.timebank_id == timebank_id
+        return (
+            self.is_global_admin
+            or self.timebank_id == timebank_id
+            or timebank_id in self.report_timebanks
+        )
+
+    def is_member(self, member_id: uuid.UUID) -> bool:
+        return self.role is Role.member and self.member_id == member_id
 
     def require(self, timebank_id: uuid.UUID | None, *roles: Role) -> None:
         """Refuse unless the key has one of ``roles`` and is scoped to ``timebank_id``."""

@@ -18,9 +18,12 @@ class ApiKeyCreate(BaseModel):
 
 
 class GlobalApiKeyCreate(BaseModel):
+    """A global admin key, or a funder key over several time banks (their slugs)."""
+
     model_config = ConfigDict(extra="forbid")
 
     role: Role
+    timebanks: list[str] | None = Field(default=None, min_length=1, max_length=100)
     label: str | None = Field(default=None, max_length=200)
     expires_at: datetime | None = None
 
@@ -30,6 +33,7 @@ class ApiKeyOut(BaseModel):
     prefix: str
     role: Role
     timebank: str | None
+    timebanks: list[str] | None = None
     member_id: uuid.UUID | None
     label: str | None
     created_at: datetime

@@ -14,11 +14,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit import service as audit
-from timebank.auth.models import ApiKey, Role
+from timebank.auth.models import ApiKey, ApiKeyTimeBank, Role
 from timebank.auth.principal import Principal
-from timebank.db import begin_write, utcnow
+from timebank.db import begin_write, utcnow, uuid7
 from timebank.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from timebank.members.models import Member
+from timebank.members.models import Member, MemberStatus
+from timebank.timebanks.models import TimeBank
 
 SECRET_PREFIX = "tbk_"  # noqa: S105 - a prefix, not a secret
 LAST_USED_LAG = timedelta(minutes=1)
@@ -47,17 +48,24 @@ async def create_key(
     member_id: uuid.UUID | None = None,
     label: str | None = None,
     expires_at: datetime | None = None,
+    report_timebanks: list[uuid.UUID] | None = None,
 ) -> CreatedKey:
-    """Create a key (caller commits). Brokers may create member keys only; a global key
-    (no time bank) only by a global admin."""
+    """Create a key (caller commits). Brokers may create member keys only. A key with no
+    time bank is a global admin key, or a funder key over ``report_timebanks``; only a
+    global admin creates those."""
     if principal.role is Role.broker and role is not Role.member:
         raise Forbidden("Brokers may create member keys only")
     if principal.role not in (Role.admin, Role.broker):
         raise Forbidden("This key cannot create keys")
     if timebank_id is None:
         principal.require_global_admin()
-        if role is not Role.admin:
-            raise InvalidInput("role", "a key without a time bank must be an admin key")
+        if role is Role.funder:
+            if not report_timebanks:
+                raise InvalidInput("timebanks", "a funder key needs at least one time bank")
+        elif role is not Role.admin:
+            raise InvalidInput("role", "a key without a time bank is an admin or funder key")
+        elif report_timebanks:
+            raise InvalidInput("timebanks", "only funder keys span time banks")
     else:
         principal.require(timebank_id, Role.admin, Role.broker)
     if role is Role.member:
@@ -66,13 +74,15 @@ async def create_key(
         member = await session.get(Member, member_id)
         if member is None or member.timebank_id != timebank_id:
             raise InvalidInput("member_id", "no such member in this time bank")
+        if member.status is MemberStatus.erased:
+            raise InvalidInput("member_id", "this member was erased")
     elif member_id is not None:
         raise InvalidInput("member_id", "only a member key is bound to a member")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("expires_at", "must be in the future")
     secret = new_secret()
     key = ApiKey(
-        id=uuid.uuid4(),
+        id=uuid7(),
         secret_hash=hash_secret(secret),
         prefix=secret[:12],
         role=role,
@@ -84,6 +94,9 @@ async def create_key(
         created_at=utcnow(),
     )
     session.add(key)
+    await session.flush()
+    for tb_id in dict.fromkeys(report_timebanks or []):
+        session.add(ApiKeyTimeBank(api_key_id=key.id, timebank_id=tb_id))
     await session.flush()
     await audit.record(
         session,
@@ -117,8 +130,21 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
         raise Unauthorized("This API key was revoked")
     if key.expires_at is not None and key.expires_at <= now:
         raise Unauthorized("This API key has expired")
+    scopes: frozenset[uuid.UUID] = frozenset()
+    if key.role is Role.funder:
+        scopes = frozenset(
+            (
+                await session.execute(
+                    select(ApiKeyTimeBank.timebank_id).where(ApiKeyTimeBank.api_key_id == key.id)
+                )
+            ).scalars()
+        )
     principal = Principal(
-        key_id=key.id, role=key.role, timebank_id=key.timebank_id, member_id=key.member_id
+        key_id=key.id,
+        role=key.role,
+        timebank_id=key.timebank_id,
+        member_id=key.member_id,
+        report_timebanks=scopes,
     )
     stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_LAG
     await session.rollback()  # end the read; requests start their own transactions
@@ -176,3 +202,18 @@ async def list_keys(
     if after is not None:
         stmt = stmt.where(ApiKey.id > after)
     return list((await session.execute(stmt.order_by(ApiKey.id).limit(limit + 1))).scalars())
+
+
+async def timebanks_by_slug(session: AsyncSession, slugs: list[str]) -> dict[str, uuid.UUID]:
+    """slug → id for the given slugs, in order; 422 naming the first unknown one."""
+    if not slugs:
+        return {}
+    found = dict(
+        (await session.execute(select(TimeBank.slug, TimeBank.id).where(TimeBank.slug.in_(slugs))))
+        .tuples()
+        .all()
+    )
+    for slug in slugs:
+        if slug not in found:
+            raise InvalidInput("timebanks", f"no time bank '{slug}'")
+    return {slug: found[slug] for slug in slugs}

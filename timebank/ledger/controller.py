@@ -8,15 +8,19 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.auth.models import Role
 from timebank.auth.principal import Principal
-from timebank.errors import InvalidInput, problems
+from timebank.db import run_write
+from timebank.errors import Forbidden, InvalidInput, problems
 from timebank.http import IdempotencyKeyHeader, create_response
 from timebank.ledger import service
 from timebank.ledger.batch import BatchRejected, record_batch
 from timebank.ledger.models import ExchangeKind, ExchangeStatus
+from timebank.ledger.pending import Decision, decide, fresh_timebank
 from timebank.ledger.schemas import (
     BatchOut,
     BatchRequest,
+    DecisionRequest,
     ExchangeCreate,
     ExchangeOut,
     ReverseRequest,
@@ -26,6 +30,7 @@ from timebank.organisations.service import get_organisation
 from timebank.pagination import Page, check_limit, decode_cursor, encode_cursor
 from timebank.timebanks.service import get_by_slug
 
+DECISION_CONFLICTS = ["not_pending", "balance_limit_exceeded", "party_inactive"]
 EXCHANGE_CONFLICTS = [
     "balance_limit_exceeded",
     "party_inactive",
@@ -57,6 +62,8 @@ class ExchangeController(Controller):
     ) -> Response[ExchangeOut]:
         async def effect(s: AsyncSession) -> ExchangeOut:
             bank = await get_by_slug(s, principal, tb)
+            if principal.role is Role.member:
+                return service.view(await service.propose_exchange(s, principal, bank, data))
             return service.view(await service.record_exchange(s, principal, bank, data))
 
         return await create_response(request, db_session, principal, effect)
@@ -101,16 +108,31 @@ class ExchangeController(Controller):
         kind: ExchangeKind | None = None,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
+        awaiting: str | None = Parameter(
+            default=None,
+            description="`me` (member keys): pending exchanges waiting for this member",
+        ),
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Page[ExchangeOut]:
-        bank = await get_by_slug(db_session, principal, tb)
+        bank = await fresh_timebank(db_session, principal, tb)
         n = check_limit(limit)
         filters = service.ExchangeFilters(
             category=category, status=status, kind=kind, date_from=date_from, date_to=date_to
         )
         if member_id is not None and organisation_id is not None:
             raise InvalidInput("member_id", "filter by a member or an organisation, not both")
+        if principal.role is Role.member:
+            assert principal.member_id is not None
+            if member_id not in (None, principal.member_id) or organisation_id is not None:
+                raise Forbidden("A member key lists its own exchanges only")
+            member_id = principal.member_id
+            if awaiting == "me":
+                filters.awaiting_member = principal.member_id
+        if awaiting not in (None, "me"):
+            raise InvalidInput("awaiting", "only 'me' is supported")
+        if awaiting == "me" and principal.role is not Role.member:
+            raise InvalidInput("awaiting", "awaiting=me is for member keys")
         if member_id is not None:
             filters.account_id = (await get_member(db_session, bank, member_id)).account_id
         if organisation_id is not None:
@@ -132,8 +154,71 @@ class ExchangeController(Controller):
     async def get_one(
         self, db_session: AsyncSession, principal: Principal, tb: str, exchange_id: uuid.UUID
     ) -> ExchangeOut:
-        bank = await get_by_slug(db_session, principal, tb)
+        bank = await fresh_timebank(db_session, principal, tb)
         return await service.get_exchange(db_session, principal, bank, exchange_id)
+
+    async def _decide(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        exchange_id: uuid.UUID,
+        decision: Decision,
+        data: DecisionRequest | None,
+    ) -> ExchangeOut:
+        await fresh_timebank(db_session, principal, tb)
+
+        async def work(s: AsyncSession) -> ExchangeOut:
+            bank = await get_by_slug(s, principal, tb)
+            reason = data.reason if data else None
+            return await decide(s, principal, bank, exchange_id, decision, reason)
+
+        return await run_write(db_session, work)
+
+    @post(
+        "/{exchange_id:uuid}/confirm",
+        status_code=200,
+        responses=problems(403, 404, 409, 413, 422, conflict=DECISION_CONFLICTS),
+        summary="Confirm a pending exchange (counterparty member or broker)",
+        description="Posts it: re-checks party status, limits and category. A refused "
+        "confirmation leaves it pending.",
+    )
+    async def confirm(
+        self, db_session: AsyncSession, principal: Principal, tb: str, exchange_id: uuid.UUID
+    ) -> ExchangeOut:
+        return await self._decide(db_session, principal, tb, exchange_id, Decision.confirm, None)
+
+    @post(
+        "/{exchange_id:uuid}/reject",
+        status_code=200,
+        responses=problems(403, 404, 409, 413, 422, conflict=["not_pending"]),
+        summary="Reject a pending exchange (counterparty member or broker)",
+    )
+    async def reject(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        exchange_id: uuid.UUID,
+        data: DecisionRequest | None = None,
+    ) -> ExchangeOut:
+        return await self._decide(db_session, principal, tb, exchange_id, Decision.reject, data)
+
+    @post(
+        "/{exchange_id:uuid}/cancel",
+        status_code=200,
+        responses=problems(403, 404, 409, 413, 422, conflict=["not_pending"]),
+        summary="Cancel a pending exchange (its proposer or a broker)",
+    )
+    async def cancel(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        exchange_id: uuid.UUID,
+        data: DecisionRequest | None = None,
+    ) -> ExchangeOut:
+        return await self._decide(db_session, principal, tb, exchange_id, Decision.cancel, data)
 
     @post(
         "/{exchange_id:uuid}/reverse",

@@ -89,6 +89,7 @@ class Exchange(Base):
         UniqueConstraint("timebank_id", "external_ref"),
         CheckConstraint("minutes > 0", name="minutes_positive"),
         Index(None, "timebank_id", "occurred_on"),
+        Index(None, "timebank_id", "status", "recorded_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)

@@ -79,6 +79,10 @@ class ReverseRequest(Strict):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class DecisionRequest(Strict):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 class BatchRequest(Strict):
     exchanges: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
     atomic: bool = False

@@ -23,12 +23,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit import service as audit
+from timebank.auth.models import Role
 from timebank.auth.principal import STAFF, Principal
 from timebank.db import utcnow, uuid7
 from timebank.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
     Duplicate,
+    Forbidden,
     InvalidInput,
     NotFound,
     NotReversible,
@@ -285,17 +287,21 @@ async def _category(
     return cat
 
 
-async def record_exchange(
-    session: AsyncSession, principal: Principal, tb: TimeBank, data: ExchangeCreate
-) -> Posted:
-    """Record an exchange logged by a broker or admin (caller commits).
+@dataclass
+class Prepared:
+    """A validated exchange request: its kind, signed legs and parties."""
 
-    validate → resolve parties → check status → lock accounts in id order and check limits →
-    insert postings and exchange → audit.
-    """
-    principal.require(tb.id, *STAFF)
-    if data.override_limits and principal.role not in STAFF:
-        raise InvalidInput("override_limits", "only brokers and admins may override limits")
+    kind: ExchangeKind
+    legs: list[Leg]
+    parties: list[Party]
+    category: Category | None
+    occurred_on: date
+    inactive: list[str]
+
+
+async def prepare_exchange(session: AsyncSession, tb: TimeBank, data: ExchangeCreate) -> Prepared:
+    """Validate a request and resolve its parties (422 for anything malformed, 409
+    ``duplicate`` for a used ``external_ref``). Party status is reported, not enforced."""
     occurred_on = data.occurred_on or today(tb)
     if occurred_on > today(tb):
         raise InvalidInput("occurred_on", "is after today in this time bank's time zone")
@@ -303,19 +309,23 @@ async def record_exchange(
         raise InvalidInput("occurred_on", f"is before {EARLIEST_DATE.isoformat()}")
 
     if data.is_group:
-        assert data.providers is not None and data.recipients is not None
+        assert data.providers is not None
+        assert data.recipients is not None
         sides = [
             ("providers", [(leg.party, leg.minutes) for leg in data.providers], 1),
             ("recipients", [(leg.party, leg.minutes) for leg in data.recipients], -1),
         ]
     else:
-        assert data.provider and data.recipient and data.minutes
+        assert data.provider is not None
+        assert data.recipient is not None
+        assert data.minutes is not None
         sides = [
             ("provider", [(data.provider, data.minutes)], 1),
             ("recipient", [(data.recipient, data.minutes)], -1),
         ]
 
     legs: list[Leg] = []
+    parties: list[Party] = []
     side_types: list[OwnerType] = []
     seen: set[uuid.UUID] = set()
     inactive: list[str] = []
@@ -337,6 +347,7 @@ async def record_exchange(
             if data.is_group and party.owner_type is OwnerType.pool:
                 raise InvalidInput(label, "the pool cannot take part in a group exchange")
             types.add(party.owner_type)
+            parties.append(party)
             legs.append(Leg(party.account_id, sign * minutes))
         if len(types) != 1:
             raise InvalidInput(name, "all parties on one side must be of one type")
@@ -357,15 +368,7 @@ async def record_exchange(
         kind = ExchangeKind.pool_donation
     else:
         kind = SERVICE_KINDS[(provider_type, recipient_type)]
-    if inactive and kind not in POOL_KINDS:
-        # A pool grant or donation may still settle the balance of a member who has left.
-        raise PartyInactive(f"{', '.join(inactive)} is not active (suspended, left or erased)")
-    category = await _category(
-        session,
-        tb,
-        data.category,
-        kind not in POOL_KINDS,
-    )
+    category = await _category(session, tb, data.category, kind not in POOL_KINDS)
     if data.external_ref is not None:
         taken = await session.execute(
             select(Exchange.id).where(
@@ -374,15 +377,37 @@ async def record_exchange(
         )
         if taken.first():
             raise _duplicate_ref(data.external_ref)
+    return Prepared(kind, legs, parties, category, occurred_on, inactive)
 
+
+def _check_active(prepared: Prepared) -> None:
+    if prepared.inactive and prepared.kind not in POOL_KINDS:
+        # A pool grant or donation may still settle the balance of a member who has left.
+        raise PartyInactive(
+            f"{', '.join(prepared.inactive)} is not active (suspended, left or erased)"
+        )
+
+
+async def record_exchange(
+    session: AsyncSession, principal: Principal, tb: TimeBank, data: ExchangeCreate
+) -> Posted:
+    """Record an exchange logged by a broker or admin (caller commits).
+
+    validate → resolve parties → check status → lock accounts in id order and check limits →
+    insert postings and exchange → audit.
+    """
+    principal.require(tb.id, *STAFF)
+    prepared = await prepare_exchange(session, tb, data)
+    _check_active(prepared)
+    legs = prepared.legs
     posted = await post_exchange(
         session,
         principal,
         tb,
-        kind=kind,
+        kind=prepared.kind,
         legs=legs,
-        occurred_on=occurred_on,
-        category=category,
+        occurred_on=prepared.occurred_on,
+        category=prepared.category,
         description=data.description,
         external_ref=data.external_ref,
         override_reason=data.override_reason if data.override_limits else None,
@@ -397,9 +422,59 @@ async def record_exchange(
         target_type="exchange",
         target_id=posted.exchange.id,
         reason=data.override_reason if data.override_limits else None,
-        details={"kind": kind.value, "accounts": [str(leg.account_id) for leg in legs]},
+        details={"kind": prepared.kind.value, "accounts": [str(leg.account_id) for leg in legs]},
     )
     return posted
+
+
+async def propose_exchange(
+    session: AsyncSession, principal: Principal, tb: TimeBank, data: ExchangeCreate
+) -> Posted:
+    """A member (through a partner app) proposes a simple exchange in which they are a
+    party. It is ``pending``: no postings, no balance moves, until it is confirmed."""
+    principal.require(tb.id, Role.member)
+    if data.is_group:
+        raise Forbidden("A member key may propose the simple form only")
+    if data.override_limits:
+        raise Forbidden("A member key cannot override limits")
+    prepared = await prepare_exchange(session, tb, data)
+    own = [p for p in prepared.parties if p.owner_type is OwnerType.member]
+    if not any(p.owner_id == principal.member_id for p in own):
+        raise Forbidden("A member key may only propose exchanges in which the member is a party")
+    _check_active(prepared)
+    provider, recipient = prepared.legs[0].account_id, prepared.legs[1].account_id
+    exchange = Exchange(
+        id=uuid7(),
+        timebank_id=tb.id,
+        status=ExchangeStatus.pending,
+        kind=prepared.kind,
+        minutes=prepared.legs[0].minutes,
+        category_id=prepared.category.id if prepared.category else None,
+        occurred_on=prepared.occurred_on,
+        recorded_at=utcnow(),
+        description=data.description,
+        external_ref=data.external_ref,
+        provider_account_id=provider,
+        recipient_account_id=recipient,
+        logged_by_key_id=principal.key_id,
+        logged_by_role=principal.role.value,
+        proposed_by=principal.member_id,
+    )
+    session.add(exchange)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _duplicate_ref(data.external_ref) from exc
+    await audit.record(
+        session,
+        principal,
+        "exchange.propose",
+        timebank_id=tb.id,
+        target_type="exchange",
+        target_id=exchange.id,
+        details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
+    )
+    return Posted(exchange, [], prepared.category.slug if prepared.category else None)
 
 
 async def reverse_exchange(
@@ -533,11 +608,35 @@ def view(p: Posted) -> ExchangeOut:
     )
 
 
+async def party_members(session: AsyncSession, ex: Exchange) -> set[uuid.UUID]:
+    """Member ids of an exchange's parties (from its postings, or its proposal)."""
+    accounts = set(
+        (await session.execute(select(Posting.account_id).where(Posting.exchange_id == ex.id)))
+        .scalars()
+        .all()
+    )
+    accounts |= {a for a in (ex.provider_account_id, ex.recipient_account_id) if a}
+    if not accounts:
+        return set()
+    rows = await session.execute(
+        select(Account.owner_id).where(
+            Account.id.in_(accounts), Account.owner_type == OwnerType.member
+        )
+    )
+    return set(rows.scalars().all())
+
+
 async def get_exchange(
     session: AsyncSession, principal: Principal, tb: TimeBank, exchange_id: uuid.UUID
 ) -> ExchangeOut:
-    principal.require(tb.id, *STAFF)
+    """Staff see any exchange; a member key only those the member is a party to (others
+    are 404, so their existence is not revealed)."""
+    principal.require(tb.id, Role.admin, Role.broker, Role.member)
     ex = await _get_exchange(session, tb, exchange_id)
+    if principal.role is Role.member and principal.member_id not in await party_members(
+        session, ex
+    ):
+        raise NotFound("No such exchange in this time bank")
     return (await load_views(session, [ex]))[0]
 
 
@@ -549,6 +648,7 @@ class ExchangeFilters:
     kind: ExchangeKind | None = None
     date_from: date | None = None
     date_to: date | None = None
+    awaiting_member: uuid.UUID | None = None  # pending, proposed by someone else
 
 
 async def list_exchanges(
@@ -559,8 +659,13 @@ async def list_exchanges(
     after: uuid.UUID | None,
     limit: int,
 ) -> list[ExchangeOut]:
-    principal.require(tb.id, *STAFF)
+    principal.require(tb.id, Role.admin, Role.broker, Role.member)
     stmt = select(Exchange).where(Exchange.timebank_id == tb.id)
+    if filters.awaiting_member is not None:
+        stmt = stmt.where(
+            Exchange.status == ExchangeStatus.pending,
+            Exchange.proposed_by.is_(None) | (Exchange.proposed_by != filters.awaiting_member),
+        )
     if filters.account_id is not None:
         acc = filters.account_id
         stmt = stmt.where(
