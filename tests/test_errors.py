@@ -747,10 +747,6 @@ async def test_reverse_without_reason_is_refused_with_422(api: Api) -> None:
     assert await api.balance(slug, ann["id"]) == 90
 
 
-@pytest.mark.xfail(
-    reason='Not built yet: the pending flow (confirm/reject/cancel, SPEC §3.5) is issue 3, "Access"; this test turns green when it lands',
-    strict=True,
-)
 @pytest.mark.parametrize("decision", ["confirm", "reject", "cancel"])
 async def test_deciding_an_exchange_that_is_not_pending_is_refused_with_409_not_pending(
     api: Api, decision: str

@@ -44,9 +44,15 @@ def resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def creating_posts(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """POST operations under /v1 that create something (every POST of this API does:
-    time banks, members, organisations, categories, exchanges, batches, reversals, keys)."""
-    return [(path, op) for method, path, op in operations(doc) if method == "post"]
+    """POST operations under /v1 that create something: time banks, members,
+    organisations, categories, exchanges, batches, reversals, keys. Decisions on a pending
+    exchange (confirm/reject/cancel) and erasure change state and create nothing."""
+    not_creating = ("/confirm", "/reject", "/cancel", "/erase")
+    return [
+        (path, op)
+        for method, path, op in operations(doc)
+        if method == "post" and not path.endswith(not_creating)
+    ]
 
 
 async def test_openapi_document_is_served_as_openapi_3_1(

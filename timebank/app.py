@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
+from timebank.audit.controller import audit_events
 from timebank.auth.controller import ApiKeyController, GlobalApiKeyController
 from timebank.config import Settings, get_settings
 from timebank.db import create_engine
@@ -19,9 +20,11 @@ from timebank.errors import exception_handlers
 from timebank.http import provide_principal
 from timebank.ledger.controller import ExchangeController
 from timebank.logs import RequestIdMiddleware, configure_logging
-from timebank.members.controller import MemberController
+from timebank.members.controller import MemberController, directory
 from timebank.ops import health, ready
 from timebank.organisations.controller import OrganisationController
+from timebank.reports.controller import cross_bank_report, timebank_report
+from timebank.security import SecurityHeadersMiddleware, cors_config
 from timebank.timebanks.controller import TimeBankController
 
 API_DESCRIPTION = """A time-banking ledger: one hour of anyone's time earns one time credit.
@@ -50,6 +53,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
             TimeBankController,
             MemberController,
+            directory,
+            audit_events,
+            timebank_report,
+            cross_bank_report,
             OrganisationController,
             ExchangeController,
             ApiKeyController,
@@ -58,7 +65,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=exception_handlers,
-        middleware=[RequestIdMiddleware],
+        middleware=[RequestIdMiddleware, SecurityHeadersMiddleware],
+        cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Timebank ledger API",

@@ -128,6 +128,45 @@ def current() -> None:
 
 
 @main.group()
+def maintenance() -> None:
+    """Housekeeping (idempotent, safe to run from cron)."""
+
+
+@maintenance.command("expire-pending")
+def expire_pending() -> None:
+    """Expire proposals older than each time bank's pending_expiry_days."""
+    from timebank.ledger.pending import expire_stale
+    from timebank.timebanks.models import TimeBank
+
+    async def run(session: AsyncSession) -> int:
+        banks = (await session.execute(select(TimeBank.id, TimeBank.pending_expiry_days))).all()
+        total = 0
+        for tb_id, days in banks:
+            total += await expire_stale(session, tb_id, days)
+        await session.commit()
+        return total
+
+    click.echo(f"expired {_with_session(run)} pending exchange(s)", err=True)
+
+
+@maintenance.command("purge-idempotency")
+@click.option("--hours", default=48, show_default=True, type=int, help="Keep at least this long.")
+def purge_idempotency(hours: int) -> None:
+    """Delete stored idempotency results older than --hours (never under 24)."""
+    from datetime import timedelta
+
+    from timebank.db import utcnow
+    from timebank.idempotency import purge_expired
+
+    async def run(session: AsyncSession) -> int:
+        n = await purge_expired(session, utcnow() - timedelta(hours=max(hours, 24)))
+        await session.commit()
+        return n
+
+    click.echo(f"purged {_with_session(run)} idempotency record(s)", err=True)
+
+
+@main.group()
 def keys() -> None:
     """API keys."""
 

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     write_retries: int = Field(default=8, ge=0, le=100)
+    cors_origins: str = ""  # comma-separated origins of partner web apps; empty = CORS off
     debug: bool = False
 
     @property

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit.models import AuditEvent
+from timebank.auth.models import Role
 from timebank.auth.principal import Principal
 from timebank.db import utcnow
 from timebank.logs import request_id_var
@@ -39,3 +41,32 @@ async def record(
             created_at=utcnow(),
         )
     )
+
+
+async def list_events(
+    session: AsyncSession,
+    principal: Principal,
+    timebank_id: uuid.UUID,
+    *,
+    action: str | None,
+    target: str | None,
+    date_from: date | None,
+    date_to: date | None,
+    after: int | None,
+    limit: int,
+) -> list[AuditEvent]:
+    """A time bank's audit trail in the order written (admin only). ``to`` is inclusive."""
+    principal.require(timebank_id, Role.admin)
+    stmt = select(AuditEvent).where(AuditEvent.timebank_id == timebank_id)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if target:
+        stmt = stmt.where(AuditEvent.target_id == target)
+    if date_from:
+        stmt = stmt.where(AuditEvent.created_at >= datetime.combine(date_from, time(), UTC))
+    if date_to:
+        end = datetime.combine(date_to + timedelta(days=1), time(), UTC)
+        stmt = stmt.where(AuditEvent.created_at < end)
+    if after is not None:
+        stmt = stmt.where(AuditEvent.id > after)
+    return list((await session.execute(stmt.order_by(AuditEvent.id).limit(limit + 1))).scalars())

@@ -8,18 +8,60 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.auth.models import Role
 from timebank.auth.principal import STAFF, Principal
 from timebank.db import run_write
-from timebank.errors import problems
+from timebank.errors import Forbidden, problems
 from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
 from timebank.ledger import service as ledger
+from timebank.ledger.pending import fresh_timebank
 from timebank.ledger.schemas import BalanceOut, StatementOut
 from timebank.ledger.statements import statement_response
 from timebank.members import service
 from timebank.members.models import MemberStatus
-from timebank.members.schemas import MemberCreate, MemberOut, MemberPatch
+from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
 from timebank.pagination import Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
+
+
+def require_self_or_staff(
+    principal: Principal, timebank_id: uuid.UUID, member_id: uuid.UUID
+) -> None:
+    """Staff may read any member; a member key only its own member."""
+    if principal.role is Role.member:
+        principal.require(timebank_id, Role.member)
+        if principal.member_id != member_id:
+            raise Forbidden("A member key may read only its own member")
+        return
+    principal.require(timebank_id, *STAFF)
+
+
+@get(
+    "/v1/timebanks/{tb:str}/directory",
+    tags=["members"],
+    responses=problems(403, 404, 422),
+    summary="Directory: id and display name of active members and organisations",
+    description="For partner apps choosing a counterparty; no contact or demographic data.",
+)
+async def directory(
+    db_session: AsyncSession,
+    principal: Principal,
+    tb: str,
+    q: str | None = Parameter(default=None, max_length=100),
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Page[DirectoryEntry]:
+    bank = await get_by_slug(db_session, principal, tb)
+    principal.require(bank.id, Role.admin, Role.broker, Role.member)
+    n = check_limit(limit)
+    rows = await service.directory(
+        db_session, bank, q, parse_uuid(decode_cursor(cursor), "cursor"), n
+    )
+    items, nxt = page(rows, n, lambda r: r[1])
+    return Page(
+        items=[DirectoryEntry(type=t, id=i, display_name=name) for t, i, name in items],
+        next_cursor=nxt,
+    )
 
 
 class MemberController(Controller):
@@ -73,8 +115,28 @@ class MemberController(Controller):
         self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
     ) -> MemberOut:
         bank = await get_by_slug(db_session, principal, tb)
-        principal.require(bank.id, *STAFF)
+        require_self_or_staff(principal, bank.id, member_id)
         return MemberOut.model_validate(await service.get_member(db_session, bank, member_id))
+
+    @post(
+        "/{member_id:uuid}/erase",
+        status_code=200,
+        responses=problems(403, 404, 422),
+        summary="Erase a member's personal data (right to erasure)",
+        description="Personal and demographic fields are nulled, the display name replaced and "
+        "the status set to `erased`. Postings stay; the free text of the member's exchanges "
+        "is redacted; the member's keys are revoked. Repeating it changes nothing.",
+    )
+    async def erase(
+        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
+    ) -> MemberOut:
+        async def work(s: AsyncSession) -> MemberOut:
+            bank = await get_by_slug(s, principal, tb)
+            return MemberOut.model_validate(
+                await service.erase_member(s, principal, bank, member_id)
+            )
+
+        return await run_write(db_session, work)
 
     @patch(
         "/{member_id:uuid}",
@@ -100,8 +162,8 @@ class MemberController(Controller):
     async def balance(
         self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
     ) -> BalanceOut:
-        bank = await get_by_slug(db_session, principal, tb)
-        principal.require(bank.id, *STAFF)
+        bank = await fresh_timebank(db_session, principal, tb)
+        require_self_or_staff(principal, bank.id, member_id)
         m = await service.get_member(db_session, bank, member_id)
         return await ledger.balance(db_session, bank, m.account_id)
 
@@ -125,7 +187,7 @@ class MemberController(Controller):
         fmt: str | None = Parameter(query="format", default=None),
     ) -> Response[StatementOut]:
         bank = await get_by_slug(db_session, principal, tb)
-        principal.require(bank.id, *STAFF)
+        require_self_or_staff(principal, bank.id, member_id)
         m = await service.get_member(db_session, bank, member_id)
         return await statement_response(
             request,

@@ -65,3 +65,9 @@ class MemberOut(BaseModel):
     created_at: datetime
 
     model_config = ConfigDict(from_attributes=True)
+
+
+class DirectoryEntry(BaseModel):
+    type: str = Field(description="member or organisation")
+    id: uuid.UUID
+    display_name: str

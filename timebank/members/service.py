@@ -5,20 +5,39 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select, union_all, update
+from sqlalchemy import literal as sa_literal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit import service as audit
+from timebank.auth.models import ApiKey, Role
 from timebank.auth.principal import STAFF, Principal
-from timebank.db import utcnow, uuid7
-from timebank.errors import Duplicate, InvalidInput, NotFound
+from timebank.db import contains_pattern, utcnow, uuid7
+from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
+from timebank.idempotency import IdempotencyRecord
 from timebank.ledger import service as ledger
-from timebank.ledger.models import Account, ExchangeKind, OwnerType
+from timebank.ledger.models import Account, Exchange, ExchangeKind, OwnerType, Posting
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import MemberCreate, MemberPatch
+from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import today
+
+CONTACT_FIELDS = {"email", "phone", "locality", "postcode"}
+PERSONAL_FIELDS = (
+    "email",
+    "phone",
+    "locality",
+    "postcode",
+    "birth_year",
+    "gender",
+    "disability",
+    "ethnicity",
+    "external_ref",
+)
+ERASED_NAME = "Erased member"
+REDACTED = "[redacted]"
 
 ALLOWED_STATUS = {
     MemberStatus.active: {MemberStatus.suspended, MemberStatus.left},
@@ -77,15 +96,9 @@ async def create_member(
         await session.flush()
     except IntegrityError as exc:
         raise Duplicate("external_ref belongs to another member") from exc
-    await audit.record(
-        session,
-        principal,
-        "member.create",
-        timebank_id=tb.id,
-        target_type="member",
-        target_id=member.id,
-        details={"fields": sorted(k for k, v in fields.items() if v is not None)},
-    )
+    details: dict[str, Any] = {
+        "fields": sorted(k for k, v in fields.items() if v is not None and v is not False)
+    }
     if tb.starting_grant_minutes > 0:
         assert tb.pool_account_id is not None
         posted = await ledger.post_exchange(
@@ -101,15 +114,16 @@ async def create_member(
             description="Starting grant",
             simple_parties=(account.id, tb.pool_account_id),
         )
-        await audit.record(
-            session,
-            principal,
-            "exchange.record",
-            timebank_id=tb.id,
-            target_type="exchange",
-            target_id=posted.exchange.id,
-            details={"kind": "pool_grant", "starting_grant": True},
-        )
+        details["starting_grant_exchange_id"] = str(posted.exchange.id)
+    await audit.record(
+        session,
+        principal,
+        "member.create",
+        timebank_id=tb.id,
+        target_type="member",
+        target_id=member.id,
+        details=details,
+    )
     return member
 
 
@@ -128,10 +142,16 @@ async def update_member(
     patch: MemberPatch,
 ) -> Member:
     """Edit a profile or change status (active ↔ suspended, → left with ``left_on``).
-    Leaving does not touch the balance."""
-    principal.require(tb.id, *STAFF)
-    member = await get_member(session, tb, member_id)
+    Leaving does not touch the balance. A member key may edit its own contact fields only."""
+    principal.require(tb.id, Role.admin, Role.broker, Role.member)
     changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    if principal.role is Role.member:
+        if principal.member_id != member_id:
+            raise Forbidden("A member key may edit only its own profile")
+        other = sorted(set(changes) - CONTACT_FIELDS)
+        if other:
+            raise Forbidden(f"A member key may edit contact fields only, not {', '.join(other)}")
+    member = await get_member(session, tb, member_id)
     if member.status is MemberStatus.erased:
         raise InvalidInput("status", "an erased member cannot be edited")
     for required in ("display_name", "statistics_consent", "joined_on", "status"):
@@ -191,8 +211,98 @@ async def list_members(
     if status is not None:
         stmt = stmt.where(Member.status == status)
     if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(Member.display_name.ilike(f"%{escaped}%", escape="\\"))
+        stmt = stmt.where(Member.display_name.ilike(contains_pattern(q), escape="\\"))
     if after is not None:
         stmt = stmt.where(Member.id > after)
     return list((await session.execute(stmt.order_by(Member.id).limit(limit + 1))).scalars())
+
+
+async def erase_member(
+    session: AsyncSession, principal: Principal, tb: TimeBank, member_id: uuid.UUID
+) -> Member:
+    """Right to erasure: personal and demographic fields nulled, display name replaced,
+    status ``erased``. Postings stay (they are the accounting record); the free text of the
+    member's exchanges is redacted; the member's API keys are revoked; stored idempotency
+    responses that mention the member are purged. The audit event names fields, not values.
+    """
+    principal.require(tb.id, *STAFF)
+    member = await get_member(session, tb, member_id)
+    if member.status is MemberStatus.erased:
+        return member
+    now = utcnow()
+    for field in PERSONAL_FIELDS:
+        setattr(member, field, None)
+    member.display_name = ERASED_NAME
+    member.statistics_consent = False
+    member.consent_recorded_at = now
+    member.status = MemberStatus.erased
+    member.left_on = member.left_on or today(tb)
+    member.updated_at = now
+    await session.flush()
+
+    exchange_ids = select(Posting.exchange_id).where(Posting.account_id == member.account_id)
+    mine = or_(
+        Exchange.id.in_(exchange_ids),
+        Exchange.provider_account_id == member.account_id,
+        Exchange.recipient_account_id == member.account_id,
+        Exchange.proposed_by == member.id,
+    )
+    for column in (Exchange.description, Exchange.reason, Exchange.override_reason):
+        await session.execute(
+            update(Exchange)
+            .where(mine, column.is_not(None))
+            .values({column.key: REDACTED})
+            .execution_options(synchronize_session=False)
+        )
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.member_id == member.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await session.execute(
+        delete(IdempotencyRecord).where(
+            or_(
+                IdempotencyRecord.subject_id == member.id,
+                IdempotencyRecord.response_body.contains(str(member.id)),
+                IdempotencyRecord.response_body.contains(str(member.account_id)),
+            )
+        )
+    )
+    await audit.record(
+        session,
+        principal,
+        "member.erase",
+        timebank_id=tb.id,
+        target_type="member",
+        target_id=member.id,
+        details={"fields": [*PERSONAL_FIELDS, "display_name"]},
+    )
+    return member
+
+
+async def directory(
+    session: AsyncSession,
+    tb: TimeBank,
+    q: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[tuple[str, uuid.UUID, str]]:
+    """Active members and organisations: type, id and display name only, in id order."""
+    members = select(
+        sa_literal("member").label("type"),
+        Member.id.label("id"),
+        Member.display_name.label("name"),
+    ).where(Member.timebank_id == tb.id, Member.status == MemberStatus.active)
+    orgs = select(
+        sa_literal("organisation").label("type"),
+        Organisation.id.label("id"),
+        Organisation.name.label("name"),
+    ).where(Organisation.timebank_id == tb.id, Organisation.status == OrganisationStatus.active)
+    both = union_all(members, orgs).subquery()
+    stmt = select(both.c.type, both.c.id, both.c.name)
+    if q:
+        stmt = stmt.where(both.c.name.ilike(contains_pattern(q), escape="\\"))
+    if after is not None:
+        stmt = stmt.where(both.c.id > after)
+    rows = await session.execute(stmt.order_by(both.c.id).limit(limit + 1))
+    return [(str(t), i, str(n)) for t, i, n in rows.tuples()]

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit import service as audit
 from timebank.auth.principal import STAFF, Principal
-from timebank.db import utcnow, uuid7
+from timebank.db import contains_pattern, utcnow, uuid7
 from timebank.errors import InvalidInput, NotFound
 from timebank.ledger.models import Account, OwnerType
 from timebank.organisations.models import Organisation, OrganisationStatus
@@ -104,8 +104,7 @@ async def list_organisations(
     if status is not None:
         stmt = stmt.where(Organisation.status == status)
     if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(Organisation.name.ilike(f"%{escaped}%", escape="\\"))
+        stmt = stmt.where(Organisation.name.ilike(contains_pattern(q), escape="\\"))
     if after is not None:
         stmt = stmt.where(Organisation.id > after)
     return list((await session.execute(stmt.order_by(Organisation.id).limit(limit + 1))).scalars())

@@ -139,7 +139,8 @@ async def list_timebanks(
 ) -> list[TimeBank]:
     stmt = select(TimeBank).order_by(TimeBank.id).limit(limit + 1)
     if not principal.is_global_admin:
-        stmt = stmt.where(TimeBank.id == principal.timebank_id)
+        scope = {principal.timebank_id, *principal.report_timebanks} - {None}
+        stmt = stmt.where(TimeBank.id.in_(scope))
     if after:
         stmt = stmt.where(TimeBank.id > _uuid(after))
     return list((await session.execute(stmt)).scalars())

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import date
+
+from litestar import get
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.audit import service
+from timebank.audit.schemas import AuditEventOut
+from timebank.auth.principal import Principal
+from timebank.errors import InvalidInput, problems
+from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.timebanks.service import get_by_slug
+
+
+@get(
+    "/v1/timebanks/{tb:str}/audit-events",
+    tags=["audit"],
+    responses=problems(403, 404, 422),
+    summary="Audit events of a time bank (admin)",
+    description="One event per write: who (key id and role), what (action), target, when, "
+    "request id, and the reason for overrides and reversals. Ids and field names only.",
+)
+async def audit_events(
+    db_session: AsyncSession,
+    principal: Principal,
+    tb: str,
+    action: str | None = Parameter(default=None, max_length=64),
+    target: str | None = Parameter(default=None, max_length=64),
+    date_from: date | None = Parameter(query="from", default=None),
+    date_to: date | None = Parameter(query="to", default=None),
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Page[AuditEventOut]:
+    bank = await get_by_slug(db_session, principal, tb)
+    n = check_limit(limit)
+    raw = decode_cursor(cursor)
+    if raw is not None and not raw.isdigit():
+        raise InvalidInput("cursor", "not a cursor this API gave out")
+    rows = await service.list_events(
+        db_session,
+        principal,
+        bank.id,
+        action=action,
+        target=target,
+        date_from=date_from,
+        date_to=date_to,
+        after=int(raw) if raw else None,
+        limit=n,
+    )
+    items, nxt = page(rows, n, lambda e: e.id)
+    return Page(items=[AuditEventOut.model_validate(e) for e in items], next_cursor=nxt)
