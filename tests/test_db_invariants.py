@@ -398,7 +398,6 @@ async def test_second_exchange_with_one_external_ref_in_a_time_bank_is_refused(
 # triggers (unless PRAGMA recursive_triggers is on) and inserts the new one.
 
 
-
 def overwrite(engine_name: str, model: Any, values: dict[str, Any]) -> Executable:
     if engine_name == "postgresql":
         stmt = postgresql.insert(model).values(values)
