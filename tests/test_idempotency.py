@@ -301,7 +301,12 @@ async def test_creating_post_twice_with_one_key_creates_once_and_replays(
     assert REPLAYED not in first.headers
     assert second.status_code == 201, second.text
     assert second.headers[REPLAYED] == "true"
-    assert second.content == first.content
+    if what == "api_key":
+        # A secret is shown once: the stored copy, and so the replay, leaves it out.
+        assert "secret" in first.json()
+        assert second.json() == {k: v for k, v in first.json().items() if k != "secret"}
+    else:
+        assert second.content == first.content
     assert await count(api, listing) == before + 1
 
 

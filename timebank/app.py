@@ -24,7 +24,7 @@ from timebank.members.controller import MemberController, directory
 from timebank.ops import health, ready
 from timebank.organisations.controller import OrganisationController
 from timebank.reports.controller import cross_bank_report, timebank_report
-from timebank.security import SecurityHeadersMiddleware, cors_config
+from timebank.security import add_security_headers, cors_config
 from timebank.timebanks.controller import TimeBankController
 
 API_DESCRIPTION = """A time-banking ledger: one hour of anyone's time earns one time credit.
@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=exception_handlers,
-        middleware=[RequestIdMiddleware, SecurityHeadersMiddleware],
+        middleware=[RequestIdMiddleware],
+        before_send=[add_security_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

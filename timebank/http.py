@@ -43,6 +43,7 @@ async def create_response(
     *,
     status: int = 201,
     subject_id: uuid.UUID | None = None,
+    unstored_fields: tuple[str, ...] = (),
 ) -> Response[Any]:
     """Run a creating effect once per Idempotency-Key, in one committed transaction, and
     return the stored bytes so a replay is byte-identical."""
@@ -65,6 +66,7 @@ async def create_response(
         effect=run,
         subject_id=subject_id,
         retries=get_settings().write_retries,
+        unstored_fields=unstored_fields,
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return Response(

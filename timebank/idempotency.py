@@ -90,8 +90,12 @@ async def run_idempotent(
     effect: Callable[[AsyncSession], Awaitable[tuple[int, Any]]],
     subject_id: uuid.UUID | None = None,
     retries: int = 8,
+    unstored_fields: tuple[str, ...] = (),
 ) -> Outcome:
-    """Run ``effect`` (which must not commit) at most once per (API key, Idempotency-Key)."""
+    """Run ``effect`` (which must not commit) at most once per (API key, Idempotency-Key).
+
+    ``unstored_fields`` (e.g. a new key's ``secret``) are in the first response only: the
+    stored copy, and so every replay, leaves them out."""
     if key is None:
 
         async def plain(s: AsyncSession) -> Outcome:
@@ -115,10 +119,13 @@ async def run_idempotent(
         )
         status, payload = await effect(s)
         body = dump(payload)
+        stored = body
+        if unstored_fields and isinstance(payload, dict):
+            stored = dump({k: v for k, v in payload.items() if k not in unstored_fields})
         await s.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key)
-            .values(status_code=status, response_body=body.decode())
+            .values(status_code=status, response_body=stored.decode())
         )
         return Outcome(status, body)
 

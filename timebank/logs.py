@@ -10,7 +10,6 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,6 +58,22 @@ def _valid_request_id(value: str) -> bool:
     return 0 < len(value) <= 128 and all(c.isalnum() or c in "-_.:" for c in value)
 
 
+def request_id_from(scope: Scope) -> str:
+    """The request's id: a valid ``X-Request-ID`` it came with, else one made for it (once
+    per request: kept in the scope's state)."""
+    state = scope.get("state", {})
+    if "request_id" in state:
+        return str(state["request_id"])
+    given = ""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+            break
+    rid = given if _valid_request_id(given) else uuid.uuid4().hex
+    state["request_id"] = rid
+    return rid
+
+
 class RequestIdMiddleware:
     """Honours ``X-Request-ID`` (or makes one), echoes it, and logs one line per request."""
 
@@ -70,20 +85,14 @@ class RequestIdMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        given = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                given = value.decode("latin-1")
-                break
-        rid = given if _valid_request_id(given) else uuid.uuid4().hex
+        rid = request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         status_holder: dict[str, int] = {}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                headers = MutableScopeHeaders.from_message(message)
-                headers["X-Request-ID"] = rid
             await send(message)
 
         try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 from timebank.config import Settings
+from timebank.logs import request_id_from, request_id_var
 
 _ALWAYS = {
     "X-Content-Type-Options": "nosniff",
@@ -22,27 +23,19 @@ _API = {
 }
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-        is_docs = scope.get("path", "").startswith("/schema")
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableScopeHeaders.from_message(message)
-                for name, value in _ALWAYS.items():
-                    headers[name] = value
-                if not is_docs:
-                    for name, value in _API.items():
-                        headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """A ``before_send`` hook, so it also covers the router's own 404/405 responses:
+    security headers and the request id on every HTTP response."""
+    if scope["type"] != ScopeType.HTTP or message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in _ALWAYS.items():
+        headers[name] = value
+    if not scope.get("path", "").startswith("/schema"):
+        for name, value in _API.items():
+            headers.setdefault(name, value)
+    if "x-request-id" not in headers:
+        headers["X-Request-ID"] = request_id_var.get() or request_id_from(scope)
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

@@ -66,7 +66,9 @@ class ApiKeyController(Controller):
                 **key_view(created.key, bank.slug).model_dump(), secret=created.secret
             )
 
-        return await create_response(request, db_session, principal, effect)
+        return await create_response(
+            request, db_session, principal, effect, unstored_fields=("secret",)
+        )
 
     @get("/", responses=problems(403, 404, 422), summary="List keys (never secrets)")
     async def list_(
@@ -134,4 +136,6 @@ class GlobalApiKeyController(Controller):
             view.timebanks = list(banks) or None
             return ApiKeyCreated(**view.model_dump(), secret=created.secret)
 
-        return await create_response(request, db_session, principal, effect)
+        return await create_response(
+            request, db_session, principal, effect, unstored_fields=("secret",)
+        )

@@ -109,6 +109,12 @@ class ExchangeOut(BaseModel):
     description: str | None
     external_ref: str | None
     postings: list[PostingOut]
+    provider_account_id: uuid.UUID | None = Field(
+        default=None, description="Simple form: the credited party's account (also while pending)"
+    )
+    recipient_account_id: uuid.UUID | None = Field(
+        default=None, description="Simple form: the debited party's account (also while pending)"
+    )
     reverses: uuid.UUID | None
     reversed_by: uuid.UUID | None
     logged_by: LoggedBy

@@ -597,6 +597,8 @@ def view(p: Posted) -> ExchangeOut:
         description=e.description,
         external_ref=e.external_ref,
         postings=p.postings,
+        provider_account_id=e.provider_account_id,
+        recipient_account_id=e.recipient_account_id,
         reverses=e.reverses,
         reversed_by=p.reversed_by,
         logged_by=LoggedBy(key_id=e.logged_by_key_id, role=e.logged_by_role),

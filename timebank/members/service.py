@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit import service as audit
+from timebank.audit.models import AuditEvent
 from timebank.auth.models import ApiKey, Role
 from timebank.auth.principal import STAFF, Principal
 from timebank.db import contains_pattern, utcnow, uuid7
@@ -230,6 +231,10 @@ async def erase_member(
     if member.status is MemberStatus.erased:
         return member
     now = utcnow()
+    # What identifies her in stored responses and free text, captured before nulling.
+    identifiers = [str(member.id), str(member.account_id)] + [
+        v for v in (member.display_name, member.email, member.phone) if v and len(v) >= 4
+    ]
     for field in PERSONAL_FIELDS:
         setattr(member, field, None)
     member.display_name = ERASED_NAME
@@ -240,13 +245,15 @@ async def erase_member(
     member.updated_at = now
     await session.flush()
 
-    exchange_ids = select(Posting.exchange_id).where(Posting.account_id == member.account_id)
     mine = or_(
-        Exchange.id.in_(exchange_ids),
+        Exchange.id.in_(select(Posting.exchange_id).where(Posting.account_id == member.account_id)),
         Exchange.provider_account_id == member.account_id,
         Exchange.recipient_account_id == member.account_id,
         Exchange.proposed_by == member.id,
     )
+    exchange_ids = [
+        str(i) for i in (await session.execute(select(Exchange.id).where(mine))).scalars()
+    ]
     for column in (Exchange.description, Exchange.reason, Exchange.override_reason):
         await session.execute(
             update(Exchange)
@@ -254,6 +261,17 @@ async def erase_member(
             .values({column.key: REDACTED})
             .execution_options(synchronize_session=False)
         )
+    for chunk in _chunks(exchange_ids, 500):  # reasons copied into the audit trail
+        await session.execute(
+            update(AuditEvent)
+            .where(
+                AuditEvent.target_type == "exchange",
+                AuditEvent.target_id.in_(chunk),
+                AuditEvent.reason.is_not(None),
+            )
+            .values(reason=REDACTED)
+        )
+    member_keys = select(ApiKey.id).where(ApiKey.member_id == member.id)
     await session.execute(
         update(ApiKey)
         .where(ApiKey.member_id == member.id, ApiKey.revoked_at.is_(None))
@@ -263,8 +281,8 @@ async def erase_member(
         delete(IdempotencyRecord).where(
             or_(
                 IdempotencyRecord.subject_id == member.id,
-                IdempotencyRecord.response_body.contains(str(member.id)),
-                IdempotencyRecord.response_body.contains(str(member.account_id)),
+                IdempotencyRecord.api_key_id.in_(member_keys),
+                *(IdempotencyRecord.response_body.contains(v) for v in identifiers),
             )
         )
     )
@@ -306,3 +324,7 @@ async def directory(
         stmt = stmt.where(both.c.id > after)
     rows = await session.execute(stmt.order_by(both.c.id).limit(limit + 1))
     return [(str(t), i, str(n)) for t, i, n in rows.tuples()]
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
