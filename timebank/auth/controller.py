@@ -139,3 +139,18 @@ class GlobalApiKeyController(Controller):
         return await create_response(
             request, db_session, principal, effect, unstored_fields=("secret",)
         )
+
+    @delete(
+        "/{key_id:uuid}",
+        status_code=200,
+        responses=problems(403, 404),
+        summary="Revoke any key by id (global admin), e.g. a funder key over several banks",
+    )
+    async def revoke(
+        self, db_session: AsyncSession, principal: Principal, key_id: uuid.UUID
+    ) -> ApiKeyOut:
+        async def work(s: AsyncSession) -> ApiKeyOut:
+            principal.require_global_admin()
+            return key_view(await service.revoke_key(s, principal, key_id, None), None)
+
+        return await run_write(db_session, work)
