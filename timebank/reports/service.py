@@ -112,7 +112,9 @@ async def summary(
                 .where(svc)
                 .group_by(Account.owner_type)
             )
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     members = int(by_owner.get(OwnerType.member, 0))
     pool: dict[str, dict[str, Any]] = {}
