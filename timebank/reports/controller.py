@@ -1,46 +1,93 @@
+"""Report routes: one time bank, or several (cross-bank, the highest threshold applies)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
 
-from litestar import get
+from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.auth.principal import Principal
 from timebank.db import utcnow
 from timebank.errors import InvalidInput, NotFound, problems
-from timebank.reports import service
+from timebank.reports import render, service
+from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 
+STATEMENT_TIMEOUT_MS = 30_000
+MAX_RATE_PENCE = 100_000
+
 REPORT_DOC = (
-    "Impact statistics over service exchanges (recorded, not reversed). `from` inclusive, "
-    "`to` exclusive, on occurred_on; funder keys must use the first of a month. `as_of` counts "
-    "only what was recorded by then. Figures over fewer people than the suppression threshold "
-    "are null and named in `suppressed`."
+    "One of the twelve impact reports: "
+    + ", ".join(f"`{name}`" for name in service.REPORTS)
+    + ". Figures count service exchanges (recorded, not reversed). `from` inclusive, `to` "
+    "exclusive, on occurred_on (default: the 12 months to the 1st of next month); funder keys "
+    "must use the 1st of a month, and their `as_of` is taken to the start of its UTC day. "
+    "`as_of` counts only what was recorded by then. `format=json|csv|xlsx` (or "
+    "`Accept: text/csv`). `interval=week|month|quarter` (timeseries), "
+    "`dimension=age_band|gender|disability|ethnicity` (demographics; default all), "
+    "`rate_pence_per_hour` (social-value). Any figure over fewer people than the suppression "
+    "threshold is null and marked suppressed, with further figures suppressed so that none can "
+    "be worked out from the rest of the response. Definitions: docs/reports.md."
 )
+SUCCESS = {
+    200: ResponseSpec(
+        data_container=dict[str, Any],
+        description="The report: JSON (default), tidy CSV (`text/csv`) or XLSX",
+    )
+}
+
+
+def _format(request: Request[Any, Any, Any], fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in ("json", "csv", "xlsx"):
+            raise InvalidInput("format", "must be json, csv or xlsx")
+        return fmt
+    accept = request.headers.get("accept", "")
+    if "text/csv" in accept:
+        return "csv"
+    if render.XLSX_MEDIA_TYPE in accept:
+        return "xlsx"
+    return "json"
+
+
+def _options(interval: str | None, dimension: str | None, rate: int | None) -> service.Options:
+    if interval is not None and interval not in service.INTERVALS:
+        raise InvalidInput("interval", "must be week, month or quarter")
+    if dimension is not None and dimension not in service.DIMENSIONS:
+        raise InvalidInput("dimension", "must be age_band, gender, disability or ethnicity")
+    if rate is not None and not 1 <= rate <= MAX_RATE_PENCE:
+        raise InvalidInput("rate_pence_per_hour", f"must be between 1 and {MAX_RATE_PENCE}")
+    return service.Options(interval or "month", dimension, rate)
 
 
 async def _report(
+    request: Request[Any, Any, Any],
     session: AsyncSession,
     principal: Principal,
     banks: list[TimeBank],
     name: str,
+    *,
     date_from: date | None,
     date_to: date | None,
     as_of: datetime | None,
-) -> dict[str, Any]:
-    build = service.REPORTS.get(name)
-    if build is None:
+    fmt: str | None,
+    options: service.Options,
+) -> Response[Any]:
+    if name not in service.REPORTS:
         raise NotFound(f"No report '{name}'")
     for bank in banks:
         principal.require(bank.id, *service.REPORT_ROLES)
-    period = service.resolve_period(principal, banks, date_from, date_to, as_of)
-    threshold = max(b.suppression_threshold for b in banks)
-    figures = await build(session, banks, period, threshold)
-    return {
+    out = _format(request, fmt)
+    period = resolve_period(principal, banks, date_from, date_to, as_of)
+    await _read_snapshot(session)
+    built, threshold = await service.build(session, name, banks, period, options)
+    meta: dict[str, Any] = {
         "report": name,
         "timebanks": [b.slug for b in banks],
         "period": {"from": period.start.isoformat(), "to": period.end.isoformat()},
@@ -48,18 +95,44 @@ async def _report(
         "generated_at": utcnow().isoformat(),
         "definitions_version": service.DEFINITIONS_VERSION,
         "suppression_threshold": threshold,
-        **figures,
     }
+    filename = (
+        f"{name}_{'+'.join(meta['timebanks'])}_{meta['period']['from']}_{meta['period']['to']}"
+    )
+    if out == "csv":
+        return Response(
+            render.as_csv(meta, built),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        )
+    if out == "xlsx":
+        return Response(
+            render.as_xlsx(meta, built),
+            media_type=render.XLSX_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{filename}.xlsx"'},
+        )
+    return Response(render.as_json(meta, built))
+
+
+async def _read_snapshot(session: AsyncSession) -> None:
+    """Every query of a report reads one snapshot, under a statement timeout (PostgreSQL)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if session.in_transaction():
+        await session.commit()
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    await session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
 
 
 @get(
     "/v1/timebanks/{tb:str}/reports/{name:str}",
     tags=["reports"],
-    responses=problems(403, 404, 422),
+    responses={**SUCCESS, **problems(403, 404, 422)},
     summary="A report for one time bank (funder, broker, admin)",
     description=REPORT_DOC,
 )
 async def timebank_report(
+    request: Request[Any, Any, Any],
     db_session: AsyncSession,
     principal: Principal,
     tb: str,
@@ -67,19 +140,35 @@ async def timebank_report(
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
     as_of: datetime | None = None,
-) -> dict[str, Any]:
+    fmt: str | None = Parameter(query="format", default=None),
+    interval: str | None = None,
+    dimension: str | None = None,
+    rate_pence_per_hour: int | None = None,
+) -> Response[Any]:
     bank = await get_by_slug(db_session, principal, tb)
-    return await _report(db_session, principal, [bank], name, date_from, date_to, as_of)
+    return await _report(
+        request,
+        db_session,
+        principal,
+        [bank],
+        name,
+        date_from=date_from,
+        date_to=date_to,
+        as_of=as_of,
+        fmt=fmt,
+        options=_options(interval, dimension, rate_pence_per_hour),
+    )
 
 
 @get(
     "/v1/reports/{name:str}",
     tags=["reports"],
-    responses=problems(403, 404, 422),
+    responses={**SUCCESS, **problems(403, 404, 422)},
     summary="A report across time banks (`?timebank=a&timebank=b`)",
-    description=REPORT_DOC + " Cross-bank reports use the highest threshold involved.",
+    description=REPORT_DOC + " Cross-bank reports use the highest threshold of the banks.",
 )
 async def cross_bank_report(
+    request: Request[Any, Any, Any],
     db_session: AsyncSession,
     principal: Principal,
     name: str,
@@ -87,7 +176,11 @@ async def cross_bank_report(
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
     as_of: datetime | None = None,
-) -> dict[str, Any]:
+    fmt: str | None = Parameter(query="format", default=None),
+    interval: str | None = None,
+    dimension: str | None = None,
+    rate_pence_per_hour: int | None = None,
+) -> Response[Any]:
     slugs = list(dict.fromkeys(timebank))
     if not slugs or len(slugs) > 50:
         raise InvalidInput("timebank", "give 1 to 50 time banks")
@@ -101,5 +194,14 @@ async def cross_bank_report(
     if missing:
         raise NotFound(f"No time bank '{missing[0]}'")
     return await _report(
-        db_session, principal, [found[s] for s in slugs], name, date_from, date_to, as_of
+        request,
+        db_session,
+        principal,
+        [found[s] for s in slugs],
+        name,
+        date_from=date_from,
+        date_to=date_to,
+        as_of=as_of,
+        fmt=fmt,
+        options=_options(interval, dimension, rate_pence_per_hour),
     )
