@@ -21,6 +21,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    exists,
     extract,
     func,
     literal_column,
@@ -50,21 +51,29 @@ def counted(
     end: date,
     as_of: datetime,
     kinds: tuple[ExchangeKind, ...] = SERVICE_KINDS,
+    dialect: str = "postgresql",
 ) -> ColumnElement[bool]:
     """Exchanges of ``kinds`` that count: recorded by ``as_of``, occurred in [start, end),
-    and not reversed by then (a reversal recorded later does not count yet). The reversed
-    ids are one small set (hashed once), not a probe per exchange."""
+    and not reversed by then (a reversal recorded later does not count yet). PostgreSQL
+    hashes the few reversed ids once; SQLite probes the unique index on ``reverses``."""
     reversal = aliased(Exchange)
-    reversed_ids = select(reversal.reverses).where(
-        reversal.reverses.is_not(None), reversal.recorded_at <= as_of
-    )
+    not_reversed: ColumnElement[bool]
+    if dialect == "postgresql":
+        reversed_ids = select(reversal.reverses).where(
+            reversal.reverses.is_not(None), reversal.recorded_at <= as_of
+        )
+        not_reversed = Exchange.id.not_in(reversed_ids)
+    else:
+        not_reversed = ~exists().where(
+            reversal.reverses == Exchange.id, reversal.recorded_at <= as_of
+        )
     conditions = [
         Exchange.timebank_id.in_(banks),
         Exchange.occurred_on < end,
         Exchange.status == ExchangeStatus.recorded,
         Exchange.kind.in_(kinds),
         Exchange.recorded_at <= as_of,
-        Exchange.id.not_in(reversed_ids),
+        not_reversed,
     ]
     if start is not None:
         conditions.append(Exchange.occurred_on >= start)
@@ -93,6 +102,7 @@ def legs(
     as_of: datetime,
     owner: OwnerType | None = OwnerType.member,
     kinds: tuple[ExchangeKind, ...] = SERVICE_KINDS,
+    dialect: str = "postgresql",
 ) -> Subquery:
     """The legs of counted exchanges on accounts of ``owner`` type (None: members and
     organisations, for service exchanges): exchange_id,
@@ -101,7 +111,7 @@ def legs(
     A simple exchange names its two accounts on the exchange row; only group exchanges
     (``provider_account_id`` null) are read from their postings.
     """
-    ok = counted(banks, start, end, as_of, kinds)
+    ok = counted(banks, start, end, as_of, kinds, dialect)
     credited = [k for k in kinds if k in CREDITED[owner]]
     debited = [k for k in kinds if k in DEBITED[owner]]
     common = (Exchange.occurred_on, Exchange.kind, Exchange.category_id)

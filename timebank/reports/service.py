@@ -130,11 +130,12 @@ class Ctx:
             p.as_of,
             owner,
             kinds,
+            self.dialect,
         )
 
     def counted(self, kinds: tuple[ExchangeKind, ...] = q.SERVICE_KINDS) -> Any:
         p = self.period
-        return q.counted(self.ids, p.start, p.end, p.as_of, kinds)
+        return q.counted(self.ids, p.start, p.end, p.as_of, kinds, self.dialect)
 
     async def rows(self, stmt: Any) -> list[Any]:
         return list((await self.session.execute(stmt)).all())
