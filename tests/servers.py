@@ -29,12 +29,11 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from alembic import command
 from tests.pg import Cluster, _run_as_owner, start_cluster
 from timebank.config import Settings
 from timebank.db import create_engine
 from timebank.ledger.models import Account, Exchange, Posting
-from timebank.ops import alembic_config
+from timebank.timebanks.models import TimeBank
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEBANK_CLI = str(ROOT / ".venv" / "bin" / "timebank")
@@ -234,6 +233,77 @@ def running_server(
         server.stop()
 
 
+# --- a PostgreSQL cluster a test may stop and start -----------------------------------------
+
+
+@dataclass
+class StoppableCluster:
+    """A throwaway cluster of its own (never the suite's shared one), so a test can take the
+    database away from a running server and bring it back on the same socket."""
+
+    cluster: Cluster
+
+    def url(self, dbname: str) -> str:
+        return self.cluster.url(dbname)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> int:
+        data = str(self.cluster.root / "data")
+        log = str(self.cluster.root / "log")
+        cmd = [str(self.cluster.bin / "pg_ctl"), "-D", data, "-l", log, *args]
+        return _run_as_owner(cmd, check=check).returncode
+
+    def begin_smart_stop(self) -> None:
+        """``pg_ctl stop -m smart`` without waiting: open sessions go on, every new
+        connection is refused with 57P03 "the database system is shutting down"."""
+        self._pg_ctl("-m", "smart", "-W", "stop")
+
+    def stop_fast(self) -> None:
+        """``pg_ctl stop -m fast``: sessions are terminated, the socket goes away."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def wait_stopped(self) -> None:
+        """Until the server has stopped (a smart shutdown ends with the last session)."""
+        for _ in range(600):
+            if self._pg_ctl("status", check=False) == 3:  # "no server running"
+                return
+            time.sleep(0.1)
+        raise AssertionError("the PostgreSQL server did not stop")
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "-t", "60", "start")
+
+
+@contextmanager
+def stoppable_cluster() -> Iterator[StoppableCluster]:
+    """A cluster like the suite's (fsync off: only processes crash here, never the
+    machine) but with synchronous_commit on: with it off, a commit is acknowledged before
+    its WAL leaves shared memory, so a crash of PostgreSQL itself loses acknowledged
+    writes. Its settings live in postgresql.auto.conf, so a plain restart keeps them."""
+    cluster = start_cluster()
+    try:
+        settings = {
+            "listen_addresses": "",
+            "unix_socket_directories": str(cluster.socket_dir),
+            "port": str(cluster.port),
+            "fsync": "off",
+            "synchronous_commit": "on",
+            "full_page_writes": "off",
+            "max_connections": "300",
+        }
+        for name, value in settings.items():
+            cluster.psql(f"ALTER SYSTEM SET {name} = '{value}'")
+        stoppable = StoppableCluster(cluster)
+        stoppable.stop_fast()  # and start without the command-line settings
+        stoppable.start()
+        assert cluster.psql("SHOW synchronous_commit").strip() == "on"
+        yield stoppable
+    finally:
+        cluster.stop()
+
+
+# --- a server shared by the tests of a module -----------------------------------------------
+
+
 @dataclass
 class SharedServer:
     """One two-worker server on a PostgreSQL database of its own, shared by a module's
@@ -243,31 +313,55 @@ class SharedServer:
     secret: str
     db_url: str
     dbname: str
+    cluster: Cluster
+    stoppable: StoppableCluster | None = None
 
     def client(self, *, keepalive: bool = False) -> httpx.AsyncClient:
         return self.server.client(self.secret, keepalive=keepalive)
+
+
+def _skip_without_postgresql(pg_cluster: Cluster | None) -> Cluster:
+    if pg_cluster is None:  # (with CI=true the pg_cluster fixture has failed the run)
+        pytest.skip("!!! PostgreSQL binaries not found: PostgreSQL tests SKIPPED")
+    return pg_cluster
 
 
 @pytest.fixture(scope="module")
 def pg_server(
     pg_cluster: Cluster | None, pg_template: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SharedServer]:
-    """A two-worker server on PostgreSQL for a whole test module (a start costs seconds)."""
-    if pg_cluster is None:  # (with CI=true the pg_cluster fixture has failed the run)
-        pytest.skip("!!! PostgreSQL binaries not found: PostgreSQL tests SKIPPED")
-    assert pg_template is not None
+    """A two-worker server on the suite's PostgreSQL for a whole test module (a start costs
+    seconds of CPU per process)."""
+    cluster = _skip_without_postgresql(pg_cluster)
     dbname = f"srv_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    pg_cluster.psql(f"CREATE DATABASE {dbname} TEMPLATE {pg_template}")
-    url = pg_cluster.url(dbname)
+    cluster.psql(f"CREATE DATABASE {dbname} TEMPLATE {pg_template}")
+    url = cluster.url(dbname)
     workdir = tmp_path_factory.mktemp("server")
     try:
         with running_server(url, workdir, workers=2) as server:
-            yield SharedServer(server, create_admin_key(url, workdir), url, dbname)
+            yield SharedServer(server, create_admin_key(url, workdir), url, dbname, cluster)
     finally:
-        pg_cluster.psql(
+        cluster.psql(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"
         )
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {dbname}")
+        cluster.psql(f"DROP DATABASE IF EXISTS {dbname}")
+
+
+@pytest.fixture(scope="module")
+def fault_server(
+    pg_cluster: Cluster | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedServer]:
+    """A two-worker server on a PostgreSQL cluster of its own, which tests may crash, shut
+    down and start again. The database starts empty: `timebank serve` migrates it."""
+    _skip_without_postgresql(pg_cluster)
+    workdir = tmp_path_factory.mktemp("fault-server")
+    with stoppable_cluster() as pg:
+        pg.cluster.psql("CREATE DATABASE faults")
+        url = pg.cluster.url("faults")
+        with running_server(url, workdir, workers=2) as server:
+            yield SharedServer(
+                server, create_admin_key(url, workdir), url, "faults", pg.cluster, pg
+            )
 
 
 def request_id() -> str:
@@ -368,74 +462,6 @@ async def database(db_url: str) -> AsyncIterator[Database]:
         await db.close()
 
 
-# --- a PostgreSQL cluster a test may stop and start -----------------------------------------
-
-
-@dataclass
-class StoppableCluster:
-    """A throwaway cluster of its own (never the suite's shared one), so a test can take the
-    database away from a running server and bring it back on the same socket."""
-
-    cluster: Cluster
-
-    def url(self, dbname: str) -> str:
-        return self.cluster.url(dbname)
-
-    def _pg_ctl(self, *args: str, check: bool = True) -> int:
-        data = str(self.cluster.root / "data")
-        log = str(self.cluster.root / "log")
-        cmd = [str(self.cluster.bin / "pg_ctl"), "-D", data, "-l", log, *args]
-        return _run_as_owner(cmd, check=check).returncode
-
-    def begin_smart_stop(self) -> None:
-        """``pg_ctl stop -m smart`` without waiting: open sessions go on, every new
-        connection is refused with 57P03 "the database system is shutting down"."""
-        self._pg_ctl("-m", "smart", "-W", "stop")
-
-    def stop_fast(self) -> None:
-        """``pg_ctl stop -m fast``: sessions are terminated, the socket goes away."""
-        self._pg_ctl("-m", "fast", "-w", "stop")
-
-    def wait_stopped(self) -> None:
-        """Until the server has stopped (a smart shutdown ends with the last session)."""
-        for _ in range(600):
-            if self._pg_ctl("status", check=False) == 3:  # "no server running"
-                return
-            time.sleep(0.1)
-        raise AssertionError("the PostgreSQL server did not stop")
-
-    def start(self) -> None:
-        self._pg_ctl("-w", "-t", "60", "start")
-
-
-@contextmanager
-def stoppable_cluster() -> Iterator[StoppableCluster]:
-    cluster = start_cluster()
-    try:
-        # keep the command-line settings in postgresql.auto.conf, so a plain start has them
-        settings = {
-            "listen_addresses": "",
-            "unix_socket_directories": str(cluster.socket_dir),
-            "port": str(cluster.port),
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-        }
-        for name, value in settings.items():
-            cluster.psql(f"ALTER SYSTEM SET {name} = '{value}'")
-        yield StoppableCluster(cluster)
-    finally:
-        cluster.stop()
-
-
-def migrated_database(cluster: Cluster, name: str) -> str:
-    """A new database on ``cluster`` at the head migration; its URL."""
-    cluster.psql(f"CREATE DATABASE {name}")
-    url = cluster.url(name)
-    command.upgrade(alembic_config(url), "head")
-    return url
-
-
 # --- the ledger invariants (SPEC §2), in SQL ------------------------------------------------
 
 
@@ -444,6 +470,7 @@ class LedgerFacts:
     exchanges: int
     postings: int
     exchange_ids: set[uuid.UUID]
+    by_bank: dict[str, set[uuid.UUID]]  # time bank slug -> its exchanges
 
 
 async def check_ledger(db_url: str) -> LedgerFacts:
@@ -529,7 +556,14 @@ async def check_ledger(db_url: str) -> LedgerFacts:
                     values,
                     running[account_id],
                 )
-            ids = set((await conn.execute(select(Exchange.id))).scalars())
-        return LedgerFacts(exchanges=len(ids), postings=n_postings, exchange_ids=ids)
+            by_bank: dict[str, set[uuid.UUID]] = defaultdict(set)
+            for exchange_id, slug in await conn.execute(
+                select(Exchange.id, TimeBank.slug).join(
+                    TimeBank, TimeBank.id == Exchange.timebank_id
+                )
+            ):
+                by_bank[slug].add(exchange_id)
+            ids = set().union(*by_bank.values())
+        return LedgerFacts(len(ids), n_postings, ids, dict(by_bank))
     finally:
         await engine.dispose()
