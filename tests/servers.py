@@ -127,6 +127,10 @@ class ServerProcess:
         """Start (or restart, on a new port) and wait until every worker serves.
 
         Blocking: an async test may call it directly when nothing else is in flight."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.port = free_port()
@@ -147,9 +151,8 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a crash takes every worker
             )
-        self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + STARTUP_LIMIT_S
         with httpx.Client(base_url=self.base_url, timeout=5) as c:
@@ -225,12 +228,28 @@ def running_server(
     db_url: str, workdir: Path, *, workers: int = 2, **env: str
 ) -> Iterator[ServerProcess]:
     """A started server, stopped (and every process of it gone) however the block ends."""
-    server = ServerProcess(db_url, workdir, workers, env)
+    with running_servers(db_url, workdir, [workers], **env) as servers:
+        yield servers[0]
+
+
+@contextmanager
+def running_servers(
+    db_url: str, workdir: Path, workers: list[int], **env: str
+) -> Iterator[list[ServerProcess]]:
+    """Several servers on one database (as several machines would be), each with its
+    number of workers; started side by side, all stopped however the block ends."""
+    servers = [
+        ServerProcess(db_url, workdir / f"server-{i}", n, env) for i, n in enumerate(workers)
+    ]
     try:
-        server.start()
-        yield server
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+        yield servers
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 # --- a PostgreSQL cluster a test may stop and start -----------------------------------------
@@ -306,18 +325,28 @@ def stoppable_cluster() -> Iterator[StoppableCluster]:
 
 @dataclass
 class SharedServer:
-    """One two-worker server on a PostgreSQL database of its own, shared by a module's
+    """Server processes on one PostgreSQL database of their own, shared by a module's
     tests (each works in a time bank of its own), with a global admin key."""
 
-    server: ServerProcess
+    servers: list[ServerProcess]
     secret: str
     db_url: str
     dbname: str
     cluster: Cluster
     stoppable: StoppableCluster | None = None
 
-    def client(self, *, keepalive: bool = False) -> httpx.AsyncClient:
-        return self.server.client(self.secret, keepalive=keepalive)
+    @property
+    def server(self) -> ServerProcess:
+        return self.servers[0]
+
+    def client(self, i: int = 0, *, keepalive: bool = False) -> httpx.AsyncClient:
+        return self.servers[i].client(self.secret, keepalive=keepalive)
+
+    def worker_pids_by_request_id(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for server in self.servers:
+            out.update(server.worker_pids_by_request_id())
+        return out
 
 
 def _skip_without_postgresql(pg_cluster: Cluster | None) -> Cluster:
@@ -330,16 +359,18 @@ def _skip_without_postgresql(pg_cluster: Cluster | None) -> Cluster:
 def pg_server(
     pg_cluster: Cluster | None, pg_template: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SharedServer]:
-    """A two-worker server on the suite's PostgreSQL for a whole test module (a start costs
-    seconds of CPU per process)."""
+    """Two servers on the suite's PostgreSQL for a whole test module, as two machines
+    behind a load balancer: one with two workers, one with one (each process start costs
+    seconds of CPU). A test that alternates its requests between them knows that they
+    ran in different processes; within the first, the kernel picks the worker."""
     cluster = _skip_without_postgresql(pg_cluster)
     dbname = f"srv_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     cluster.psql(f"CREATE DATABASE {dbname} TEMPLATE {pg_template}")
     url = cluster.url(dbname)
-    workdir = tmp_path_factory.mktemp("server")
+    workdir = tmp_path_factory.mktemp("servers")
     try:
-        with running_server(url, workdir, workers=2) as server:
-            yield SharedServer(server, create_admin_key(url, workdir), url, dbname, cluster)
+        with running_servers(url, workdir, [2, 1]) as servers:
+            yield SharedServer(servers, create_admin_key(url, workdir), url, dbname, cluster)
     finally:
         cluster.psql(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"
@@ -360,7 +391,7 @@ def fault_server(
         url = pg.cluster.url("faults")
         with running_server(url, workdir, workers=2) as server:
             yield SharedServer(
-                server, create_admin_key(url, workdir), url, "faults", pg.cluster, pg
+                [server], create_admin_key(url, workdir), url, "faults", pg.cluster, pg
             )
 
 

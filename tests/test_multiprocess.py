@@ -1,15 +1,20 @@
 """Concurrency across server processes (SPEC §2 limits and locking, §3 idempotency, §5
-scale path): one PostgreSQL, one `timebank serve --workers 2`, many clients at once.
+scale path): one PostgreSQL shared by two `timebank serve` processes (as two machines
+would share it; the first has two workers), many clients at once.
 
-Every request opens its own connection, so the kernel hands requests to both workers; each
-carries an X-Request-ID, and the JSON access log (request id, worker pid) shows that both
-workers served them. After each storm the ledger invariants are checked with SQL.
+A storm alternates its requests between the two servers, so conflicting requests (the two
+reversals of one exchange, the duplicates of one Idempotency-Key...) really run in
+different processes; every request opens its own connection and carries an X-Request-ID,
+and the JSON access logs (request id, pid) show which process served it. After each storm
+the ledger invariants are checked with SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -27,48 +32,59 @@ from tests.servers import (
     request_id,
 )
 
-__all__ = ["pg_server"]  # the module's shared two-worker PostgreSQL server (a fixture)
+__all__ = ["pg_server"]  # the module's two servers on one PostgreSQL database (a fixture)
 
 pytestmark = pytest.mark.slow
 
 
 class Storm:
-    """Requests sent all at once through one client, each with its own request id."""
+    """Requests sent all at once, alternating between the two servers, each with its own
+    request id (so the access logs tell which process served it)."""
 
-    def __init__(self, shared: SharedServer) -> None:
+    def __init__(self, shared: SharedServer, clients: list[httpx.AsyncClient]) -> None:
         self.shared = shared
+        self.clients = clients
         self.request_ids: list[str] = []
         self.retries_before = self._write_retries()
 
     async def post(
-        self, c: httpx.AsyncClient, path: str, json: Any, headers: dict[str, str] | None = None
+        self, path: str, json: Any, headers: dict[str, str] | None = None
     ) -> httpx.Response:
         rid = request_id()
+        c = self.clients[len(self.request_ids) % len(self.clients)]
         self.request_ids.append(rid)
         return await c.post(path, json=json, headers={"X-Request-ID": rid, **(headers or {})})
 
     def workers(self) -> dict[str, int]:
-        """The worker pid that served each request of the storm (from the access log)."""
-        served = self.shared.server.worker_pids_by_request_id()
+        """The pid of the process that served each request of the storm."""
+        served = self.shared.worker_pids_by_request_id()
         missing = [rid for rid in self.request_ids if rid not in served]
-        assert missing == [], f"{len(missing)} requests are not in the access log"
+        assert missing == [], f"{len(missing)} requests are not in the access logs"
         return {rid: served[rid] for rid in self.request_ids}
 
-    def assert_both_workers_served(self) -> None:
-        per_worker = Counter(self.workers().values())
-        assert len(per_worker) == 2, f"requests per worker pid: {per_worker}"
+    def assert_several_processes_served(self) -> None:
+        per_process = Counter(self.workers().values())
+        assert len(per_process) >= 2, f"requests per process: {per_process}"
 
     def _write_retries(self) -> int:
         """Writes retried after a deadlock or serialization failure, so far."""
         return sum(
             1
-            for line in self.shared.server.log_lines()
+            for server in self.shared.servers
+            for line in server.log_lines()
             if str(line.get("msg", "")).startswith("retrying write")
         )
 
     def assert_no_deadlock(self) -> None:
         """Not only none surfaced to a client: none happened (accounts locked in id order)."""
         assert self._write_retries() == self.retries_before
+
+
+@asynccontextmanager
+async def _storm(shared: SharedServer) -> AsyncIterator[tuple[httpx.AsyncClient, Storm]]:
+    """A client of the first server (for set-up and checks) and a storm over both."""
+    async with shared.client(0) as first, shared.client(1) as second:
+        yield first, Storm(shared, [first, second])
 
 
 def _statuses(responses: list[httpx.Response]) -> Counter[tuple[int, str]]:
@@ -89,8 +105,7 @@ async def _balance(c: httpx.AsyncClient, bank: Bank, entity: dict[str, Any]) -> 
 async def test_storm_on_a_member_near_its_limit_and_a_bounded_organisation_records_exactly_what_fits(
     pg_server: SharedServer,
 ) -> None:
-    storm = Storm(pg_server)
-    async with pg_server.client() as c:
+    async with _storm(pg_server) as (c, storm):
         bank = await new_bank(c, members=5, organisation_min_balance_minutes=-1000)
         debtor, *helpers = bank.members
         # the debtor starts near the member minimum (-600): 300 minutes of room
@@ -102,7 +117,7 @@ async def test_storm_on_a_member_near_its_limit_and_a_bounded_organisation_recor
             bodies.append(("org", simple(helpers[i % 4], bank.org, 25, category="admin-it")))
             if i < 30:  # a helper does 30 minutes for the debtor: the debtor is debited
                 bodies.append(("debtor", simple(helpers[(i + 1) % 4], debtor, 30)))
-        responses = await asyncio.gather(*(storm.post(c, bank.exchanges, b) for _, b in bodies))
+        responses = await asyncio.gather(*(storm.post(bank.exchanges, b) for _, b in bodies))
 
         no_server_errors(responses)
         by_target: dict[str, Counter[tuple[int, str]]] = defaultdict(Counter)
@@ -115,7 +130,7 @@ async def test_storm_on_a_member_near_its_limit_and_a_bounded_organisation_recor
         assert await _balance(c, bank, bank.org) == -1000
         credited = [await _balance(c, bank, h) for h in helpers]
         assert sum(credited) == 600 + 1000
-        storm.assert_both_workers_served()
+        storm.assert_several_processes_served()
     await check_ledger(pg_server.db_url)
 
 
@@ -125,8 +140,7 @@ async def test_storm_on_a_member_near_its_limit_and_a_bounded_organisation_recor
 async def test_opposite_exchanges_between_the_same_accounts_all_succeed_and_never_deadlock(
     pg_server: SharedServer,
 ) -> None:
-    storm = Storm(pg_server)
-    async with pg_server.client() as c:
+    async with _storm(pg_server) as (c, storm):
         bank = await new_bank(c, members=3, member_min_balance_minutes=-100_000)
         ann, bob, cat = bank.members
         bodies: list[dict[str, Any]] = []
@@ -147,7 +161,7 @@ async def test_opposite_exchanges_between_the_same_accounts_all_succeed_and_neve
             )
             bodies.append(simple(cat, bank.org, 15, category="admin-it"))
             bodies.append(simple(bank.org, ann, 15, category="admin-it"))
-        responses = await asyncio.gather(*(storm.post(c, bank.exchanges, b) for b in bodies))
+        responses = await asyncio.gather(*(storm.post(bank.exchanges, b) for b in bodies))
 
         no_server_errors(responses)
         assert _statuses(responses) == {(201, ""): len(bodies)}, [r.text for r in responses]
@@ -164,7 +178,7 @@ async def test_opposite_exchanges_between_the_same_accounts_all_succeed_and_neve
         assert balances[bob["account_id"]] == 12 * (-10 - 30)
         assert balances[cat["account_id"]] == 12 * (40 + 15)
         assert balances[bank.org["account_id"]] == 0
-        storm.assert_both_workers_served()
+        storm.assert_several_processes_served()
         storm.assert_no_deadlock()
     await check_ledger(pg_server.db_url)
 
@@ -175,13 +189,12 @@ async def test_opposite_exchanges_between_the_same_accounts_all_succeed_and_neve
 async def test_every_exchange_reversed_twice_at_once_is_reversed_exactly_once(
     pg_server: SharedServer,
 ) -> None:
-    storm = Storm(pg_server)
-    async with pg_server.client() as c:
+    async with _storm(pg_server) as (c, storm):
         bank = await new_bank(c, members=4)
         people = bank.members
         originals = await asyncio.gather(
             *(
-                storm.post(c, bank.exchanges, simple(people[i % 4], people[(i + 1) % 4], 10 + i))
+                storm.post(bank.exchanges, simple(people[i % 4], people[(i + 1) % 4], 10 + i))
                 for i in range(20)
             )
         )
@@ -191,7 +204,7 @@ async def test_every_exchange_reversed_twice_at_once_is_reversed_exactly_once(
         targets = [ex_id for ex_id in ids for _ in range(2)]
         responses = await asyncio.gather(
             *(
-                storm.post(c, f"{bank.exchanges}/{ex_id}/reverse", {"reason": "entered twice"})
+                storm.post(f"{bank.exchanges}/{ex_id}/reverse", {"reason": "entered twice"})
                 for ex_id in targets
             )
         )
@@ -212,7 +225,7 @@ async def test_every_exchange_reversed_twice_at_once_is_reversed_exactly_once(
         assert [await _balance(c, bank, p) for p in people] == [0, 0, 0, 0]
         listed = await ok(c, "GET", f"{bank.exchanges}?kind=reversal&limit=500")
         assert len(listed["items"]) == 20
-        storm.assert_both_workers_served()
+        storm.assert_several_processes_served()
     await check_ledger(pg_server.db_url)
 
 
@@ -222,14 +235,14 @@ async def test_every_exchange_reversed_twice_at_once_is_reversed_exactly_once(
 async def test_idempotent_duplicates_spread_over_workers_have_exactly_one_effect_per_key(
     pg_server: SharedServer,
 ) -> None:
-    storm = Storm(pg_server)
-    async with pg_server.client() as c:
+    async with _storm(pg_server) as (c, storm):
         bank = await new_bank(c, members=2)
         ann, bob = bank.members
         keys = [f"paper-sheet-12/line-{i}" for i in range(10)]
-        sends = [(key, simple(ann, bob, 5 + i)) for _ in range(5) for i, key in enumerate(keys)]
+        # five of each in a row: they alternate between the servers
+        sends = [(key, simple(ann, bob, 5 + i)) for i, key in enumerate(keys) for _ in range(5)]
         responses = await asyncio.gather(
-            *(storm.post(c, bank.exchanges, body, {"Idempotency-Key": k}) for k, body in sends)
+            *(storm.post(bank.exchanges, body, {"Idempotency-Key": k}) for k, body in sends)
         )
 
         no_server_errors(responses)
@@ -251,16 +264,111 @@ async def test_idempotent_duplicates_spread_over_workers_have_exactly_one_effect
             for r in per_key[key]:
                 if r.status_code != 201:
                     assert (r.status_code, r.json()["code"]) == (409, "idempotency_in_flight")
-        # the duplicates of some key really met in different processes
-        assert any(len(w) == 2 for w in workers_per_key.values()), workers_per_key
+        # the duplicates of every key really met in different processes
+        assert all(len(w) >= 2 for w in workers_per_key.values()), workers_per_key
 
         # afterwards every key replays its one result, whichever worker answers
         replays = await asyncio.gather(
-            *(storm.post(c, bank.exchanges, body, {"Idempotency-Key": k}) for k, body in sends)
+            *(storm.post(bank.exchanges, body, {"Idempotency-Key": k}) for k, body in sends)
         )
         assert _statuses(replays) == {(201, ""): len(sends)}
         listed = await ok(c, "GET", f"{bank.exchanges}?limit=500")
         assert len(listed["items"]) == len(keys)
         assert await _balance(c, bank, bob) == -sum(5 + i for i in range(len(keys)))
-        storm.assert_both_workers_served()
+        storm.assert_several_processes_served()
+    await check_ledger(pg_server.db_url)
+
+
+# --- atomic batches racing for the room on one account ----------------------------------------
+
+
+async def test_atomic_batches_racing_for_one_member_limit_record_whole_batches_only(
+    pg_server: SharedServer,
+) -> None:
+    async with _storm(pg_server) as (c, storm):
+        bank = await new_bank(c, members=5)  # member minimum -600
+        debtor, *helpers = bank.members
+        batches = [
+            {
+                "atomic": True,
+                "exchanges": [simple(helpers[(b + i) % 4], debtor, 60) for i in range(4)],
+            }
+            for b in range(6)
+        ]
+        responses = await asyncio.gather(
+            *(storm.post(f"{bank.exchanges}/batch", body) for body in batches)
+        )
+
+        no_server_errors(responses)
+        assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+        shapes = Counter(tuple(item["status"] for item in r.json()["results"]) for r in responses)
+        # two whole batches fit in the 600 minutes of room (-480); any later one gets to
+        # -600 with its first two items, is refused at the third, and records nothing
+        assert shapes == {(201, 201, 201, 201): 2, (424, 424, 409, 409): 4}, shapes
+        for r in responses:
+            for item in r.json()["results"]:
+                if item["status"] == 409:
+                    assert item["error"]["code"] == "balance_limit_exceeded"
+                if item["status"] == 424:
+                    assert item["error"]["code"] == "batch_aborted"
+        assert await _balance(c, bank, debtor) == -480
+        listed = await ok(c, "GET", f"{bank.exchanges}?limit=500")
+        assert len(listed["items"]) == 8
+        storm.assert_several_processes_served()
+    await check_ledger(pg_server.db_url)
+
+
+# --- decisions on a proposal raced from both workers -------------------------------------------
+
+
+async def test_confirm_reject_and_cancel_of_one_proposal_at_once_decide_it_exactly_once(
+    pg_server: SharedServer,
+) -> None:
+    async with _storm(pg_server) as (c, storm):
+        bank = await new_bank(c, members=2)
+        ann, bob = bank.members
+        keys = {}
+        for m in (ann, bob):
+            created = await ok(
+                c,
+                "POST",
+                f"/v1/timebanks/{bank.slug}/api-keys",
+                {"role": "member", "member_id": m["id"]},
+            )
+            keys[m["id"]] = {"Authorization": f"Bearer {created['secret']}"}
+        proposals = []
+        for i in range(10):  # Ann's app proposes: Bob helped her for 10+i minutes
+            r = await c.post(bank.exchanges, json=simple(bob, ann, 10 + i), headers=keys[ann["id"]])
+            assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+            proposals.append(r.json()["id"])
+
+        moves = []  # per proposal: Bob confirms, the admin rejects, Ann cancels
+        for ex_id in proposals:
+            moves += [
+                (ex_id, "confirm", keys[bob["id"]]),
+                (ex_id, "reject", {}),
+                (ex_id, "cancel", keys[ann["id"]]),
+            ]
+        responses = await asyncio.gather(
+            *(storm.post(f"{bank.exchanges}/{ex_id}/{how}", {}, who) for ex_id, how, who in moves)
+        )
+
+        no_server_errors(responses)
+        winners: dict[str, str] = {}
+        for (ex_id, how, _), r in zip(moves, responses, strict=True):
+            if r.status_code == 200:
+                assert ex_id not in winners, (ex_id, winners.get(ex_id), how)
+                winners[ex_id] = how
+            else:
+                assert (r.status_code, r.json()["code"]) == (409, "not_pending"), r.text
+        assert set(winners) == set(proposals)
+        final = {"confirm": "recorded", "reject": "rejected", "cancel": "cancelled"}
+        confirmed = 0
+        for i, ex_id in enumerate(proposals):
+            shown = await ok(c, "GET", f"{bank.exchanges}/{ex_id}")
+            assert shown["status"] == final[winners[ex_id]], (shown, winners[ex_id])
+            confirmed += (10 + i) if winners[ex_id] == "confirm" else 0
+        assert await _balance(c, bank, bob) == confirmed
+        assert await _balance(c, bank, ann) == -confirmed
+        storm.assert_several_processes_served()
     await check_ledger(pg_server.db_url)
