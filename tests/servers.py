@@ -11,6 +11,7 @@ ledger invariants of SPEC §2 checked with SQL against whatever a server left be
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -39,6 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEBANK_CLI = str(ROOT / ".venv" / "bin" / "timebank")
 STARTUP_LIMIT_S = 180  # only a guard against a server that never comes up, not a measure
 STARTED = "Application startup complete."
+_LIVE: set[int] = set()  # process groups of servers started and not yet stopped
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Whatever way pytest ends (an interrupt included), no server outlives it."""
+    for pgid in list(_LIVE):
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -151,6 +161,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a crash takes every worker
             )
+        _LIVE.add(self.proc.pid)
 
     def wait_ready(self) -> None:
         assert self.proc is not None
@@ -197,6 +208,7 @@ class ServerProcess:
         # orphaned workers are reaped by init; wait until none is left holding a connection
         for _ in range(300):
             if not self.pids():
+                _LIVE.discard(self.proc.pid)
                 return
             with suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
