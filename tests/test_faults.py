@@ -1,6 +1,6 @@
 """Faults: a crashed server, a database connection killed mid-transaction, a database that
-refuses connections or goes away and comes back (SPEC §2 invariant 6; §3 `unavailable`;
-§3.8 `/ready`).
+refuses connections, crashes, or goes away and comes back, a SQLite file locked by another
+process (SPEC §2 invariant 6; §3 `unavailable`; §3.8 `/ready`).
 
 The service runs as real separate processes (tests/servers.py) on a real database; after
 each fault the ledger invariants are checked with SQL.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tests.servers import (
     no_server_errors,
     ok,
     problem,
+    running_server,
 )
 
 __all__ = ["fault_server"]  # the module's two-worker server on its own cluster (a fixture)
@@ -386,3 +388,46 @@ async def test_database_crash_shutdown_and_outage_give_503_and_the_same_server_r
     facts = await check_ledger(db_url)
     assert facts.by_bank[bank.slug] == {uuid.UUID(before["id"]), uuid.UUID(first.json()["id"])}
     assert facts.by_bank[load.bank.slug] == load.acked_ids()
+
+
+# --- SQLite: the database locked by another process --------------------------------------------
+
+
+@pytest.mark.slow
+async def test_sqlite_locked_by_another_process_gives_503_writes_nothing_and_retry_succeeds_once(
+    engine_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """SQLite's "briefly unavailable": another process (an operator's sqlite3 shell, say)
+    holds the write lock. A write waits the busy timeout, is retried internally, then gets
+    503 `unavailable` rather than hanging; reads go on (WAL); nothing is half-written."""
+    if engine_name != "sqlite":
+        pytest.skip("SQLite-only (PostgreSQL: the terminated connection and outage tests)")
+    db_url: str = request.getfixturevalue("db_url")
+    env = {"TIMEBANK_SQLITE_BUSY_TIMEOUT_MS": "200", "TIMEBANK_WRITE_RETRIES": "2"}
+    with running_server(db_url, tmp_path, workers=1, **env) as server:
+        secret = create_admin_key(db_url, tmp_path)
+        async with server.client(secret) as c:
+            bank = await new_bank(c)
+            ann, bob = bank.members
+            body = simple(ann, bob, 25, description="Logged while the file was locked")
+            headers = {"Idempotency-Key": "locked-1"}
+            holder = sqlite3.connect(db_url.split(":///", 1)[1], isolation_level=None)
+            try:
+                holder.execute("BEGIN IMMEDIATE")
+                problem(
+                    await c.post(bank.exchanges, json=body, headers=headers), 503, "unavailable"
+                )
+                assert (await ok(c, "GET", bank.balance_path(bob)))["balance_minutes"] == 0
+                assert (await c.get("/ready")).status_code == 200  # reachable, only busy
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+
+            first = await c.post(bank.exchanges, json=body, headers=headers)
+            assert first.status_code == 201, first.text
+            assert "Idempotent-Replayed" not in first.headers
+            again = await c.post(bank.exchanges, json=body, headers=headers)
+            assert again.headers.get("Idempotent-Replayed") == "true"
+            assert again.content == first.content
+    facts = await check_ledger(db_url)
+    assert facts.by_bank[bank.slug] == {uuid.UUID(first.json()["id"])}
