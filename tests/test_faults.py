@@ -395,14 +395,13 @@ async def test_database_crash_shutdown_and_outage_give_503_and_the_same_server_r
 
 @pytest.mark.slow
 async def test_sqlite_locked_by_another_process_gives_503_writes_nothing_and_retry_succeeds_once(
-    engine_name: str, request: pytest.FixtureRequest, tmp_path: Path
+    engine_name: str, db_url: str, tmp_path: Path
 ) -> None:
     """SQLite's "briefly unavailable": another process (an operator's sqlite3 shell, say)
     holds the write lock. A write waits the busy timeout, is retried internally, then gets
     503 `unavailable` rather than hanging; reads go on (WAL); nothing is half-written."""
     if engine_name != "sqlite":
         pytest.skip("SQLite-only (PostgreSQL: the terminated connection and outage tests)")
-    db_url: str = request.getfixturevalue("db_url")
     env = {"TIMEBANK_SQLITE_BUSY_TIMEOUT_MS": "200", "TIMEBANK_WRITE_RETRIES": "2"}
     with running_server(db_url, tmp_path, workers=1, **env) as server:
         secret = create_admin_key(db_url, tmp_path)
