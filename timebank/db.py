@@ -18,9 +18,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy import BigInteger, Integer, MetaData, Table, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -43,6 +43,11 @@ BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements on hot paths (they skip the ORM's bookkeeping)."""
+    return cast(Table, model.__table__)
 
 
 def utcnow() -> datetime:
@@ -153,6 +158,19 @@ async def begin_write(session: AsyncSession) -> None:
     await session.connection(execution_options={"write": True})
 
 
+def _is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+async def end_read(session: AsyncSession) -> None:
+    """End a request's opening read (the API key lookup). SQLite: release the read
+    transaction, so that a write can begin with ``BEGIN IMMEDIATE``. PostgreSQL: keep it and
+    go on in it — under READ COMMITTED every statement sees the latest commits anyway, and a
+    request saves a round trip to end one transaction and another to begin the next."""
+    if session.in_transaction() and _is_sqlite(session):
+        await session.rollback()
+
+
 async def run_write(
     session: AsyncSession,
     work: Callable[[AsyncSession], Awaitable[T]],
@@ -162,11 +180,12 @@ async def run_write(
     """Run ``work`` in one write transaction and commit it; retry on deadlock/serialization.
 
     ``work`` must not commit. Any exception rolls the whole transaction back, so a refused
-    request leaves no trace.
+    request leaves no trace. On PostgreSQL ``work`` runs in the transaction the request's
+    reads began (see :func:`end_read`); they had no effects to lose.
     """
     attempt = 0
-    if session.in_transaction():
-        await session.commit()  # end a read transaction; keeps loaded objects usable
+    if session.in_transaction() and _is_sqlite(session):
+        await session.commit()  # end the read transaction; keeps loaded objects usable
     while True:
         try:
             await begin_write(session)
