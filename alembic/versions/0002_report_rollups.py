@@ -161,22 +161,22 @@ def downgrade() -> None:
 
 
 def _pg_apply(changed: str) -> str:
-    """Statements adding the exchanges of ``changed`` (rows of id and sign ±1) to both
-    rollups, set-based: a COPY of many exchanges is one upsert per rollup."""
+    """Statements adding the exchanges of ``changed`` (their id, timebank_id, occurred_on,
+    category_id, kind, and a sign ±1) to both rollups, set-based: a COPY of many exchanges
+    is one upsert per rollup."""
     legs = f"""
-        SELECT e.timebank_id, date_trunc('month', e.occurred_on)::date AS month, e.category_id,
-               e.kind, p.account_id, a.owner_type, c.sign,
+        SELECT c.timebank_id, date_trunc('month', c.occurred_on)::date AS month, c.category_id,
+               c.kind, p.account_id, a.owner_type, c.sign,
                CASE WHEN min(CASE WHEN p.minutes > 0 THEN p.id END)
                          = min(min(CASE WHEN p.minutes > 0 THEN p.id END))
-                           OVER (PARTITION BY e.id, c.sign)
+                           OVER (PARTITION BY c.id, c.sign)
                     THEN c.sign ELSE 0 END AS led,
                c.sign * sum(greatest(p.minutes, 0)) AS given,
                c.sign * sum(greatest(-p.minutes, 0)) AS received
         FROM ({changed}) AS c
-        JOIN exchanges e ON e.id = c.id
-        JOIN postings p ON p.exchange_id = e.id
+        JOIN postings p ON p.exchange_id = c.id
         JOIN accounts a ON a.id = p.account_id
-        GROUP BY e.timebank_id, e.occurred_on, e.category_id, e.kind, e.id, p.account_id,
+        GROUP BY c.timebank_id, c.occurred_on, c.category_id, c.kind, c.id, p.account_id,
                  a.owner_type, c.sign"""
     sums = """sum(l.sign), sum(l.led), sum(l.given), sum(l.received)"""
     update = """exchanges = r.exchanges + EXCLUDED.exchanges,
@@ -204,15 +204,18 @@ def _pg_apply(changed: str) -> str:
     """
 
 
+_COLUMNS = "id, timebank_id, occurred_on, category_id, kind"
 _RECORDED_NOW = f"""
-    SELECT n.id, 1 AS sign FROM new_rows n
-    WHERE n.status = 'recorded' AND n.kind IN {SERVICE}
+    SELECT {_COLUMNS}, 1 AS sign FROM new_rows
+    WHERE status = 'recorded' AND kind IN {SERVICE}
     UNION ALL
-    SELECT o.id, -1 FROM new_rows n JOIN exchanges o ON o.id = n.reverses
+    SELECT o.id, o.timebank_id, o.occurred_on, o.category_id, o.kind, -1
+    FROM new_rows n JOIN exchanges o ON o.id = n.reverses
     WHERE n.status = 'recorded' AND n.kind = 'reversal'
       AND o.status = 'recorded' AND o.kind IN {SERVICE}"""
 _CONFIRMED_NOW = f"""
-    SELECT n.id, 1 AS sign FROM new_rows n JOIN old_rows o ON o.id = n.id
+    SELECT n.id, n.timebank_id, n.occurred_on, n.category_id, n.kind, 1 AS sign
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
     WHERE o.status = 'pending' AND n.status = 'recorded' AND n.kind IN {SERVICE}"""
 
 _PG = [
