@@ -20,6 +20,7 @@ from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 
 STATEMENT_TIMEOUT_MS = 30_000
+REPORT_WORK_MEM = "64MB"
 MAX_RATE_PENCE = 100_000
 
 REPORT_DOC = (
@@ -122,6 +123,8 @@ async def _read_snapshot(session: AsyncSession) -> None:
         await session.commit()
     await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     await session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+    # report queries sort and hash tens of thousands of rollup rows: keep that in memory
+    await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
 
 
 @get(

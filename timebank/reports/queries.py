@@ -243,12 +243,34 @@ def _corrections(
     )
 
 
+def later_writes(banks: list[uuid.UUID], as_of: datetime) -> Any:
+    """Whether anything was recorded in these banks after ``as_of`` — if not, the rollups
+    need no correction (one probe of the recorded_at index)."""
+    return select(
+        exists().where(
+            Exchange.timebank_id.in_(banks),
+            Exchange.status == ExchangeStatus.recorded,
+            Exchange.recorded_at > as_of,
+        )
+    )
+
+
+def _rollup(rollup: Any, fixes: Any, correct: bool) -> Subquery:
+    return (union_all(rollup, fixes) if correct else rollup).subquery()
+
+
 def activity_rows(
-    banks: list[uuid.UUID], start: date | None, end: date, as_of: datetime, dialect: str
+    banks: list[uuid.UUID],
+    start: date | None,
+    end: date,
+    as_of: datetime,
+    dialect: str,
+    correct: bool,
 ) -> Subquery:
     """Per account and month of [start, end) (whole months), as of ``as_of``: account_id,
-    owner_type, month, exchanges, led, given, received. An account may appear in a month
-    with ``exchanges`` 0 (all of them recorded after ``as_of``): group and keep sums > 0."""
+    month, owner_type, exchanges, led, given, received. Without ``correct`` (nothing
+    recorded after ``as_of``) one row per account and month, each with exchanges > 0; with
+    it, correction rows follow, so sum by what you need and keep sums of exchanges > 0."""
     r = ActivityMonth
     conditions = [r.timebank_id.in_(banks), r.month < end]
     if start is not None:
@@ -262,13 +284,17 @@ def activity_rows(
         r.given_minutes.label("given"),
         r.received_minutes.label("received"),
     ).where(*conditions)
-    return union_all(
-        rollup, _corrections(banks, start, end, as_of, dialect, by_category=False)
-    ).subquery()
+    fixes = _corrections(banks, start, end, as_of, dialect, by_category=False)
+    return _rollup(rollup, fixes, correct)
 
 
 def category_rows(
-    banks: list[uuid.UUID], start: date | None, end: date, as_of: datetime, dialect: str
+    banks: list[uuid.UUID],
+    start: date | None,
+    end: date,
+    as_of: datetime,
+    dialect: str,
+    correct: bool,
 ) -> Subquery:
     """As :func:`activity_rows`, by category_id and kind too."""
     r = CategoryMonth
@@ -286,9 +312,8 @@ def category_rows(
         r.given_minutes.label("given"),
         r.received_minutes.label("received"),
     ).where(*conditions)
-    return union_all(
-        rollup, _corrections(banks, start, end, as_of, dialect, by_category=True)
-    ).subquery()
+    fixes = _corrections(banks, start, end, as_of, dialect, by_category=True)
+    return _rollup(rollup, fixes, correct)
 
 
 def per_account_rollup(rows: Subquery, owner: OwnerType | None) -> Subquery:

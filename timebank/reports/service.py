@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Integer,
     String,
     and_,
@@ -39,6 +40,7 @@ from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.reports import queries as q
 from timebank.reports.disclosure import Cell, Chain, Disclosure
 from timebank.reports.periods import Period, add_months, first_of_month
+from timebank.reports.periods import month_index as month_number
 from timebank.timebanks.models import Category, TimeBank
 
 DEFINITIONS_VERSION = "1"
@@ -104,6 +106,7 @@ class Ctx:
     threshold: int
     dialect: str
     options: Options
+    correct: bool = True  # rollups need correcting: something was recorded after as_of
     memo: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,11 +147,12 @@ class Ctx:
     def activity_rows(self, start: date | None, end: date) -> Any:
         """Rollup rows per account and month of [start, end) (whole months; start None:
         since ever)."""
-        return q.activity_rows(self.ids, start, end, self.period.as_of, self.dialect)
+        p = self.period
+        return q.activity_rows(self.ids, start, end, p.as_of, self.dialect, self.correct)
 
     def category_rows(self) -> Any:
         p = self.period
-        return q.category_rows(self.ids, p.start, p.end, p.as_of, self.dialect)
+        return q.category_rows(self.ids, p.start, p.end, p.as_of, self.dialect, self.correct)
 
     def per_account(
         self,
@@ -170,13 +174,14 @@ class Ctx:
         the rollups when the range is whole months)."""
         if months and q.whole_months(start, end):
             rows = self.activity_rows(start, end)
-            return (
-                select(rows.c.account_id, rows.c.month.label("d"))
-                .where(rows.c.owner_type == OwnerType.member)
-                .group_by(rows.c.account_id, rows.c.month)
-                .having(func.sum(rows.c.exchanges) > 0)
-                .subquery()
+            stmt = select(rows.c.account_id, rows.c.month.label("d")).where(
+                rows.c.owner_type == OwnerType.member
             )
+            if self.correct:  # corrections follow: net them out per account and month
+                stmt = stmt.group_by(rows.c.account_id, rows.c.month).having(
+                    func.sum(rows.c.exchanges) > 0
+                )
+            return stmt.subquery()
         leg = self.legs(start, end, whole_period=start is not None)
         day = q.bucket(self.dialect, "month", leg.c.occurred_on) if months else leg.c.occurred_on
         return select(leg.c.account_id, day.label("d")).distinct().subquery()
@@ -449,6 +454,51 @@ async def _active_by_bucket(ctx: Ctx, keys: list[date], ends: list[date]) -> lis
     return out
 
 
+MASK_MONTHS = 62  # months of a member's activity that fit a 64-bit mask
+
+
+async def _members_by_mask(
+    ctx: Ctx, grid: list[tuple[date, date, date]]
+) -> tuple[dict[date, tuple[int, int]], list[int]] | None:
+    """For whole-month buckets: per bucket, participating members and those seen for the
+    first time in the period, and members active at the bucket's end — in one pass. Each
+    member's months of activity (from 12 months before the first end) become the bits of
+    one integer; every figure is then a count of masks that meet a range of bits. None when
+    the months do not fit a 64-bit mask."""
+    p, dialect = ctx.period, ctx.dialect
+    first = add_months(grid[0][2], -12)
+    base = month_number(first)
+    if month_number(grid[-1][2]) - base > MASK_MONTHS:
+        return None
+    days = ctx.member_days(first, p.end, months=True)  # one row per member and month
+    bit = literal(1, BigInteger).op("<<")(q.month_index(days.c.d) - base)
+    union_of_bits = func.bit_or(bit) if dialect == "postgresql" else func.sum(bit)
+    masks = select(union_of_bits.label("m")).group_by(days.c.account_id).subquery()
+
+    def meets(a: date, b: date) -> Any:
+        lo, hi = month_number(a) - base, month_number(b) - base
+        return masks.c.m.op("&")(literal(((1 << hi) - 1) ^ ((1 << lo) - 1), BigInteger)) != 0
+
+    def count(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    columns = []
+    for _, start, end in grid:
+        columns += [
+            count(meets(start, end)),
+            count(
+                and_(meets(start, end), ~meets(p.start, start))
+                if start > p.start
+                else meets(start, end)
+            ),
+            count(meets(add_months(end, -12), end)),
+        ]
+    row = await ctx.one(select(*columns).select_from(masks))
+    values = [int(v) for v in row]
+    reach = {key: (values[3 * i], values[3 * i + 1]) for i, (key, _, _) in enumerate(grid)}
+    return reach, [values[3 * i + 2] for i in range(len(grid))]
+
+
 async def timeseries(ctx: Ctx) -> Built:
     b = ctx.built(["period_start", "period_end"])
     d = b.disclosure
@@ -474,26 +524,31 @@ async def timeseries(ctx: Ctx) -> Built:
             .group_by("k")
         )
     activity = await _by_bucket(ctx, stmt)
-    days = ctx.member_days(p.start, p.end, months=monthly)
-    pairs = (
-        select(days.c.account_id, q.bucket(dialect, interval, days.c.d).label("k"))
-        .distinct()
-        .subquery()
-    )
-    first_seen = case(
-        (pairs.c.k == func.min(pairs.c.k).over(partition_by=pairs.c.account_id), 1), else_=0
-    ).label("first")
-    seen = select(pairs.c.k, first_seen).subquery()
-    reach = await _by_bucket(
-        ctx, select(seen.c.k, func.count(), func.sum(seen.c.first)).group_by(seen.c.k)
-    )
+    by_mask = await _members_by_mask(ctx, grid) if monthly and ctx.whole_months else None
+    reach: dict[date, tuple[Any, ...]]
+    if by_mask is not None:
+        reach, active = by_mask
+    else:
+        days = ctx.member_days(p.start, p.end, months=monthly)
+        pairs = (
+            select(days.c.account_id, q.bucket(dialect, interval, days.c.d).label("k"))
+            .distinct()
+            .subquery()
+        )
+        first_seen = case(
+            (pairs.c.k == func.min(pairs.c.k).over(partition_by=pairs.c.account_id), 1), else_=0
+        ).label("first")
+        seen = select(pairs.c.k, first_seen).subquery()
+        reach = await _by_bucket(
+            ctx, select(seen.c.k, func.count(), func.sum(seen.c.first)).group_by(seen.c.k)
+        )
+        active = await _active_by_bucket(ctx, keys, [e for _, _, e in grid])
     joined = await _by_bucket(
         ctx,
         select(q.bucket(dialect, interval, Member.joined_on).label("k"), func.count())
         .where(joined_in_period(ctx))
         .group_by("k"),
     )
-    active = await _active_by_bucket(ctx, keys, [e for _, _, e in grid])
 
     atoms, cumulative, new_cells = [], [], []
     total_ex = total_min = total_new = reached = 0
@@ -540,12 +595,12 @@ async def _by_category_rollup(ctx: Ctx, dimension: str) -> dict[Any, tuple[int, 
         select(
             column.label("dim"),
             rows.c.account_id,
-            rows.c.owner_type,
+            func.max(rows.c.owner_type).label("owner_type"),  # an account has one
             func.sum(rows.c.exchanges).label("n"),
             func.sum(rows.c.led).label("led"),
             func.sum(rows.c.given).label("given"),
         )
-        .group_by(column, rows.c.account_id, rows.c.owner_type)
+        .group_by(column, rows.c.account_id)
         .subquery()
     )
     key: Any = per.c.dim
@@ -1118,6 +1173,7 @@ async def build(
     threshold = max(5, *(b.suppression_threshold for b in banks))
     dialect = session.get_bind().dialect.name
     ctx = Ctx(session, banks, period, threshold, dialect, options)
+    ctx.correct = bool(await session.scalar(q.later_writes(ctx.ids, period.as_of)))
     built = await REPORTS[name](ctx)
     built.disclosure.apply()
     return built, threshold
