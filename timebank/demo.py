@@ -512,16 +512,15 @@ class Community:
             if kind in ("p2p", "proposal") and other is not None:
                 providers, recipients = [(provider, minutes)], [(other, minutes)]
             elif kind == "group" and other is not None:
-                learners = {other}
+                learners = [other]
                 for _ in range(rng.randint(2, 7)):
                     extra = member_on(day, provider)
-                    if extra is not None:
-                        learners.add(extra)
-                each = rng.choice((15, 20, 24, 30, 40, 60))
-                total = min(each * len(learners), cap)
-                each = total // len(learners)
-                providers = [(provider, each * len(learners))]
-                recipients = [(m, each) for m in learners]
+                    if extra is not None and extra not in learners:
+                        learners.append(extra)
+                group = learners[: max(1, cap)]
+                each = max(1, min(rng.choice((15, 20, 24, 30, 40, 60)), cap // len(group)))
+                providers = [(provider, each * len(group))]
+                recipients = [(m, each) for m in group]
                 category, description = "learning-teaching", "Class for a small group"
             elif kind == "o2p":
                 o = org()
