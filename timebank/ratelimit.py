@@ -50,7 +50,7 @@ class TokenBuckets:
         self.interval = WINDOW_SECONDS / per_minute
         self.clock = clock
         self._tat: dict[str, float] = {}
-        self._next_sweep = clock() + WINDOW_SECONDS
+        self._next_sweep = float("-inf")  # the first take schedules the sweeps
 
     def wait(self, key: str, now: float | None = None) -> float:
         """Seconds until ``key`` may make a request (0 if it may now), charging nothing."""
