@@ -24,7 +24,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from timebank.config import Settings
-from timebank.ledger.models import Account, Exchange, ExchangeStatus, Posting
 
 DEFAULT_DIR = Path("backups")
 
@@ -91,6 +90,8 @@ def check(settings: Settings) -> list[str]:
 
 async def ledger_problems(session: AsyncSession, sample: int = 5) -> list[str]:
     """Check the ledger from its tables, as an auditor would after a restore."""
+    from timebank.ledger.models import Account, Exchange, ExchangeStatus, Posting
+
     problems: list[str] = []
 
     def note(what: str, ids: list[object]) -> None:
