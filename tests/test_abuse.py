@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -633,3 +634,20 @@ async def test_report_csv_and_xlsx_never_carry_a_formula(api: Api) -> None:
     values = [c for ws in book.worksheets for row in ws.iter_rows() for c in row]
     assert not [c.coordinate for c in values if c.data_type == "f"], "a formula cell"
     assert EVIL in [c.value for c in values]
+
+
+def test_the_service_code_makes_no_outbound_requests() -> None:
+    """OWASP API7 (SSRF): nothing takes a URL from a request and fetches it, because the
+    service imports no HTTP client, mail client or raw socket module at all. A change that
+    adds one (webhooks, say) fails here and must come with its own SSRF defences."""
+    outbound = re.compile(
+        r"^\s*(?:import|from)\s+(httpx|requests|aiohttp|urllib3?|http\.client|socket|smtplib"
+        r"|ftplib|asyncio\.open_connection)\b",
+        re.MULTILINE,
+    )
+    hits = [
+        f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
+        for path in sorted((ROOT / "timebank").rglob("*.py"))
+        for match in outbound.finditer(path.read_text())
+    ]
+    assert hits == []
