@@ -112,6 +112,23 @@ async def test_each_key_has_its_own_rate_limit(db_url: str, session_maker: Maker
     assert b == [200, 200, 200]
 
 
+async def test_a_keys_requests_to_every_route_count_against_one_limit(
+    db_url: str, session_maker: Maker
+) -> None:
+    secret = await new_key(session_maker)
+    async with AsyncTestClient(app=app_with(db_url, rate_limit_per_minute=5)) as c:
+        created = await c.post(
+            "/v1/timebanks", json={"slug": "routes", "name": "Routes"}, headers=bearer(secret)
+        )
+        assert created.status_code == 201, created.text
+        paths = ["", "/members", "/categories", "/organisations", "/exchanges"]
+        codes = [
+            (await c.get(f"/v1/timebanks/routes{p}", headers=bearer(secret))).status_code
+            for p in paths
+        ]
+    assert codes == [200, 200, 200, 200, 429]
+
+
 async def test_429_is_a_problem_with_retry_after_and_the_refused_write_leaves_nothing(
     db_url: str, session_maker: Maker
 ) -> None:

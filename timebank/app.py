@@ -27,7 +27,7 @@ from timebank.logs import RequestIdMiddleware, configure_logging
 from timebank.members.controller import MemberController, directory
 from timebank.ops import health, ready
 from timebank.organisations.controller import OrganisationController
-from timebank.ratelimit import RateLimitMiddleware
+from timebank.ratelimit import RateLimiter, RateLimitMiddleware
 from timebank.reports.controller import cross_bank_report, timebank_report
 from timebank.security import add_security_headers, cors_config
 from timebank.server import BodyTimeoutMiddleware
@@ -56,7 +56,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     middleware: list[Any] = [RequestIdMiddleware]
     if settings.rate_limit_per_minute:
         middleware.append(
-            DefineMiddleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
+            DefineMiddleware(
+                RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit_per_minute)
+            )
         )
     middleware.append(
         DefineMiddleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)

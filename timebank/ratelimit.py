@@ -109,32 +109,55 @@ async def send_problem(scope: Scope, receive: Receive, send: Send, error: Domain
     await asgi(scope, receive, send)
 
 
+class RateLimiter:
+    """The limiter of one worker process. One instance is shared by every route (Litestar
+    builds a middleware stack per route), so a key's requests to all routes count together."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.buckets = TokenBuckets(per_minute, clock)
+        self.clock = clock
+        self.proven: dict[str, float] = {}  # key -> until when it counts as authenticated
+        self._next_sweep = float("-inf")
+
+    def admit(self, key: str | None, address: str, now: float) -> float:
+        """Charge a request; 0.0 if it may go on, else the seconds until it could."""
+        if now >= self._next_sweep:
+            self.proven = {k: t for k, t in self.proven.items() if t > now}
+            self._next_sweep = now + WINDOW_SECONDS
+        if key is None:
+            return self.buckets.take(address, now)
+        if self.proven.get(key, 0.0) > now:
+            return self.buckets.take(key, now)
+        return self.buckets.take(address, now) or self.buckets.take(key, now)
+
+    def answered(self, key: str | None, address: str, status: int, now: float) -> None:
+        """Learn from the response: a key that authenticated is proven for a minute; a
+        401 for a key that was proven is charged to its address (unproven ones were)."""
+        if key is None:
+            return
+        if status != 401:
+            self.proven[key] = now + WINDOW_SECONDS
+        elif self.proven.pop(key, 0.0) > now:
+            self.buckets.charge(address, now)
+
+
 class RateLimitMiddleware:
     """Refuses requests over the limit with 429 ``rate_limited`` and ``Retry-After``."""
 
-    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
         self.app = app
-        self.per_minute = per_minute
-        self.buckets = TokenBuckets(per_minute)
-        self.proven: dict[str, float] = {}  # key -> until when it counts as authenticated
-        self._next_sweep = self.buckets.clock() + WINDOW_SECONDS
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"] in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
+        limiter = self.limiter
         key = _bearer(scope)
         address = _address(scope)
-        now = self.buckets.clock()
-        if now >= self._next_sweep:
-            self.proven = {k: t for k, t in self.proven.items() if t > now}
-            self._next_sweep = now + WINDOW_SECONDS
-        if key is None:
-            wait = self.buckets.take(address, now)
-        elif self.proven.get(key, 0.0) > now:
-            wait = self.buckets.take(key, now)
-        else:
-            wait = self.buckets.take(address, now) or self.buckets.take(key, now)
+        now = limiter.clock()
+        wait = limiter.admit(key, address, now)
         if wait:
             seconds = max(1, math.ceil(wait))
             await send_problem(
@@ -142,18 +165,15 @@ class RateLimitMiddleware:
                 receive,
                 send,
                 RateLimited(
-                    f"Over {self.per_minute} requests a minute; retry in {seconds} s",
+                    f"Over {limiter.per_minute} requests a minute; retry in {seconds} s",
                     retry_after=seconds,
                 ),
             )
             return
 
         async def observe(message: Message) -> None:
-            if message["type"] == "http.response.start" and key is not None:
-                if message["status"] != 401:
-                    self.proven[key] = now + WINDOW_SECONDS
-                elif self.proven.pop(key, 0.0) > now:
-                    self.buckets.charge(address, now)  # unproven keys were charged already
+            if message["type"] == "http.response.start":
+                limiter.answered(key, address, message["status"], now)
             await send(message)
 
         await self.app(scope, receive, observe)
