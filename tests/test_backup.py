@@ -254,8 +254,13 @@ async def test_backup_and_restore_fail_cleanly_on_bad_input(
         with pytest.raises(backups.BackupError, match="no SQLite database"):
             await asyncio.to_thread(backups.backup, missing, tmp_path / "out.db")
         assert not (tmp_path / "out.db").exists()
+        unreachable = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'no' / 'x.db'}")
+        with pytest.raises(backups.BackupError, match="cannot use the database"):
+            await asyncio.to_thread(backups.check, unreachable)
     else:
         wrong = db_url.replace("/t_", "/no_such_database_", 1)
         with pytest.raises(backups.BackupError, match="pg_dump failed"):
             await asyncio.to_thread(backups.backup, Settings(database_url=wrong), tmp_path / "o")
         assert not (tmp_path / "o").exists()
+        with pytest.raises(backups.BackupError, match="cannot use the database"):
+            await asyncio.to_thread(backups.check, Settings(database_url=wrong))

@@ -16,16 +16,20 @@ import re
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from timebank.config import Settings
 
 DEFAULT_DIR = Path("backups")
+T = TypeVar("T")
 
 
 class BackupError(Exception):
@@ -59,7 +63,7 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> None:
     must be empty unless ``force`` (then its tables are replaced). Stop the service first."""
     if not source.is_file():
         raise BackupError(f"no backup file at {source}")
-    if not force and asyncio.run(_has_tables(settings)):
+    if not force and _reach(_has_tables(settings)):
         raise BackupError(
             "the target database is not empty; restore into a fresh database "
             "(or pass --force to replace its contents)"
@@ -85,7 +89,7 @@ def check(settings: Settings) -> list[str]:
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    return _reach(run())
 
 
 async def ledger_problems(session: AsyncSession, sample: int = 5) -> list[str]:
@@ -165,7 +169,16 @@ def revision(settings: Settings) -> str | None:
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    return _reach(run())
+
+
+def _reach(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` against the database; a database that cannot be reached is a
+    :class:`BackupError` (a message, not a traceback)."""
+    try:
+        return asyncio.run(work)
+    except (OSError, SQLAlchemyError) as exc:
+        raise BackupError(f"cannot use the database: {type(exc).__name__}: {exc}") from exc
 
 
 async def _has_tables(settings: Settings) -> bool:

@@ -161,10 +161,11 @@ def restore(path: Path, force: bool) -> None:
     settings = get_settings()
     try:
         backups.restore(settings, path, force=force)
+        click.echo(f"restored {path} (schema revision {backups.revision(settings)})", err=True)
+        problems = backups.check(settings)
     except backups.BackupError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"restored {path} (schema revision {backups.revision(settings)})", err=True)
-    _report_check(backups.check(settings))
+    _report_check(problems)
 
 
 @db.command()
@@ -172,7 +173,11 @@ def check() -> None:
     """Check the ledger invariants from the tables (exit status 1 if any is broken)."""
     from timebank import backup as backups
 
-    _report_check(backups.check(get_settings()))
+    try:
+        problems = backups.check(get_settings())
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report_check(problems)
 
 
 def _report_check(problems: list[str]) -> None:
