@@ -3,7 +3,9 @@
 SQLite: WAL, foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for write
 transactions so that concurrent writers queue on the lock instead of failing on upgrade.
 PostgreSQL: READ COMMITTED plus explicit row locks; deadlocks and serialization failures
-are retried by :func:`run_write`.
+are retried by :func:`run_write`. A failure to connect, or a session the server ended, is
+treated as a disconnect (the pool drops the connection; the request gets 503
+``unavailable``), so the same process recovers as soon as the database is back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -74,14 +77,43 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=settings.db_max_overflow,
         )
         _configure_sqlite(engine, settings)
-        return engine
-    return create_async_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
-        pool_timeout=10,
-    )
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=10,
+        )
+    event.listen(engine.sync_engine, "handle_error", _classify_disconnect)
+    return engine
+
+
+def sqlstate(exc: BaseException | None) -> str:
+    """The SQLSTATE of a database error (PostgreSQL; wrapped or not), or ``""``."""
+    orig = getattr(exc, "orig", None) or exc
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
+def session_ended(state: str) -> bool:
+    """The server ended the session or cannot take one now: class 08 (connection
+    exception) and 57P01-57P05 (admin or crash shutdown, cannot connect now — starting up
+    or shutting down —, database dropped, idle session timeout)."""
+    return state.startswith(("08", "57P"))
+
+
+def _classify_disconnect(ctx: ExceptionContext) -> None:
+    """Any error while *establishing* a connection (refused, too many connections, the
+    database not accepting connections, starting up...) and a session the server ended are
+    disconnects: the connection is dropped from the pool and the error is raised with
+    ``connection_invalidated`` set, which the API answers with 503 ``unavailable``."""
+    connecting = ctx.connection is None and not ctx.is_pre_ping
+    if connecting or session_ended(sqlstate(ctx.original_exception)):
+        ctx.is_disconnect = True
 
 
 def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
@@ -109,13 +141,9 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_det
 
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(
-            getattr(orig, "__cause__", None), "sqlstate", None
-        )
-        if sqlstate in _RETRYABLE_SQLSTATES:
+        if sqlstate(exc) in _RETRYABLE_SQLSTATES:
             return True
-        if isinstance(exc, OperationalError) and "database is locked" in str(orig):
+        if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
             return True
     return False
 
