@@ -110,7 +110,15 @@ def db_url(
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, log_json=False, log_level="WARNING", db_pool_size=20)
+    # the per-key rate limit is tested in tests/test_abuse.py; elsewhere it would only get in
+    # the way of suites that send thousands of requests with one key
+    return Settings(
+        database_url=db_url,
+        log_json=False,
+        log_level="WARNING",
+        db_pool_size=20,
+        rate_limit_per_minute=0,
+    )
 
 
 @pytest.fixture

@@ -1233,10 +1233,6 @@ async def test_nul_character_in_text_input_never_gives_a_500(api: Api, where: st
         assert_problem(r, r.status_code, r.json()["code"])
 
 
-@pytest.mark.xfail(
-    reason='Not built yet: per-key rate limiting (SPEC §3.8) is issue 5, "Reliability and security"; this test turns green when it lands',
-    strict=True,
-)
 async def test_requests_over_the_per_key_rate_limit_get_429_with_retry_after(
     db_url: str, admin_secret: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
     SQLAlchemyAsyncConfig,
     SQLAlchemyPlugin,
 )
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
@@ -23,8 +27,10 @@ from timebank.logs import RequestIdMiddleware, configure_logging
 from timebank.members.controller import MemberController, directory
 from timebank.ops import health, ready
 from timebank.organisations.controller import OrganisationController
+from timebank.ratelimit import RateLimiter, RateLimitMiddleware
 from timebank.reports.controller import cross_bank_report, timebank_report
 from timebank.security import add_security_headers, cors_config
+from timebank.server import BodyTimeoutMiddleware
 from timebank.timebanks.controller import TimeBankController
 
 API_DESCRIPTION = """A time-banking ledger: one hour of anyone's time earns one time credit.
@@ -47,6 +53,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         enable_touch_updated_timestamp_listener=False,
         create_all=False,
     )
+    middleware: list[Any] = [RequestIdMiddleware]
+    if settings.rate_limit_per_minute:
+        middleware.append(
+            DefineMiddleware(
+                RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit_per_minute)
+            )
+        )
+    middleware.append(
+        DefineMiddleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
+    )
     return Litestar(
         route_handlers=[
             health,
@@ -65,7 +81,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=exception_handlers,
-        middleware=[RequestIdMiddleware],
+        middleware=middleware,
+        state=State({"settings": settings}),
         before_send=[add_security_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -48,8 +49,13 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=int)
 @click.option("--demo", is_flag=True, help="Create a demo time bank and print an admin key.")
 def serve(host: str, port: int, workers: int, demo: bool) -> None:
-    """Apply pending migrations (once, before workers start), then serve."""
+    """Apply pending migrations (once, before workers start), then serve.
+
+    Slow clients are cut off (TIMEBANK_HEADER_TIMEOUT_SECONDS, TIMEBANK_BODY_TIMEOUT_SECONDS,
+    TIMEBANK_MAX_CONNECTIONS per worker); see docs/security.md."""
     import uvicorn
+
+    from timebank.server import uvicorn_options
 
     _upgrade()
     if demo:
@@ -60,9 +66,7 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
         host=host,
         port=port,
         workers=workers,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=5,
+        **uvicorn_options(get_settings()),
     )
 
 
@@ -95,7 +99,7 @@ def _demo(host: str, port: int) -> None:
 
 @main.group()
 def db() -> None:
-    """Database migrations."""
+    """Database migrations, backups and restores."""
 
 
 @db.command()
@@ -125,6 +129,67 @@ def current() -> None:
     from timebank.ops import alembic_config
 
     command.current(alembic_config(get_settings().database_url), verbose=False)
+
+
+@db.command()
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: backups/timebank-<UTC time>.db|.dump).",
+)
+def backup(output: Path | None) -> None:
+    """Write a consistent backup while the service runs (SQLite: online backup API;
+    PostgreSQL: pg_dump -Fc). Prints the file's path."""
+    from timebank import backup as backups
+
+    try:
+        path = backups.backup(get_settings(), output)
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(path))
+
+
+@db.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the contents of a database that has data.")
+def restore(path: Path, force: bool) -> None:
+    """Restore a backup into the configured (fresh, empty) database, then check the ledger.
+    Stop the service first; `timebank serve` upgrades an older schema on start."""
+    from timebank import backup as backups
+
+    settings = get_settings()
+    try:
+        backups.restore(settings, path, force=force)
+        click.echo(f"restored {path} (schema revision {backups.revision(settings)})", err=True)
+        problems = backups.check(settings)
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report_check(problems)
+
+
+@db.command()
+def check() -> None:
+    """Check the ledger invariants from the tables (exit status 1 if any is broken)."""
+    from timebank import backup as backups
+
+    try:
+        problems = backups.check(get_settings())
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report_check(problems)
+
+
+def _report_check(problems: list[str]) -> None:
+    for problem in problems:
+        click.echo(f"ledger check FAILED: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(
+        "ledger check ok: every exchange sums to zero, every stored balance equals "
+        "its postings, every time bank sums to zero",
+        err=True,
+    )
 
 
 @main.group()

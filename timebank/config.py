@@ -22,6 +22,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     write_retries: int = Field(default=8, ge=0, le=100)
     cors_origins: str = ""  # comma-separated origins of partner web apps; empty = CORS off
+    # Abuse limits (SPEC §3.8; docs/security.md). Rate limit: per API key, per worker; 0 = off.
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    report_timeout_ms: int = Field(default=30_000, ge=0)  # PostgreSQL statement_timeout; 0 = off
+    # Slow clients (timebank serve): the request head must arrive within header_timeout of
+    # the connection opening or the previous response; the body within body_timeout.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=3600)
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    max_connections: int = Field(default=1000, ge=0)  # per worker; 0 = unbounded
     debug: bool = False
 
     @property

@@ -262,9 +262,10 @@ _DESCRIPTIONS = {
 
 
 def problems(*statuses: int, conflict: Sequence[str] = ()) -> dict[int, ResponseSpec]:
-    """OpenAPI error responses for a route: the given statuses plus 401 and 503, always."""
+    """OpenAPI error responses for a route: the given statuses plus 401, 429 (the per-key
+    rate limit) and 503, always."""
     out: dict[int, ResponseSpec] = {}
-    for status in sorted({*statuses, 400, 401, 503}):
+    for status in sorted({*statuses, 400, 401, 429, 503}):
         desc = _DESCRIPTIONS[status]
         if status == 409 and conflict:
             desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)

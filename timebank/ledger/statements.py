@@ -15,6 +15,7 @@ from timebank.errors import InvalidInput
 from timebank.ledger import service as ledger
 from timebank.ledger.schemas import StatementEntry, StatementOut
 from timebank.pagination import check_limit, decode_cursor, encode_cursor
+from timebank.spreadsheets import safe_cell
 from timebank.timebanks.models import TimeBank
 
 CSV_COLUMNS = [
@@ -74,7 +75,9 @@ async def statement_response(
         writer.writerow(CSV_COLUMNS)
         for e in entries:
             cps = "; ".join(c["display_name"] for c in e["counterparties"])
-            writer.writerow([e[c] if c != "counterparties" else cps for c in CSV_COLUMNS])
+            writer.writerow(
+                [safe_cell(e[c] if c != "counterparties" else cps) for c in CSV_COLUMNS]
+            )
         return Response(
             buf.getvalue(),
             media_type="text/csv; charset=utf-8",

@@ -9,17 +9,18 @@ from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.auth.principal import Principal
+from timebank.config import Settings
 from timebank.db import utcnow
-from timebank.errors import InvalidInput, NotFound, problems
+from timebank.errors import PROBLEM_JSON, DomainError, InvalidInput, NotFound, Problem, problems
 from timebank.reports import render, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 
-STATEMENT_TIMEOUT_MS = 30_000
 REPORT_WORK_MEM = "64MB"
 MAX_RATE_PENCE = 100_000
 
@@ -42,6 +43,33 @@ SUCCESS = {
         description="The report: JSON (default), tidy CSV (`text/csv`) or XLSX",
     )
 }
+QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
+
+
+class ReportTimeout(DomainError):
+    """A report query ran past ``TIMEBANK_REPORT_TIMEOUT_MS`` and was cancelled: the
+    database is busy or the request too large (many banks, a long period)."""
+
+    code, status, title = "report_timeout", 503, "Report timed out"
+
+
+def _responses() -> dict[int, ResponseSpec]:
+    out = {**SUCCESS, **problems(403, 404, 422)}
+    out[503] = ResponseSpec(
+        data_container=Problem,
+        media_type=PROBLEM_JSON,
+        description="Database unreachable (`unavailable`), or the report ran past the "
+        "report statement timeout (`report_timeout`; try a shorter period or later)",
+    )
+    return out
+
+
+def _is_query_canceled(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        if getattr(candidate, "sqlstate", None) == QUERY_CANCELED:
+            return True
+    return False
 
 
 def _format(request: Request[Any, Any, Any], fmt: str | None) -> str:
@@ -86,8 +114,18 @@ async def _report(
         principal.require(bank.id, *service.REPORT_ROLES)
     out = _format(request, fmt)
     period = resolve_period(principal, banks, date_from, date_to, as_of)
-    await _read_snapshot(session)
-    built, threshold = await service.build(session, name, banks, period, options)
+    settings: Settings = request.app.state.settings
+    try:
+        await _read_snapshot(session, settings.report_timeout_ms)
+        built, threshold = await service.build(session, name, banks, period, options)
+    except DBAPIError as exc:
+        if not _is_query_canceled(exc):
+            raise
+        await session.rollback()
+        raise ReportTimeout(
+            f"The report took longer than {settings.report_timeout_ms} ms and was stopped; "
+            "try a shorter period, fewer time banks, or later"
+        ) from exc
     meta: dict[str, Any] = {
         "report": name,
         "timebanks": [b.slug for b in banks],
@@ -115,14 +153,15 @@ async def _report(
     return Response(render.as_json(meta, built))
 
 
-async def _read_snapshot(session: AsyncSession) -> None:
-    """Every query of a report reads one snapshot, under a statement timeout (PostgreSQL)."""
+async def _read_snapshot(session: AsyncSession, timeout_ms: int) -> None:
+    """Every query of a report reads one snapshot, under a statement timeout (PostgreSQL;
+    SQLite has none)."""
     if session.get_bind().dialect.name != "postgresql":
         return
     if session.in_transaction():
         await session.commit()
     await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    await session.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+    await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
     # report queries sort and hash tens of thousands of rollup rows: keep that in memory
     await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
 
@@ -130,7 +169,7 @@ async def _read_snapshot(session: AsyncSession) -> None:
 @get(
     "/v1/timebanks/{tb:str}/reports/{name:str}",
     tags=["reports"],
-    responses={**SUCCESS, **problems(403, 404, 422)},
+    responses=_responses(),
     summary="A report for one time bank (funder, broker, admin)",
     description=REPORT_DOC,
 )
@@ -166,7 +205,7 @@ async def timebank_report(
 @get(
     "/v1/reports/{name:str}",
     tags=["reports"],
-    responses={**SUCCESS, **problems(403, 404, 422)},
+    responses=_responses(),
     summary="A report across time banks (`?timebank=a&timebank=b`)",
     description=REPORT_DOC + " Cross-bank reports use the highest threshold of the banks.",
 )

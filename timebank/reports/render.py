@@ -17,6 +17,7 @@ import xlsxwriter
 
 from timebank.reports.disclosure import Cell
 from timebank.reports.service import Built, Item, Share
+from timebank.spreadsheets import XLSX_OPTIONS, safe_cell
 
 META_COLUMNS = [
     "report",
@@ -116,13 +117,15 @@ def as_csv(meta: dict[str, Any], built: Built) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     for line in tidy(meta, built):
-        writer.writerow([_csv_value(v) for v in line])
+        writer.writerow([safe_cell(_csv_value(v)) for v in line])
     return buf.getvalue()
 
 
 def as_xlsx(meta: dict[str, Any], built: Built) -> bytes:
     buf = io.BytesIO()
-    book = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_numbers": False})
+    book = xlsxwriter.Workbook(
+        buf, {"in_memory": True, "strings_to_numbers": False, **XLSX_OPTIONS}
+    )
     bold = book.add_format({"bold": True})
     withheld_fmt = book.add_format({"bg_color": "#D9D9D9"})
 
