@@ -153,6 +153,12 @@ async def ledger_problems(session: AsyncSession, sample: int = 5) -> list[str]:
         .having(func.sum(Account.balance_minutes) != 0)
     )
     note("time bank(s) whose balances do not sum to zero", list(banks.scalars()))
+
+    from timebank.reports.rollups import rollup_mismatches
+
+    for what, n in (await rollup_mismatches(await session.connection())).items():
+        if n:
+            problems.append(f"{n} report rollup row(s) {what} (see timebank/reports/rollups.py)")
     return problems
 
 
