@@ -10,17 +10,17 @@ from advanced_alchemy.extensions.litestar import (
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from timebank.audit.controller import audit_events
 from timebank.auth.controller import ApiKeyController, GlobalApiKeyController
 from timebank.config import Settings, get_settings
 from timebank.db import create_engine
 from timebank.errors import exception_handlers
-from timebank.http import provide_principal
+from timebank.http import complete_allow_header, provide_principal
 from timebank.ledger.controller import ExchangeController
 from timebank.logs import RequestIdMiddleware, configure_logging
 from timebank.members.controller import MemberController, directory
+from timebank.openapi import render_plugins
 from timebank.ops import health, ready
 from timebank.organisations.controller import OrganisationController
 from timebank.reports.controller import cross_bank_report, timebank_report
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=exception_handlers,
         middleware=[RequestIdMiddleware],
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, complete_allow_header],
         cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="1.0.0",
             description=API_DESCRIPTION,
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=render_plugins(),
         ),
         debug=settings.debug,
         logging_config=None,

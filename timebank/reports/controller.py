@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
@@ -21,6 +21,10 @@ from timebank.timebanks.service import get_by_slug
 
 STATEMENT_TIMEOUT_MS = 30_000
 MAX_RATE_PENCE = 100_000
+ReportFormat = Literal["json", "csv", "xlsx"]
+Interval = Literal["week", "month", "quarter"]
+Dimension = Literal["age_band", "gender", "disability", "ethnicity"]
+RatePence = Parameter(default=None, ge=1, le=MAX_RATE_PENCE)
 
 REPORT_DOC = (
     "One of the twelve impact reports: "
@@ -39,6 +43,7 @@ SUCCESS = {
     200: ResponseSpec(
         data_container=dict[str, Any],
         description="The report: JSON (default), tidy CSV (`text/csv`) or XLSX",
+        generate_examples=False,
     )
 }
 
@@ -140,10 +145,10 @@ async def timebank_report(
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
     as_of: datetime | None = None,
-    fmt: str | None = Parameter(query="format", default=None),
-    interval: str | None = None,
-    dimension: str | None = None,
-    rate_pence_per_hour: int | None = None,
+    fmt: ReportFormat | None = Parameter(query="format", default=None),
+    interval: Interval | None = None,
+    dimension: Dimension | None = None,
+    rate_pence_per_hour: int | None = RatePence,
 ) -> Response[Any]:
     bank = await get_by_slug(db_session, principal, tb)
     return await _report(
@@ -176,10 +181,10 @@ async def cross_bank_report(
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
     as_of: datetime | None = None,
-    fmt: str | None = Parameter(query="format", default=None),
-    interval: str | None = None,
-    dimension: str | None = None,
-    rate_pence_per_hour: int | None = None,
+    fmt: ReportFormat | None = Parameter(query="format", default=None),
+    interval: Interval | None = None,
+    dimension: Dimension | None = None,
+    rate_pence_per_hour: int | None = RatePence,
 ) -> Response[Any]:
     slugs = list(dict.fromkeys(timebank))
     if not slugs or len(slugs) > 50:

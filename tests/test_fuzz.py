@@ -1,0 +1,329 @@
+"""Fuzz every operation of the API against its own OpenAPI document (schemathesis).
+
+Schemathesis reads the document the service serves at ``/schema/openapi.json`` and, for each
+operation, sends positive and negative requests (its examples, coverage and fuzzing phases)
+to the ASGI app in-process, on a fresh database of each engine. Every response must be:
+
+* not a server error (no 5xx, whatever the input);
+* of a documented status code, with a documented content type;
+* a body that conforms to the documented schema (errors: problem+json with ``code``);
+* for positive data, accepted (2xx) or refused for a documented reason that the document
+  cannot express (see ``POSITIVE_REFUSALS``); for negative data, refused.
+
+Requests are authenticated with real keys of a real time bank (global admin, bank admin,
+broker, member, funder, and now and then none or a revoked one), and path parameters, ids
+in bodies and queries, categories and report names are replaced — most of the time — by
+ones that exist, so the fuzzer gets past the 404s into the ledger. The replacement is a
+function of the generated case, so Hypothesis can replay and shrink a failure.
+
+The CI budget is small (``TIMEBANK_FUZZ_EXAMPLES``, default below); ``make fuzz`` runs a
+deeper search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import schemathesis
+from litestar import Litestar
+from litestar.testing import TestClient
+from schemathesis.config import HealthCheck
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.python import asgi
+
+from timebank.app import create_app
+from timebank.config import Settings
+from timebank.reports.service import REPORTS
+
+EXAMPLES = int(os.environ.get("TIMEBANK_FUZZ_EXAMPLES", "10"))
+
+
+def served_openapi() -> dict[str, Any]:
+    """The document exactly as a partner app downloads it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/unused.db"  # never connected: the document is static
+        app = create_app(Settings(database_url=url, log_json=False, log_level="ERROR"))
+        with TestClient(app) as client:
+            r = client.get("/schema/openapi.json")
+    assert r.status_code == 200, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+schema = schemathesis.openapi.from_dict(served_openapi())
+schema.config.generation.update(
+    modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
+    max_examples=EXAMPLES,
+)
+schema.config.phases.update(phases=["examples", "coverage", "fuzzing"])
+# Requests go through a real database: "too slow" and friends say nothing about the API, and
+# the fixtures (one world per operation and engine) are meant to outlive each example.
+schema.config.update(suppress_health_check=[HealthCheck.all])
+
+
+@dataclass
+class World:
+    """Real resources of a real time bank, and keys of every role."""
+
+    app: Litestar
+    slug: str
+    other_slug: str
+    keys: dict[str, str] = field(default_factory=dict)
+    key_ids: list[str] = field(default_factory=list)
+    member_ids: list[str] = field(default_factory=list)
+    organisation_ids: list[str] = field(default_factory=list)
+    account_ids: list[str] = field(default_factory=list)
+    exchange_ids: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    own_member_id: str = ""
+
+
+def _ok(client: Any, method: str, path: str, secret: str, body: Any = None) -> Any:
+    r = client.request(method, path, json=body, headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code in (200, 201), f"{method} {path}: {r.status_code} {r.text}"
+    return r.json()
+
+
+def build_world(app: Litestar, global_admin: str) -> World:
+    """A time bank with members, an organisation, recorded, pending and reversed exchanges,
+    and one key of each role, made through the API itself."""
+    slug = f"fuzz-{uuid.uuid4().hex[:6]}"
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    with asgi.get_client(app) as c:
+        bank = _ok(
+            c,
+            "POST",
+            "/v1/timebanks",
+            global_admin,
+            {"slug": slug, "name": "Fuzz Bank", "settings": {"starting_grant_minutes": 600}},
+        )
+        _ok(c, "POST", "/v1/timebanks", global_admin, {"slug": other, "name": "Other Bank"})
+        tb = f"/v1/timebanks/{slug}"
+        w = World(app=app, slug=slug, other_slug=other)
+        w.keys["global_admin"] = global_admin
+        admin = _ok(c, "POST", f"{tb}/api-keys", global_admin, {"role": "admin"})
+        w.keys["admin"] = admin["secret"]
+        members = [
+            _ok(
+                c,
+                "POST",
+                f"{tb}/members",
+                admin["secret"],
+                {
+                    "display_name": name,
+                    "statistics_consent": True,
+                    "birth_year": 1950 + i * 10,
+                    "gender": "female" if i % 2 else "male",
+                    "locality": "Irvine",
+                },
+            )
+            for i, name in enumerate(["May Reid", "Raj Singh", "Ann Lee"])
+        ]
+        org = _ok(
+            c, "POST", f"{tb}/organisations", admin["secret"], {"name": "Shed", "kind": "charity"}
+        )
+        w.member_ids = [m["id"] for m in members]
+        w.organisation_ids = [org["id"]]
+        w.account_ids = [bank["pool_account_id"], org["account_id"]] + [
+            m["account_id"] for m in members
+        ]
+        w.own_member_id = members[0]["id"]
+        for role, extra in (
+            ("broker", {}),
+            ("member", {"member_id": members[0]["id"]}),
+            ("funder", {}),
+        ):
+            made = _ok(c, "POST", f"{tb}/api-keys", admin["secret"], {"role": role, **extra})
+            w.keys[role] = made["secret"]
+            w.key_ids.append(made["id"])
+        revoked = _ok(c, "POST", f"{tb}/api-keys", admin["secret"], {"role": "broker"})
+        _ok(c, "DELETE", f"{tb}/api-keys/{revoked['id']}", admin["secret"])
+        w.keys["revoked"] = revoked["secret"]
+        w.categories = [
+            cat["slug"]
+            for cat in _ok(c, "GET", f"{tb}/categories?limit=500", admin["secret"])["items"]
+        ]
+
+        def party(i: int) -> dict[str, str]:
+            return {"member_id": members[i]["id"]}
+
+        def exchange(secret: str, body: dict[str, Any]) -> str:
+            return str(_ok(c, "POST", f"{tb}/exchanges", secret, body)["id"])
+
+        recorded = exchange(
+            admin["secret"],
+            {"provider": party(0), "recipient": party(1), "minutes": 90, "category": "transport"},
+        )
+        reversed_ = exchange(
+            admin["secret"],
+            {"provider": party(1), "recipient": party(2), "minutes": 30, "category": "admin-it"},
+        )
+        reversal = _ok(
+            c, "POST", f"{tb}/exchanges/{reversed_}/reverse", admin["secret"], {"reason": "typo"}
+        )["id"]
+        group = exchange(
+            admin["secret"],
+            {
+                "providers": [{"party": party(0), "minutes": 60}],
+                "recipients": [
+                    {"party": party(1), "minutes": 30},
+                    {"party": party(2), "minutes": 30},
+                ],
+                "category": "learning-teaching",
+            },
+        )
+        donation = exchange(
+            admin["secret"],
+            {
+                "provider": {"account_id": bank["pool_account_id"]},
+                "recipient": {"organisation_id": org["id"]},
+                "minutes": 45,
+            },
+        )
+        pending = [
+            exchange(
+                w.keys["member"],
+                {
+                    "provider": party(1),
+                    "recipient": party(0),
+                    "minutes": 20 + i,
+                    "category": "companionship",
+                },
+            )
+            for i in range(3)
+        ]
+        w.exchange_ids = [recorded, reversed_, reversal, group, donation, *pending]
+    return w
+
+
+@pytest.fixture
+def fuzz_settings(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # The per-key rate limit would turn a deep run into a stream of 429s: off (0).
+    monkeypatch.setenv("TIMEBANK_RATE_LIMIT_PER_MINUTE", "0")
+    return Settings(
+        database_url=db_url, log_json=False, log_level="ERROR", rate_limit_per_minute=0
+    )
+
+
+@pytest.fixture
+def world(fuzz_settings: Settings, admin_secret: str) -> Iterator[World]:
+    app = create_app(fuzz_settings)
+    try:
+        yield build_world(app, admin_secret)
+    finally:
+        # Schemathesis keeps each app's lifespan running until asked: end this one's, so
+        # its database connections close before the database is dropped.
+        asgi.shutdown_lifespans()
+
+
+def _draw(digest: bytes, i: int, options: list[Any]) -> Any:
+    return options[digest[i % len(digest)] % len(options)]
+
+
+def _digest(case: schemathesis.Case) -> bytes:
+    seed = repr((case.operation.label, case.path_parameters, case.query, case.body, case.headers))
+    return hashlib.sha256(seed.encode()).digest()
+
+
+def _positive_at(case: schemathesis.Case, location: ParameterLocation) -> bool:
+    return case.meta is None or not case.meta.is_negative_at(location)
+
+
+def choose_key(case: schemathesis.Case, w: World, digest: bytes) -> str | None:
+    """Mostly staff keys (they reach most code); members, funders, none and revoked ones too."""
+    weights = (
+        ["admin"] * 8
+        + ["global_admin"] * 4
+        + ["broker"] * 4
+        + ["member"] * 3
+        + ["funder"] * 2
+        + ["none", "revoked"]
+    )
+    role = _draw(digest, 0, weights)
+    if role == "none":
+        return None
+    return w.keys[role]
+
+
+ID_POOLS = {
+    "member_id": "member_ids",
+    "organisation_id": "organisation_ids",
+    "account_id": "account_ids",
+    "exchange_id": "exchange_ids",
+    "key_id": "key_ids",
+}
+
+
+def real_value(name: str, w: World, digest: bytes, salt: int) -> Any:
+    """An existing value for a parameter or body field called ``name``, or ``None``."""
+    if name == "tb":
+        return _draw(digest, salt, [w.slug] * 6 + [w.other_slug])
+    if name == "name":
+        return _draw(digest, salt, list(REPORTS))
+    if name == "category":
+        return _draw(digest, salt, w.categories)
+    if name in ID_POOLS:
+        return _draw(digest, salt, getattr(w, ID_POOLS[name]))
+    return None
+
+
+def _often(digest: bytes, i: int) -> bool:
+    """True about four times in five."""
+    return digest[(i * 7 + 3) % len(digest)] % 5 != 0
+
+
+def ground(case: schemathesis.Case, w: World) -> str | None:
+    """Point the case at real resources (most of the time) and pick the key it is sent with."""
+    digest = _digest(case)
+    if case.path_parameters and _positive_at(case, ParameterLocation.PATH):
+        params = dict(case.path_parameters)
+        for i, name in enumerate(sorted(params)):
+            value = real_value(name, w, digest, i + 1)
+            if value is not None and _often(digest, i + 1):
+                params[name] = value
+        case.path_parameters = params
+    if case.query and _positive_at(case, ParameterLocation.QUERY):
+        query = dict(case.query)
+        for i, name in enumerate(sorted(query)):
+            if name == "timebank":
+                query[name] = [w.slug] if _often(digest, 11) else [w.slug, w.other_slug]
+                continue
+            value = real_value(name, w, digest, i + 11)
+            if value is not None and _often(digest, i + 11):
+                query[name] = value
+        case.query = query
+    if isinstance(case.body, dict) and _positive_at(case, ParameterLocation.BODY):
+        case.body = _ground_body(case.body, w, digest, [20])
+    return choose_key(case, w, digest)
+
+
+def _ground_body(node: Any, w: World, digest: bytes, counter: list[int]) -> Any:
+    if isinstance(node, list):
+        return [_ground_body(v, w, digest, counter) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for name, value in node.items():
+        counter[0] += 1
+        real = real_value(name, w, digest, counter[0]) if isinstance(value, str) else None
+        if name == "timebanks" and isinstance(value, list):
+            real = [w.slug]
+        if real is not None and _often(digest, counter[0]):
+            out[name] = real
+        else:
+            out[name] = _ground_body(value, w, digest, counter)
+    return out
+
+
+@schema.parametrize()
+def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, world: World) -> None:
+    secret = ground(case, world)
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    case.call_and_validate(app=world.app, headers=headers)

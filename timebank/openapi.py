@@ -1,0 +1,99 @@
+"""The OpenAPI document as served: Litestar lays out the paths and operations, and every
+request and response model is described by pydantic's own JSON Schema of that very model.
+
+Litestar's translation of pydantic models is lossy: it drops ``pattern`` (slugs), loses
+``exclusiveMinimum`` on optional fields (minutes > 0) and puts string bounds on optional
+arrays, so a partner app built from the document sends requests it believes valid and gets
+422. Pydantic describes exactly what it validates. The document is patched once per app,
+lazily, when it is first served (building it costs as much as building the app).
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    OpenAPIRenderPlugin,
+    ScalarRenderPlugin,
+    SwaggerRenderPlugin,
+)
+from litestar.router import Router
+from litestar.routes import HTTPRoute
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _models_in(annotation: Any, found: set[type[BaseModel]]) -> None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        found.add(annotation)
+        return
+    for arg in typing.get_args(annotation):
+        _models_in(arg, found)
+
+
+def app_models(app: Litestar) -> set[type[BaseModel]]:
+    """The pydantic models the routes take as bodies and return or document as responses."""
+    found: set[type[BaseModel]] = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            signature = handler.parsed_fn_signature
+            _models_in(signature.return_type.annotation, found)
+            for parameter in signature.parameters.values():
+                _models_in(parameter.annotation, found)
+            for spec in (handler.responses or {}).values():
+                _models_in(spec.data_container, found)
+    return found
+
+
+def with_pydantic_schemas(document: dict[str, Any], models: set[type[BaseModel]]) -> dict[str, Any]:
+    """A copy of ``document`` whose model components are pydantic's JSON Schema (validation
+    mode: what the API accepts, and what its responses are checked against in the tests)."""
+    out = copy.deepcopy(document)
+    if not models:
+        return out
+    _, top = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template=REF_TEMPLATE,
+    )
+    schemas = out.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(top.get("$defs", {}))
+    return out
+
+
+class PydanticModelsRenderPlugin(OpenAPIRenderPlugin):
+    """Wraps a render plugin (JSON, Scalar, Swagger) so it renders the patched document."""
+
+    def __init__(self, inner: OpenAPIRenderPlugin) -> None:
+        super().__init__(
+            path=inner.paths, media_type=inner.media_type, favicon=inner.favicon, style=inner.style
+        )
+        self.inner = inner
+        self._source: dict[str, Any] | None = None
+        self._patched: dict[str, Any] = {}
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        if self._source is not openapi_schema:
+            self._patched = with_pydantic_schemas(openapi_schema, app_models(request.app))
+            self._source = openapi_schema
+        return self.inner.render(request, self._patched)
+
+    def receive_router(self, router: Router) -> None:
+        self.inner.receive_router(router)
+
+
+def render_plugins() -> list[OpenAPIRenderPlugin]:
+    """Interactive docs at ``/schema`` (Scalar) and ``/schema/swagger``, the document at
+    ``/schema/openapi.json`` — all of the patched document."""
+    return [
+        PydanticModelsRenderPlugin(ScalarRenderPlugin()),
+        PydanticModelsRenderPlugin(SwaggerRenderPlugin(path="/swagger")),
+        PydanticModelsRenderPlugin(JsonRenderPlugin()),
+    ]
