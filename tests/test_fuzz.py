@@ -207,9 +207,7 @@ def build_world(app: Litestar, global_admin: str) -> World:
 def fuzz_settings(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     # The per-key rate limit would turn a deep run into a stream of 429s: off (0).
     monkeypatch.setenv("TIMEBANK_RATE_LIMIT_PER_MINUTE", "0")
-    return Settings(
-        database_url=db_url, log_json=False, log_level="ERROR", rate_limit_per_minute=0
-    )
+    return Settings(database_url=db_url, log_json=False, log_level="ERROR", rate_limit_per_minute=0)
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from timebank.bodies import JsonBody
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(JsonBody):
+    """A request body or a part of one."""
 
 
 class PartyRef(Strict):

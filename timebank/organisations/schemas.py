@@ -4,12 +4,14 @@ import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic.json_schema import SkipJsonSchema
 
+from timebank.bodies import JsonBody
 from timebank.organisations.models import OrganisationKind, OrganisationStatus
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(JsonBody):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
 
 class OrganisationCreate(_In):
@@ -21,12 +23,14 @@ class OrganisationCreate(_In):
 
 
 class OrganisationPatch(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    kind: OrganisationKind | None = None
+    """Only the fields given change; null clears a field, except name, kind and status."""
+
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    kind: OrganisationKind | SkipJsonSchema[None] = None
     locality: str | None = Field(default=None, max_length=100)
     registration_number: str | None = Field(default=None, max_length=50)
     contact_email: EmailStr | None = None
-    status: OrganisationStatus | None = None
+    status: OrganisationStatus | SkipJsonSchema[None] = None
 
 
 class OrganisationOut(BaseModel):

@@ -1,0 +1,26 @@
+"""The base of every JSON request body: validated exactly as its OpenAPI schema says."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict
+
+
+class JsonBody(BaseModel):
+    """A request body. Unknown fields are refused, and values are validated as pydantic
+    validates JSON in strict mode, which is what the document (pydantic's JSON Schema of the
+    model) promises: ``0`` is not a boolean, ``"90"`` and ``90.5`` are not integers, ``0``
+    is not a date. (Litestar hands pydantic decoded Python values, and pydantic's lax
+    Python mode would quietly take all of those.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def model_validate(cls, obj: Any, *, strict: bool | None = None, **kwargs: Any) -> Self:
+        if isinstance(obj, BaseModel) or kwargs.get("from_attributes"):
+            return super().model_validate(obj, strict=strict, **kwargs)
+        return cls.model_validate_json(
+            pydantic_core.to_json(obj), strict=True, context=kwargs.get("context")
+        )
