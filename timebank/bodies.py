@@ -8,6 +8,17 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 
+def whole_numbers_as_integers(value: Any) -> Any:
+    """JSON Schema counts ``90.0`` as the integer 90; Python's JSON decoder makes it a float."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers_as_integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers_as_integers(v) for v in value]
+    return value
+
+
 class JsonBody(BaseModel):
     """A request body. Unknown fields are refused, and values are validated as pydantic
     validates JSON in strict mode, which is what the document (pydantic's JSON Schema of the
@@ -22,5 +33,7 @@ class JsonBody(BaseModel):
         if isinstance(obj, BaseModel) or kwargs.get("from_attributes"):
             return super().model_validate(obj, strict=strict, **kwargs)
         return cls.model_validate_json(
-            pydantic_core.to_json(obj), strict=True, context=kwargs.get("context")
+            pydantic_core.to_json(whole_numbers_as_integers(obj)),
+            strict=True,
+            context=kwargs.get("context"),
         )

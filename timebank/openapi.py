@@ -53,18 +53,37 @@ def app_models(app: Litestar) -> set[type[BaseModel]]:
     return found
 
 
-def with_pydantic_schemas(document: dict[str, Any], models: set[type[BaseModel]]) -> dict[str, Any]:
+def optional_bodies(app: Litestar) -> set[tuple[str, str]]:
+    """(path, method) of the operations whose body may be left out (``data: X | None``):
+    Litestar documents every request body as required."""
+    found = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            data = handler.parsed_fn_signature.parameters.get("data")
+            if data is not None and (data.is_optional or data.has_default):
+                found |= {(route.path_format, m.lower()) for m in handler.http_methods}
+    return found
+
+
+def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
     """A copy of ``document`` whose model components are pydantic's JSON Schema (validation
-    mode: what the API accepts, and what its responses are checked against in the tests)."""
+    mode: what the API accepts; responses are checked against the same in the tests) and
+    whose optional bodies are not marked required."""
     out = copy.deepcopy(document)
-    if not models:
-        return out
-    _, top = models_json_schema(
-        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
-        ref_template=REF_TEMPLATE,
-    )
-    schemas = out.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(top.get("$defs", {}))
+    models = app_models(app)
+    if models:
+        _, top = models_json_schema(
+            [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+            ref_template=REF_TEMPLATE,
+        )
+        schemas = out.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(top.get("$defs", {}))
+    for path, method in optional_bodies(app):
+        body = out.get("paths", {}).get(path, {}).get(method, {}).get("requestBody")
+        if body is not None:
+            body["required"] = False
     return out
 
 
@@ -81,7 +100,7 @@ class PydanticModelsRenderPlugin(OpenAPIRenderPlugin):
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         if self._source is not openapi_schema:
-            self._patched = with_pydantic_schemas(openapi_schema, app_models(request.app))
+            self._patched = honest_document(openapi_schema, request.app)
             self._source = openapi_schema
         return self.inner.render(request, self._patched)
 

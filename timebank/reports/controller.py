@@ -25,6 +25,8 @@ ReportFormat = Literal["json", "csv", "xlsx"]
 Interval = Literal["week", "month", "quarter"]
 Dimension = Literal["age_band", "gender", "disability", "ethnicity"]
 RatePence = Parameter(default=None, ge=1, le=MAX_RATE_PENCE)
+# Parsed here: Litestar would also take a number as a Unix time (``as_of=0``).
+AsOfParam = Parameter(default=None, schema_extra={"format": "date-time"})
 
 REPORT_DOC = (
     "One of the twelve impact reports: "
@@ -59,6 +61,18 @@ def _format(request: Request[Any, Any, Any], fmt: str | None) -> str:
     if render.XLSX_MEDIA_TYPE in accept:
         return "xlsx"
     return "json"
+
+
+def parse_as_of(raw: str | None) -> datetime | None:
+    """An ISO 8601 date-time (``2026-11-01T00:00:00Z``; no zone means UTC)."""
+    if raw is None:
+        return None
+    try:
+        if len(raw) <= len("2026-11-01"):
+            raise ValueError(raw)  # a date alone
+        return datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise InvalidInput("as_of", "must be an ISO 8601 date-time") from exc
 
 
 def _options(interval: str | None, dimension: str | None, rate: int | None) -> service.Options:
@@ -144,7 +158,7 @@ async def timebank_report(
     name: str,
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
-    as_of: datetime | None = None,
+    as_of: str | None = AsOfParam,
     fmt: ReportFormat | None = Parameter(query="format", default=None),
     interval: Interval | None = None,
     dimension: Dimension | None = None,
@@ -159,7 +173,7 @@ async def timebank_report(
         name,
         date_from=date_from,
         date_to=date_to,
-        as_of=as_of,
+        as_of=parse_as_of(as_of),
         fmt=fmt,
         options=_options(interval, dimension, rate_pence_per_hour),
     )
@@ -180,7 +194,7 @@ async def cross_bank_report(
     timebank: list[str] = Parameter(query="timebank"),
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
-    as_of: datetime | None = None,
+    as_of: str | None = AsOfParam,
     fmt: ReportFormat | None = Parameter(query="format", default=None),
     interval: Interval | None = None,
     dimension: Dimension | None = None,
@@ -206,7 +220,7 @@ async def cross_bank_report(
         name,
         date_from=date_from,
         date_to=date_to,
-        as_of=as_of,
+        as_of=parse_as_of(as_of),
         fmt=fmt,
         options=_options(interval, dimension, rate_pence_per_hour),
     )
