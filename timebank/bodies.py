@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+# email-validator refuses addresses that can never be delivered, which JSON Schema's
+# `format: email` cannot say: state it.
+Email = Annotated[
+    EmailStr,
+    Field(
+        description="An email address. Addresses at special-use domains (`.arpa`, `.invalid`, "
+        "`.local`, `localhost`, `.onion`, `.test`) are refused."
+    ),
+]
 
 
 def whole_numbers_as_integers(value: Any) -> Any:

@@ -27,6 +27,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+# Route option: media types the 200 response also comes in (``?format=csv``, ``Accept``).
+ALSO_RETURNS = "also_returns"
+BINARY = {"type": "string", "format": "binary"}
+API_KEY = "apiKey"
+API_KEY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key of the time bank (`tbk_…`): `Authorization: Bearer <key>`",
+}
 
 
 def _models_in(annotation: Any, found: set[type[BaseModel]]) -> None:
@@ -67,19 +76,58 @@ def optional_bodies(app: Litestar) -> set[tuple[str, str]]:
     return found
 
 
+def alternative_media_types(app: Litestar) -> list[tuple[str, str, list[str]]]:
+    """(path, method, media types) of the operations that also return CSV or XLSX."""
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            for method in handler.http_methods:
+                if media_types := handler.opt.get(ALSO_RETURNS):
+                    found.append((route.path_format, method.lower(), list(media_types)))
+    return found
+
+
+def public_operations(app: Litestar) -> set[tuple[str, str]]:
+    """(path, method) of the operations that need no API key (``/health``, ``/ready``)."""
+    return {
+        (route.path_format, method.lower())
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        if "principal" not in handler.parsed_fn_signature.parameters
+        for method in handler.http_methods
+    }
+
+
 def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
     """A copy of ``document`` whose model components are pydantic's JSON Schema (validation
     mode: what the API accepts; responses are checked against the same in the tests) and
     whose optional bodies are not marked required."""
     out = copy.deepcopy(document)
     models = app_models(app)
+    out.setdefault("components", {})
     if models:
         _, top = models_json_schema(
             [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
             ref_template=REF_TEMPLATE,
         )
-        schemas = out.setdefault("components", {}).setdefault("schemas", {})
+        schemas = out["components"].setdefault("schemas", {})
         schemas.update(top.get("$defs", {}))
+    for path, method, media_types in alternative_media_types(app):
+        ok = out.get("paths", {}).get(path, {}).get(method, {}).get("responses", {}).get("200")
+        if ok is not None:
+            content = ok.setdefault("content", {})
+            for media_type in media_types:
+                text = media_type.startswith("text/")
+                content[media_type] = {"schema": {"type": "string"} if text else BINARY}
+    out["components"]["securitySchemes"] = {API_KEY: API_KEY_SCHEME}
+    out["security"] = [{API_KEY: []}]
+    for path, method in public_operations(app):
+        operation = out.get("paths", {}).get(path, {}).get(method)
+        if operation is not None:
+            operation["security"] = []
     for path, method in optional_bodies(app):
         body = out.get("paths", {}).get(path, {}).get(method, {}).get("requestBody")
         if body is not None:

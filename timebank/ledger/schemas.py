@@ -67,7 +67,9 @@ class ExchangeCreate(Strict):
         else:
             for name, value in zip(("provider", "recipient", "minutes"), simple, strict=True):
                 if value is None:
-                    raise ValueError(f"{name}: required (simple form: provider, recipient, minutes)")
+                    raise ValueError(
+                        f"{name}: required (simple form: provider, recipient, minutes)"
+                    )
         if self.override_limits and not (self.override_reason or "").strip():
             raise ValueError("override_reason: required with override_limits")
         return self

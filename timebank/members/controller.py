@@ -20,6 +20,7 @@ from timebank.ledger.statements import statement_response
 from timebank.members import service
 from timebank.members.models import MemberStatus
 from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
+from timebank.openapi import ALSO_RETURNS
 from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
 
@@ -170,6 +171,7 @@ class MemberController(Controller):
     @get(
         "/{member_id:uuid}/statement",
         responses=problems(403, 404, 422),
+        opt={ALSO_RETURNS: ["text/csv"]},
         description="Entries in ledger order; `from`/`to` (inclusive) filter on occurred_on. "
         "`Accept: text/csv` or `?format=csv` gives every entry of the period as CSV.",
     )

@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import JsonBody
+from timebank.bodies import Email, JsonBody
 from timebank.members.models import Disability, Ethnicity, Gender, MemberStatus
 
 
@@ -16,7 +16,7 @@ class _In(JsonBody):
 
 class MemberCreate(_In):
     display_name: str = Field(min_length=1, max_length=100)
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: str | None = Field(default=None, max_length=50)
     locality: str | None = Field(default=None, max_length=100)
     postcode: str | None = Field(default=None, max_length=16)
@@ -34,7 +34,7 @@ class MemberPatch(_In):
     empty (display_name, statistics_consent, joined_on, status: null is refused)."""
 
     display_name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=100)
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: str | None = Field(default=None, max_length=50)
     locality: str | None = Field(default=None, max_length=100)
     postcode: str | None = Field(default=None, max_length=16)

@@ -16,6 +16,7 @@ from timebank.ledger import service as ledger
 from timebank.ledger.pending import fresh_timebank
 from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
 from timebank.ledger.statements import statement_response
+from timebank.openapi import ALSO_RETURNS
 from timebank.organisations import service
 from timebank.organisations.models import OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
@@ -101,6 +102,7 @@ class OrganisationController(Controller):
     @get(
         "/{organisation_id:uuid}/statement",
         responses=problems(403, 404, 422),
+        opt={ALSO_RETURNS: ["text/csv"]},
         description="As the member statement.",
     )
     async def statement(

@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import JsonBody
+from timebank.bodies import Email, JsonBody
 from timebank.organisations.models import OrganisationKind, OrganisationStatus
 
 
@@ -19,7 +19,7 @@ class OrganisationCreate(_In):
     kind: OrganisationKind
     locality: str | None = Field(default=None, max_length=100)
     registration_number: str | None = Field(default=None, max_length=50)
-    contact_email: EmailStr | None = None
+    contact_email: Email | None = None
 
 
 class OrganisationPatch(_In):
@@ -29,7 +29,7 @@ class OrganisationPatch(_In):
     kind: OrganisationKind | SkipJsonSchema[None] = None
     locality: str | None = Field(default=None, max_length=100)
     registration_number: str | None = Field(default=None, max_length=50)
-    contact_email: EmailStr | None = None
+    contact_email: Email | None = None
     status: OrganisationStatus | SkipJsonSchema[None] = None
 
 

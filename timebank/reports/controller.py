@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.auth.principal import Principal
 from timebank.db import utcnow
 from timebank.errors import InvalidInput, NotFound, problems
+from timebank.openapi import ALSO_RETURNS
 from timebank.reports import render, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
@@ -147,6 +148,7 @@ async def _read_snapshot(session: AsyncSession) -> None:
     "/v1/timebanks/{tb:str}/reports/{name:str}",
     tags=["reports"],
     responses={**SUCCESS, **problems(403, 404, 422)},
+    opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
     summary="A report for one time bank (funder, broker, admin)",
     description=REPORT_DOC,
 )
@@ -183,6 +185,7 @@ async def timebank_report(
     "/v1/reports/{name:str}",
     tags=["reports"],
     responses={**SUCCESS, **problems(403, 404, 422)},
+    opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
     summary="A report across time banks (`?timebank=a&timebank=b`)",
     description=REPORT_DOC + " Cross-bank reports use the highest threshold of the banks.",
 )
