@@ -83,6 +83,14 @@ schema.app = CURRENT_APP
 schema.config.generation.update(
     modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
     max_examples=EXAMPLES,
+    # The API ignores query parameters it does not know, as HTTP APIs conventionally do (cache
+    # busters, tracing); the document does not forbid them, so they are not negative data.
+    allow_extra_parameters=False,
+    # Keys are chosen by `choose_key` (every role, none, a revoked one); schemathesis would
+    # otherwise generate an Authorization header of its own that the real key then replaces,
+    # and report the "missing credentials" negative cases as wrongly accepted. The
+    # `ignored_auth` check still probes every operation without and with a wrong key.
+    with_security_parameters=False,
 )
 schema.config.phases.update(phases=["examples", "coverage", "fuzzing"])
 # Schemathesis' `positive_data_acceptance` expects every schema-valid request to be accepted.
@@ -143,6 +151,7 @@ class World:
     exchange_ids: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     own_member_id: str = ""
+    pool_account_id: str = ""
 
 
 def _ok(client: Any, method: str, path: str, secret: str, body: Any = None) -> Any:
@@ -195,6 +204,7 @@ def build_world(app: Litestar, global_admin: str) -> World:
             m["account_id"] for m in members
         ]
         w.own_member_id = members[0]["id"]
+        w.pool_account_id = bank["pool_account_id"]
         for role, extra in (
             ("broker", {}),
             ("member", {"member_id": members[0]["id"]}),
@@ -313,6 +323,7 @@ def choose_key(case: schemathesis.Case, w: World, digest: bytes) -> str | None:
     return w.keys[role]
 
 
+MAX_MINUTES = 1440  # the fuzz bank's max_exchange_minutes (the default)
 ID_POOLS = {
     "member_id": "member_ids",
     "organisation_id": "organisation_ids",
@@ -360,6 +371,14 @@ def ground(case: schemathesis.Case, w: World) -> str | None:
             if value is not None and _often(digest, i + 11):
                 query[name] = value
         case.query = query
+    if (
+        case.headers
+        and "Idempotency-Key" in case.headers
+        and _positive_at(case, ParameterLocation.HEADER)
+        and _often(digest, 9)
+    ):
+        # Generated keys repeat ("0"), so most requests would replay or clash.
+        case.headers["Idempotency-Key"] = digest.hex()
     if isinstance(case.body, dict) and _positive_at(case, ParameterLocation.BODY):
         case.body = _ground_body(case.body, w, digest, [20])
     return choose_key(case, w, digest)
@@ -374,8 +393,12 @@ def _ground_body(node: Any, w: World, digest: bytes, counter: list[int]) -> Any:
     for name, value in node.items():
         counter[0] += 1
         real = real_value(name, w, digest, counter[0]) if isinstance(value, str) else None
+        if name == "account_id" and isinstance(value, str):
+            real = w.pool_account_id  # the only account a party may name
         if name == "timebanks" and isinstance(value, list):
             real = [w.slug]
+        if name == "minutes" and isinstance(value, int) and value > MAX_MINUTES:
+            real = value % MAX_MINUTES + 1  # within the bank's max_exchange_minutes
         if real is not None and _often(digest, counter[0]):
             out[name] = real
         else:

@@ -159,7 +159,7 @@ def field_error(field: str | None, message: str) -> dict[str, str]:
         if named:
             return {"field": named.group(1), "message": named.group(2)}
         return {"field": "body", "message": message.removeprefix("Value error, ")}
-    return {"field": field, "message": message}
+    return {"field": field, "message": message.removeprefix("Value error, ")}
 
 
 def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
