@@ -332,3 +332,23 @@ async def test_a_nested_rule_message_has_no_pydantic_prefix(api: Api) -> None:
     )
     errors = assert_validation(r, "recipient")
     assert all(not e["message"].startswith("Value error") for e in errors), errors
+
+
+async def test_a_replayed_key_creation_lacks_the_secret_and_the_document_allows_it(
+    api: Api, openapi: dict[str, Any]
+) -> None:
+    """The secret is shown once, so an idempotent replay leaves it out; the document required
+    it in every 201."""
+    tb = await api.timebank()
+    path = f"/v1/timebanks/{tb['slug']}/api-keys"
+    first, replay = [
+        await api.post(path, json={"role": "broker"}, headers={"Idempotency-Key": "k-1"})
+        for _ in range(2)
+    ]
+    assert (first.status_code, replay.status_code) == (201, 201), replay.text
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["secret"].startswith("tbk_")
+    assert "secret" not in replay.json()
+    created = component(openapi, "ApiKeyCreated")
+    assert "secret" not in created["required"]
+    assert created["properties"]["secret"]["type"] == "string"

@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from timebank.auth.models import Role
 from timebank.bodies import JsonBody
@@ -40,4 +41,10 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    secret: str = Field(description="Shown once; only a hash is stored.")
+    # Not required: a replay of the creating request (``Idempotent-Replayed: true``) leaves it
+    # out, so the secret exists in one response only.
+    secret: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Shown once; only a hash is stored. Absent from an idempotent replay "
+        "(`Idempotent-Replayed: true`).",
+    )
