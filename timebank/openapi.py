@@ -1,11 +1,17 @@
-"""The OpenAPI document as served: Litestar lays out the paths and operations, and every
-request and response model is described by pydantic's own JSON Schema of that very model.
+"""The OpenAPI document as served: Litestar lays out the paths and operations; this module
+makes the rest say what the API does.
 
-Litestar's translation of pydantic models is lossy: it drops ``pattern`` (slugs), loses
-``exclusiveMinimum`` on optional fields (minutes > 0) and puts string bounds on optional
-arrays, so a partner app built from the document sends requests it believes valid and gets
-422. Pydantic describes exactly what it validates. The document is patched once per app,
-lazily, when it is first served (building it costs as much as building the app).
+* Every request and response model is described by pydantic's own JSON Schema of that very
+  model. Litestar's translation is lossy: it drops ``pattern`` (slugs), loses
+  ``exclusiveMinimum`` on optional fields (minutes > 0) and puts string bounds on optional
+  arrays, so a partner app built from the document sent requests it believed valid and got
+  422.
+* Bearer API keys are declared (``/health`` and ``/ready`` need none).
+* The CSV and XLSX forms of reports and statements are listed beside JSON.
+* Bodies that may be left out (``data: X | None``) are not marked required.
+
+The document is patched once per app, lazily, when it is first served: building it costs
+as much as building the app, and the tests build hundreds of apps.
 """
 
 from __future__ import annotations
@@ -102,9 +108,8 @@ def public_operations(app: Litestar) -> set[tuple[str, str]]:
 
 
 def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
-    """A copy of ``document`` whose model components are pydantic's JSON Schema (validation
-    mode: what the API accepts; responses are checked against the same in the tests) and
-    whose optional bodies are not marked required."""
+    """A copy of Litestar's ``document`` patched as the module says. Models are rendered in
+    validation mode (what the API accepts); the fuzz tests check responses against the same."""
     out = copy.deepcopy(document)
     models = app_models(app)
     out.setdefault("components", {})
