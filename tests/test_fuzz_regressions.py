@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import Api, party, simple
 from tests.test_errors import assert_problem, assert_validation
+from timebank.app import create_app
+from timebank.config import Settings
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -352,3 +355,28 @@ async def test_a_replayed_key_creation_lacks_the_secret_and_the_document_allows_
     created = component(openapi, "ApiKeyCreated")
     assert "secret" not in created["required"]
     assert created["properties"]["secret"]["type"] == "string"
+
+
+# --- the suite itself: many apps in one process --------------------------------------------------
+
+
+def test_an_app_builds_however_many_apps_this_process_built_before(settings: Settings) -> None:
+    """advanced-alchemy finds a free state key by recursing once per taken one, in a registry
+    that lives as long as the process: with the fuzz tests the suite built ~990 apps and the
+    last ones failed with RecursionError. Each app now brings keys of its own."""
+    registries = {
+        "_SESSION_SCOPE_KEY_REGISTRY": "_sqlalchemy_db_session",
+        "_ENGINE_APP_STATE_KEY_REGISTRY": "db_engine",
+        "_SESSIONMAKER_APP_STATE_KEY_REGISTRY": "session_maker_class",
+    }
+    added: dict[str, set[str]] = {}
+    for name, key in registries.items():
+        registry: set[str] = getattr(SQLAlchemyAsyncConfig, name)
+        taken = {key} | {f"{key}_{i}" for i in range(1, 3000)}
+        added[name] = taken - registry
+        registry |= added[name]
+    try:
+        create_app(settings)
+    finally:
+        for name, keys in added.items():
+            getattr(SQLAlchemyAsyncConfig, name).difference_update(keys)

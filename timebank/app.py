@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
     SQLAlchemyAsyncConfig,
@@ -38,8 +40,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     engine = create_engine(settings)
+    # advanced-alchemy keeps every config's state keys in a process-wide registry and finds a
+    # free one by recursing once per taken name: after ~950 apps in one process (the test
+    # suite) that is a RecursionError. Keys of this app's own are free at once.
+    own = uuid.uuid4().hex
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
+        session_scope_key=f"_sqlalchemy_db_session_{own}",
+        engine_app_state_key=f"db_engine_{own}",
+        session_maker_app_state_key=f"session_maker_class_{own}",
         session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
         session_dependency_key="db_session",
         engine_dependency_key="db_engine",
