@@ -22,13 +22,20 @@ deeper search.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import os
 import re
+import shutil
+import sqlite3
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,9 +45,15 @@ from litestar.testing import TestClient
 from schemathesis.config import HealthCheck
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.python import asgi
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from tests.pg import Cluster
 from timebank.app import create_app
+from timebank.auth.models import Role
+from timebank.auth.principal import SYSTEM
+from timebank.auth.service import create_key
 from timebank.config import Settings
+from timebank.db import create_engine
 from timebank.reports.service import REPORTS
 
 EXAMPLES = int(os.environ.get("TIMEBANK_FUZZ_EXAMPLES", "10"))
@@ -140,7 +153,6 @@ schema.config.update(suppress_health_check=[HealthCheck.all])
 class World:
     """Real resources of a real time bank, and keys of every role."""
 
-    app: Litestar
     slug: str
     other_slug: str
     keys: dict[str, str] = field(default_factory=dict)
@@ -175,7 +187,7 @@ def build_world(app: Litestar, global_admin: str) -> World:
         )
         _ok(c, "POST", "/v1/timebanks", global_admin, {"slug": other, "name": "Other Bank"})
         tb = f"/v1/timebanks/{slug}"
-        w = World(app=app, slug=slug, other_slug=other)
+        w = World(slug=slug, other_slug=other)
         w.keys["global_admin"] = global_admin
         admin = _ok(c, "POST", f"{tb}/api-keys", global_admin, {"role": "admin"})
         w.keys["admin"] = admin["secret"]
@@ -273,18 +285,103 @@ def build_world(app: Litestar, global_admin: str) -> World:
     return w
 
 
-@pytest.fixture
-def fuzz_settings(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # The per-key rate limit would turn a deep run into a stream of 429s: off (0).
-    monkeypatch.setenv("TIMEBANK_RATE_LIMIT_PER_MINUTE", "0")
+def fuzz_settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, log_json=False, log_level="ERROR", rate_limit_per_minute=0)
 
 
-@pytest.fixture
-def world(fuzz_settings: Settings, admin_secret: str) -> Iterator[World]:
-    app = create_app(fuzz_settings)
+async def _global_admin_key(db_url: str) -> str:
+    engine = create_engine(fuzz_settings(db_url))
     try:
-        world = build_world(app, admin_secret)  # starts the app's lifespan
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+            created = await create_key(session, SYSTEM, role=Role.admin, timebank_id=None)
+            await session.commit()
+            return created.secret
+    finally:
+        await engine.dispose()
+
+
+# The world is built once per engine, through the API, into a template database that every
+# test copies (as conftest copies the migrated template): the same ids and keys each time,
+# and a copy costs a fraction of a build.
+_templates: dict[str, tuple[str, World]] = {}
+_copies = itertools.count()
+
+
+def _world_template(engine_name: str, request: pytest.FixtureRequest) -> tuple[str, World]:
+    if engine_name not in _templates:
+        if engine_name == "sqlite":
+            root = request.getfixturevalue("tmp_path_factory").mktemp("fuzz")
+            path = root / "world.db"
+            shutil.copy(request.getfixturevalue("sqlite_template"), path)
+            url, template = f"sqlite+aiosqlite:///{path}", str(path)
+        else:
+            cluster: Cluster = request.getfixturevalue("pg_cluster")
+            request.getfixturevalue("pg_template")
+            cluster.psql("CREATE DATABASE fuzz_world TEMPLATE tb_template")
+            url, template = cluster.url("fuzz_world"), "fuzz_world"
+        app = create_app(fuzz_settings(url))
+        try:
+            _templates[engine_name] = (
+                template,
+                build_world(app, asyncio.run(_global_admin_key(url))),
+            )
+        finally:
+            asgi.shutdown_lifespans()  # a template database must have no connections
+        if engine_name == "sqlite":
+            db = sqlite3.connect(template)
+            try:  # fold the WAL in: only the file is copied
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
+    return _templates[engine_name]
+
+
+def _copy_database(cluster: Cluster, template: str, name: str) -> None:
+    """CREATE DATABASE … TEMPLATE, which PostgreSQL refuses while anyone is connected to the
+    template: the connections of the app that built it end a moment after it closes them."""
+    for _ in range(100):
+        try:
+            cluster.psql(f"CREATE DATABASE {name} TEMPLATE {template}")
+            return
+        except subprocess.CalledProcessError:
+            cluster.psql(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}'"
+            )
+            time.sleep(0.05)
+    cluster.psql(f"CREATE DATABASE {name} TEMPLATE {template}")
+
+
+@pytest.fixture
+def world(
+    engine_name: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
+    """A fresh copy of the world on the engine of the test, served by a fresh app."""
+    if engine_name == "postgresql" and request.getfixturevalue("pg_cluster") is None:
+        pytest.skip(
+            "!!! PostgreSQL binaries not found: PostgreSQL tests SKIPPED (they fail with CI=true)"
+        )
+    template, world = _world_template(engine_name, request)
+    cluster: Cluster | None = None
+    if engine_name == "sqlite":
+        shutil.copy(template, tmp_path / "test.db")
+        db_url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        assert cluster is not None
+        name = f"fuzz_{os.getpid()}_{next(_copies)}"
+        _copy_database(cluster, template, name)
+        db_url = cluster.url(name)
+    # The per-key rate limit would turn a deep run into a stream of 429s: off (0).
+    monkeypatch.setenv("TIMEBANK_RATE_LIMIT_PER_MINUTE", "0")
+    app = create_app(fuzz_settings(db_url))
+    try:
+        with asgi.get_client(app) as c:  # runs the app's lifespan until shutdown_lifespans()
+            # The copy holds the world (else the fuzz would meet nothing but 404s).
+            members = _ok(c, "GET", f"/v1/timebanks/{world.slug}/members", world.keys["admin"])
+            assert [m["id"] for m in members["items"]] == world.member_ids
         CURRENT_APP.app = app
         yield world
     finally:
@@ -292,6 +389,8 @@ def world(fuzz_settings: Settings, admin_secret: str) -> Iterator[World]:
         # Schemathesis keeps each app's lifespan running until asked: end this one's, so
         # its database connections close before the database is dropped.
         asgi.shutdown_lifespans()
+        if cluster is not None:
+            cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _draw(digest: bytes, i: int, options: list[Any]) -> Any:
