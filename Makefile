@@ -30,6 +30,12 @@ lint: setup
 test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# A deeper fuzz of every operation against the OpenAPI document (both engines); `make test`
+# runs the same with a small budget. FUZZ_EXAMPLES=1000 make fuzz for a longer search.
+FUZZ_EXAMPLES ?= 200
+fuzz: setup
+	TIMEBANK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py -q -p no:cacheprovider
+
 format: setup
 	$(BIN)/ruff check --fix timebank tests alembic
 	$(BIN)/ruff format timebank tests alembic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import (
@@ -14,17 +15,17 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from timebank.audit.controller import audit_events
 from timebank.auth.controller import ApiKeyController, GlobalApiKeyController
 from timebank.config import Settings, get_settings
 from timebank.db import create_engine
 from timebank.errors import exception_handlers
-from timebank.http import provide_principal
+from timebank.http import complete_allow_header, provide_principal
 from timebank.ledger.controller import ExchangeController
 from timebank.logs import RequestIdMiddleware, configure_logging
 from timebank.members.controller import MemberController, directory
+from timebank.openapi import render_plugins
 from timebank.ops import health, ready
 from timebank.organisations.controller import OrganisationController
 from timebank.ratelimit import RateLimiter, RateLimitMiddleware
@@ -44,8 +45,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     engine = create_engine(settings)
+    # advanced-alchemy keeps every config's state keys in a process-wide registry and finds a
+    # free one by recursing once per taken name: after ~950 apps in one process (the test
+    # suite) that is a RecursionError. Keys of this app's own are free at once.
+    own = uuid.uuid4().hex
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
+        session_scope_key=f"_sqlalchemy_db_session_{own}",
+        engine_app_state_key=f"db_engine_{own}",
+        session_maker_app_state_key=f"session_maker_class_{own}",
         session_config=AsyncSessionConfig(expire_on_commit=False, autoflush=False),
         session_dependency_key="db_session",
         engine_dependency_key="db_engine",
@@ -83,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         middleware=middleware,
         state=State({"settings": settings}),
-        before_send=[add_security_headers],
+        before_send=[add_security_headers, complete_allow_header],
         cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -91,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="1.0.0",
             description=API_DESCRIPTION,
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=render_plugins(),
         ),
         debug=settings.debug,
         logging_config=None,

@@ -160,16 +160,46 @@ def field_error(field: str | None, message: str) -> dict[str, str]:
         if named:
             return {"field": named.group(1), "message": named.group(2)}
         return {"field": "body", "message": message.removeprefix("Value error, ")}
-    return {"field": field, "message": message}
+    return {"field": field, "message": message.removeprefix("Value error, ")}
 
 
-def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name a client used for a parameter: Litestar names a refused query or header
+    parameter by its Python name (``date_from``, ``idempotency_key``), not ``from`` or
+    ``Idempotency-Key``."""
+    try:
+        param = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no route (e.g. a 404 from the router)
+        return key
+    kwarg = getattr(param, "kwarg_definition", None)
+    for attr in ("query", "header", "cookie"):
+        alias = getattr(kwarg, attr, None)
+        if isinstance(alias, str) and alias:
+            return alias
+    return key
+
+
+def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Litestar's own refusals as problems, keeping the headers they carry (e.g. the
+    ``Allow`` of a 405, which RFC 9110 requires)."""
+    response = _problem_for_http(request, exc)
+    for name, value in (exc.headers or {}).items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _problem_for_http(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[dict[str, Any]]:
     status = exc.status_code
     if isinstance(exc, ValidationException):
         errors = []
         for item in exc.extra if isinstance(exc.extra, list) else []:
             if isinstance(item, dict):
-                errors.append(field_error(str(item.get("key") or ""), str(item.get("message"))))
+                key = str(item.get("key") or "")
+                if key and item.get("source") != "body":
+                    key = _wire_name(request, key)
+                errors.append(field_error(key, str(item.get("message"))))
         if not errors:
             errors = [{"field": "body", "message": str(exc.detail)}]
         return problem_response(
@@ -270,6 +300,9 @@ def problems(*statuses: int, conflict: Sequence[str] = ()) -> dict[int, Response
         if status == 409 and conflict:
             desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)
         out[status] = ResponseSpec(
-            data_container=Problem, description=desc, media_type=PROBLEM_JSON
+            data_container=Problem,
+            description=desc,
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
         )
     return out

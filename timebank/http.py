@@ -8,7 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Request, Response
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.params import Parameter
+from litestar.types import Message, Scope
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +24,10 @@ from timebank.errors import InvalidInput
 IdempotencyKeyHeader = Parameter(
     header="Idempotency-Key",
     required=False,
-    description="1–255 characters; replays the first 2xx result for this API key.",
+    min_length=1,
+    max_length=255,
+    pattern=idempotency.KEY_PATTERN,
+    description="1–255 printable ASCII characters; replays the first 2xx result for this API key.",
 )
 
 
@@ -84,3 +90,23 @@ def parse_uuid(value: str | None, field: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError as exc:
         raise InvalidInput(field, "not a valid id") from exc
+
+
+async def complete_allow_header(message: Message, scope: Scope) -> None:
+    """A ``before_send`` hook: Litestar 2's automatic answer to OPTIONS lists in ``Allow`` only
+    the methods of the first handler registered on a path (litestar#4169, fixed in Litestar
+    3), e.g. ``GET, OPTIONS`` on a path that also takes PATCH. List them all."""
+    if (
+        scope["type"] != ScopeType.HTTP
+        or message["type"] != "http.response.start"
+        or scope.get("method") != "OPTIONS"
+    ):
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    handler = scope.get("route_handler")
+    if "allow" not in headers or handler is None:
+        return
+    method_map = scope["app"].route_handler_method_map
+    methods = {m for path in handler.paths for m in method_map.get(path, {})}
+    if methods:
+        headers["Allow"] = ", ".join(sorted(methods))

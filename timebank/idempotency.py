@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,11 +49,14 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+KEY_PATTERN = r"^[ -~]{1,255}$"  # printable ASCII, as documented in OpenAPI
+
+
 def check_key(key: str | None) -> str | None:
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise InvalidInput("Idempotency-Key", "must be 1-255 printable characters")
+    if not re.fullmatch(KEY_PATTERN, key):
+        raise InvalidInput("Idempotency-Key", "must be 1-255 printable ASCII characters")
     return key
 
 

@@ -42,6 +42,7 @@ async def health() -> dict[str, str]:
             data_container=Problem,
             description="Database unreachable or migrations not at head (`unavailable`)",
             media_type=PROBLEM_JSON,
+            generate_examples=False,
         )
     },
 )

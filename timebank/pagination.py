@@ -6,6 +6,7 @@ import base64
 import binascii
 from typing import Any, Generic, TypeVar
 
+from litestar.params import Parameter
 from pydantic import BaseModel
 
 from timebank.errors import InvalidInput
@@ -14,6 +15,13 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+
+LimitParam = Parameter(
+    default=None,
+    ge=1,
+    le=MAX_LIMIT,
+    description=f"Page size, 1–{MAX_LIMIT} (default {DEFAULT_LIMIT})",
+)
 
 
 class Page(BaseModel, Generic[T]):

@@ -10,7 +10,7 @@ from timebank.audit import service
 from timebank.audit.schemas import AuditEventOut
 from timebank.auth.principal import Principal
 from timebank.errors import InvalidInput, problems
-from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
 
 
@@ -30,7 +30,7 @@ async def audit_events(
     target: str | None = Parameter(default=None, max_length=64),
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
-    limit: int | None = None,
+    limit: int | None = LimitParam,
     cursor: str | None = None,
 ) -> Page[AuditEventOut]:
     bank = await get_by_slug(db_session, principal, tb)

@@ -13,7 +13,7 @@ from timebank.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Global
 from timebank.db import run_write
 from timebank.errors import problems
 from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
-from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
 
 
@@ -76,7 +76,7 @@ class ApiKeyController(Controller):
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
-        limit: int | None = None,
+        limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[ApiKeyOut]:
         bank = await get_by_slug(db_session, principal, tb)

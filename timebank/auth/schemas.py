@@ -3,24 +3,22 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from timebank.auth.models import Role
+from timebank.bodies import JsonBody
 
 
-class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ApiKeyCreate(JsonBody):
     role: Role
     member_id: uuid.UUID | None = None
     label: str | None = Field(default=None, max_length=200)
     expires_at: datetime | None = None
 
 
-class GlobalApiKeyCreate(BaseModel):
+class GlobalApiKeyCreate(JsonBody):
     """A global admin key, or a funder key over several time banks (their slugs)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     role: Role
     timebanks: list[str] | None = Field(default=None, min_length=1, max_length=100)
@@ -43,4 +41,10 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    secret: str = Field(description="Shown once; only a hash is stored.")
+    # Not required: a replay of the creating request (``Idempotent-Replayed: true``) leaves it
+    # out, so the secret exists in one response only.
+    secret: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Shown once; only a hash is stored. Absent from an idempotent replay "
+        "(`Idempotent-Replayed: true`).",
+    )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
@@ -27,7 +27,7 @@ from timebank.ledger.schemas import (
 )
 from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
-from timebank.pagination import Page, check_limit, decode_cursor, encode_cursor
+from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, encode_cursor
 from timebank.timebanks.service import get_by_slug
 
 DECISION_CONFLICTS = ["not_pending", "balance_limit_exceeded", "party_inactive"]
@@ -108,11 +108,11 @@ class ExchangeController(Controller):
         kind: ExchangeKind | None = None,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
-        awaiting: str | None = Parameter(
+        awaiting: Literal["me"] | None = Parameter(
             default=None,
             description="`me` (member keys): pending exchanges waiting for this member",
         ),
-        limit: int | None = None,
+        limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[ExchangeOut]:
         bank = await fresh_timebank(db_session, principal, tb)

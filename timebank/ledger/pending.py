@@ -98,6 +98,9 @@ async def _authorize(
         return
     if principal.role is not Role.member:
         raise Forbidden(f"A {principal.role.value} key cannot decide exchanges")
+    if ex.status is not ExchangeStatus.pending:
+        # Only a proposal has a proposer and a counterparty (a group exchange has neither).
+        raise NotPending(f"This exchange is {ex.status.value}, not pending")
     if decision is Decision.cancel:
         if ex.proposed_by != principal.member_id:
             raise Forbidden("Only the proposer (or a broker) may cancel a proposal")

@@ -6,15 +6,45 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from timebank.bodies import JsonBody
+
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(JsonBody):
+    """A request body or a part of one."""
+
+
+def _one_of_forms(*forms: tuple[list[str], list[str]]) -> dict[str, Any]:
+    """JSON Schema for "exactly one of these forms": each form's fields given (not null), the
+    fields of the other forms absent or null — as the model validators check it."""
+    return {
+        "oneOf": [
+            {
+                "required": given,
+                "properties": {
+                    **{f: {"not": {"type": "null"}} for f in given},
+                    **{f: {"type": "null"} for f in absent},
+                },
+            }
+            for given, absent in forms
+        ]
+    }
+
+
+PARTY_FIELDS = ["member_id", "organisation_id", "account_id"]
+SIMPLE_FORM = ["provider", "recipient", "minutes"]
+GROUP_FORM = ["providers", "recipients"]
 
 
 class PartyRef(Strict):
     """Exactly one of ``member_id``, ``organisation_id`` or ``account_id`` (the pool's)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_one_of_forms(
+            *(([f], [g for g in PARTY_FIELDS if g != f]) for f in PARTY_FIELDS)
+        )
+    )
 
     member_id: uuid.UUID | None = None
     organisation_id: uuid.UUID | None = None
@@ -35,7 +65,22 @@ class GroupLeg(Strict):
 
 class ExchangeCreate(Strict):
     """Simple form (provider, recipient, minutes) or group form (providers, recipients).
-    Providers are credited, recipients debited."""
+    Providers are credited, recipients debited. ``override_limits`` needs an
+    ``override_reason``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            **_one_of_forms((SIMPLE_FORM, GROUP_FORM), (GROUP_FORM, SIMPLE_FORM)),
+            "if": {
+                "required": ["override_limits"],
+                "properties": {"override_limits": {"const": True}},
+            },
+            "then": {
+                "required": ["override_reason"],
+                "properties": {"override_reason": {"type": "string", "pattern": r"\S"}},
+            },
+        }
+    )
 
     provider: PartyRef | None = None
     recipient: PartyRef | None = None
@@ -65,7 +110,9 @@ class ExchangeCreate(Strict):
         else:
             for name, value in zip(("provider", "recipient", "minutes"), simple, strict=True):
                 if value is None:
-                    raise ValueError(f"{name}: Field required")
+                    raise ValueError(
+                        f"{name}: required (simple form: provider, recipient, minutes)"
+                    )
         if self.override_limits and not (self.override_reason or "").strip():
             raise ValueError("override_reason: required with override_limits")
         return self

@@ -15,12 +15,13 @@ from timebank.errors import Forbidden, problems
 from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
 from timebank.ledger import service as ledger
 from timebank.ledger.pending import fresh_timebank
-from timebank.ledger.schemas import BalanceOut, StatementOut
+from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
 from timebank.ledger.statements import statement_response
 from timebank.members import service
 from timebank.members.models import MemberStatus
 from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
-from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.openapi import ALSO_RETURNS
+from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
 
 
@@ -48,7 +49,7 @@ async def directory(
     principal: Principal,
     tb: str,
     q: str | None = Parameter(default=None, max_length=100),
-    limit: int | None = None,
+    limit: int | None = LimitParam,
     cursor: str | None = None,
 ) -> Page[DirectoryEntry]:
     bank = await get_by_slug(db_session, principal, tb)
@@ -98,7 +99,7 @@ class MemberController(Controller):
         tb: str,
         status: MemberStatus | None = None,
         q: str | None = Parameter(default=None, max_length=100),
-        limit: int | None = None,
+        limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[MemberOut]:
         bank = await get_by_slug(db_session, principal, tb)
@@ -170,6 +171,7 @@ class MemberController(Controller):
     @get(
         "/{member_id:uuid}/statement",
         responses=problems(403, 404, 422),
+        opt={ALSO_RETURNS: ["text/csv"]},
         description="Entries in ledger order; `from`/`to` (inclusive) filter on occurred_on. "
         "`Accept: text/csv` or `?format=csv` gives every entry of the period as CSV.",
     )
@@ -182,9 +184,9 @@ class MemberController(Controller):
         member_id: uuid.UUID,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
-        limit: int | None = None,
+        limit: int | None = LimitParam,
         cursor: str | None = None,
-        fmt: str | None = Parameter(query="format", default=None),
+        fmt: FormatParam | None = Parameter(query="format", default=None),
     ) -> Response[StatementOut]:
         bank = await get_by_slug(db_session, principal, tb)
         require_self_or_staff(principal, bank.id, member_id)

@@ -3,18 +3,20 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
+from timebank.bodies import Email, JsonBody
 from timebank.members.models import Disability, Ethnicity, Gender, MemberStatus
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(JsonBody):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
 
 class MemberCreate(_In):
     display_name: str = Field(min_length=1, max_length=100)
-    email: EmailStr | None = None
+    email: Email | None = None
     phone: str | None = Field(default=None, max_length=50)
     locality: str | None = Field(default=None, max_length=100)
     postcode: str | None = Field(default=None, max_length=16)
@@ -28,8 +30,11 @@ class MemberCreate(_In):
 
 
 class MemberPatch(_In):
-    display_name: str | None = Field(default=None, min_length=1, max_length=100)
-    email: EmailStr | None = None
+    """Only the fields given change; null clears a field, except those that cannot be
+    empty (display_name, statistics_consent, joined_on, status: null is refused)."""
+
+    display_name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=100)
+    email: Email | None = None
     phone: str | None = Field(default=None, max_length=50)
     locality: str | None = Field(default=None, max_length=100)
     postcode: str | None = Field(default=None, max_length=16)
@@ -37,10 +42,10 @@ class MemberPatch(_In):
     gender: Gender | None = None
     disability: Disability | None = None
     ethnicity: Ethnicity | None = None
-    statistics_consent: bool | None = None
-    joined_on: date | None = None
+    statistics_consent: bool | SkipJsonSchema[None] = None
+    joined_on: date | SkipJsonSchema[None] = None
     external_ref: str | None = Field(default=None, min_length=1, max_length=200)
-    status: MemberStatus | None = None
+    status: MemberStatus | SkipJsonSchema[None] = None
     left_on: date | None = None
 
 

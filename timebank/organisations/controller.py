@@ -14,12 +14,13 @@ from timebank.errors import problems
 from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
 from timebank.ledger import service as ledger
 from timebank.ledger.pending import fresh_timebank
-from timebank.ledger.schemas import BalanceOut, StatementOut
+from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
 from timebank.ledger.statements import statement_response
+from timebank.openapi import ALSO_RETURNS
 from timebank.organisations import service
 from timebank.organisations.models import OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
-from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
 
 
@@ -52,7 +53,7 @@ class OrganisationController(Controller):
         tb: str,
         status: OrganisationStatus | None = None,
         q: str | None = Parameter(default=None, max_length=100),
-        limit: int | None = None,
+        limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[OrganisationOut]:
         bank = await get_by_slug(db_session, principal, tb)
@@ -101,6 +102,7 @@ class OrganisationController(Controller):
     @get(
         "/{organisation_id:uuid}/statement",
         responses=problems(403, 404, 422),
+        opt={ALSO_RETURNS: ["text/csv"]},
         description="As the member statement.",
     )
     async def statement(
@@ -112,9 +114,9 @@ class OrganisationController(Controller):
         organisation_id: uuid.UUID,
         date_from: date | None = Parameter(query="from", default=None),
         date_to: date | None = Parameter(query="to", default=None),
-        limit: int | None = None,
+        limit: int | None = LimitParam,
         cursor: str | None = None,
-        fmt: str | None = Parameter(query="format", default=None),
+        fmt: FormatParam | None = Parameter(query="format", default=None),
     ) -> Response[StatementOut]:
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)

@@ -3,13 +3,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
+from timebank.bodies import Email, JsonBody
 from timebank.organisations.models import OrganisationKind, OrganisationStatus
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(JsonBody):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
 
 class OrganisationCreate(_In):
@@ -17,16 +19,18 @@ class OrganisationCreate(_In):
     kind: OrganisationKind
     locality: str | None = Field(default=None, max_length=100)
     registration_number: str | None = Field(default=None, max_length=50)
-    contact_email: EmailStr | None = None
+    contact_email: Email | None = None
 
 
 class OrganisationPatch(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    kind: OrganisationKind | None = None
+    """Only the fields given change; null clears a field, except name, kind and status."""
+
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    kind: OrganisationKind | SkipJsonSchema[None] = None
     locality: str | None = Field(default=None, max_length=100)
     registration_number: str | None = Field(default=None, max_length=50)
-    contact_email: EmailStr | None = None
-    status: OrganisationStatus | None = None
+    contact_email: Email | None = None
+    status: OrganisationStatus | SkipJsonSchema[None] = None
 
 
 class OrganisationOut(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
@@ -16,6 +16,7 @@ from timebank.auth.principal import Principal
 from timebank.config import Settings
 from timebank.db import utcnow
 from timebank.errors import PROBLEM_JSON, DomainError, InvalidInput, NotFound, Problem, problems
+from timebank.openapi import ALSO_RETURNS
 from timebank.reports import render, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
@@ -23,6 +24,12 @@ from timebank.timebanks.service import get_by_slug
 
 REPORT_WORK_MEM = "64MB"
 MAX_RATE_PENCE = 100_000
+ReportFormat = Literal["json", "csv", "xlsx"]
+Interval = Literal["week", "month", "quarter"]
+Dimension = Literal["age_band", "gender", "disability", "ethnicity"]
+RatePence = Parameter(default=None, ge=1, le=MAX_RATE_PENCE)
+# Parsed here: Litestar would also take a number as a Unix time (``as_of=0``).
+AsOfParam = Parameter(default=None, schema_extra={"format": "date-time"})
 
 REPORT_DOC = (
     "One of the twelve impact reports: "
@@ -41,6 +48,7 @@ SUCCESS = {
     200: ResponseSpec(
         data_container=dict[str, Any],
         description="The report: JSON (default), tidy CSV (`text/csv`) or XLSX",
+        generate_examples=False,
     )
 }
 QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
@@ -83,6 +91,18 @@ def _format(request: Request[Any, Any, Any], fmt: str | None) -> str:
     if render.XLSX_MEDIA_TYPE in accept:
         return "xlsx"
     return "json"
+
+
+def parse_as_of(raw: str | None) -> datetime | None:
+    """An ISO 8601 date-time (``2026-11-01T00:00:00Z``; no zone means UTC)."""
+    if raw is None:
+        return None
+    try:
+        if len(raw) <= len("2026-11-01"):
+            raise ValueError(raw)  # a date alone
+        return datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise InvalidInput("as_of", "must be an ISO 8601 date-time") from exc
 
 
 def _options(interval: str | None, dimension: str | None, rate: int | None) -> service.Options:
@@ -170,6 +190,7 @@ async def _read_snapshot(session: AsyncSession, timeout_ms: int) -> None:
     "/v1/timebanks/{tb:str}/reports/{name:str}",
     tags=["reports"],
     responses=_responses(),
+    opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
     summary="A report for one time bank (funder, broker, admin)",
     description=REPORT_DOC,
 )
@@ -181,11 +202,11 @@ async def timebank_report(
     name: str,
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
-    as_of: datetime | None = None,
-    fmt: str | None = Parameter(query="format", default=None),
-    interval: str | None = None,
-    dimension: str | None = None,
-    rate_pence_per_hour: int | None = None,
+    as_of: str | None = AsOfParam,
+    fmt: ReportFormat | None = Parameter(query="format", default=None),
+    interval: Interval | None = None,
+    dimension: Dimension | None = None,
+    rate_pence_per_hour: int | None = RatePence,
 ) -> Response[Any]:
     bank = await get_by_slug(db_session, principal, tb)
     return await _report(
@@ -196,7 +217,7 @@ async def timebank_report(
         name,
         date_from=date_from,
         date_to=date_to,
-        as_of=as_of,
+        as_of=parse_as_of(as_of),
         fmt=fmt,
         options=_options(interval, dimension, rate_pence_per_hour),
     )
@@ -206,6 +227,7 @@ async def timebank_report(
     "/v1/reports/{name:str}",
     tags=["reports"],
     responses=_responses(),
+    opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
     summary="A report across time banks (`?timebank=a&timebank=b`)",
     description=REPORT_DOC + " Cross-bank reports use the highest threshold of the banks.",
 )
@@ -217,11 +239,11 @@ async def cross_bank_report(
     timebank: list[str] = Parameter(query="timebank"),
     date_from: date | None = Parameter(query="from", default=None),
     date_to: date | None = Parameter(query="to", default=None),
-    as_of: datetime | None = None,
-    fmt: str | None = Parameter(query="format", default=None),
-    interval: str | None = None,
-    dimension: str | None = None,
-    rate_pence_per_hour: int | None = None,
+    as_of: str | None = AsOfParam,
+    fmt: ReportFormat | None = Parameter(query="format", default=None),
+    interval: Interval | None = None,
+    dimension: Dimension | None = None,
+    rate_pence_per_hour: int | None = RatePence,
 ) -> Response[Any]:
     slugs = list(dict.fromkeys(timebank))
     if not slugs or len(slugs) > 50:
@@ -243,7 +265,7 @@ async def cross_bank_report(
         name,
         date_from=date_from,
         date_to=date_to,
-        as_of=as_of,
+        as_of=parse_as_of(as_of),
         fmt=fmt,
         options=_options(interval, dimension, rate_pence_per_hour),
     )

@@ -4,7 +4,6 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.auth.principal import STAFF, Principal
@@ -13,7 +12,7 @@ from timebank.errors import InvalidInput, problems
 from timebank.http import IdempotencyKeyHeader, create_response
 from timebank.ledger import service as ledger
 from timebank.ledger.schemas import AccountOut, AccountPatch
-from timebank.pagination import Page, check_limit, decode_cursor, page
+from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks import service
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.schemas import (
@@ -69,7 +68,7 @@ class TimeBankController(Controller):
         self,
         db_session: AsyncSession,
         principal: Principal,
-        limit: int | None = Parameter(default=None),
+        limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[TimeBankOut]:
         n = check_limit(limit)
@@ -116,7 +115,7 @@ class TimeBankController(Controller):
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
-        limit: int | None = Parameter(default=None),
+        limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[CategoryOut]:
         bank = await service.get_by_slug(db_session, principal, tb)

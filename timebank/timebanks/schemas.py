@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from timebank.bodies import JsonBody
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
 
-class TimeBankSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TimeBankSettings(JsonBody):
     member_min_balance_minutes: int | None = Field(default=-600, le=0, ge=-10_000_000)
     member_max_balance_minutes: int | None = Field(default=None, ge=0, le=10_000_000)
     organisation_min_balance_minutes: int | None = Field(default=None, le=0, ge=-10_000_000)
@@ -22,31 +24,28 @@ class TimeBankSettings(BaseModel):
     pending_expiry_days: int = Field(default=30, ge=1, le=3650)
 
 
-class TimeBankSettingsPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TimeBankSettingsPatch(JsonBody):
+    """Only the settings given change; null makes a limit unbounded (the others cannot be
+    null)."""
 
     member_min_balance_minutes: int | None = Field(default=None, le=0, ge=-10_000_000)
     member_max_balance_minutes: int | None = Field(default=None, ge=0, le=10_000_000)
     organisation_min_balance_minutes: int | None = Field(default=None, le=0, ge=-10_000_000)
     organisation_max_balance_minutes: int | None = Field(default=None, ge=0, le=10_000_000)
-    max_exchange_minutes: int | None = Field(default=None, gt=0, le=100_000)
-    starting_grant_minutes: int | None = Field(default=None, ge=0, le=100_000)
-    time_zone: str | None = Field(default=None, max_length=64)
-    suppression_threshold: int | None = Field(default=None, ge=5, le=1000)
-    pending_expiry_days: int | None = Field(default=None, ge=1, le=3650)
+    max_exchange_minutes: Annotated[int, Field(gt=0, le=100_000)] | SkipJsonSchema[None] = None
+    starting_grant_minutes: Annotated[int, Field(ge=0, le=100_000)] | SkipJsonSchema[None] = None
+    time_zone: str | SkipJsonSchema[None] = Field(default=None, max_length=64)
+    suppression_threshold: Annotated[int, Field(ge=5, le=1000)] | SkipJsonSchema[None] = None
+    pending_expiry_days: Annotated[int, Field(ge=1, le=3650)] | SkipJsonSchema[None] = None
 
 
-class TimeBankCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TimeBankCreate(JsonBody):
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=200)
     settings: TimeBankSettings | None = None
 
 
-class TimeBankPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TimeBankPatch(JsonBody):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: TimeBankSettingsPatch | None = None
 
@@ -60,9 +59,7 @@ class TimeBankOut(BaseModel):
     created_at: datetime
 
 
-class CategoryCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CategoryCreate(JsonBody):
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=100)
 

@@ -1,0 +1,49 @@
+"""The base of every JSON request body: validated exactly as its OpenAPI schema says."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+# email-validator refuses addresses that can never be delivered, which JSON Schema's
+# `format: email` cannot say: state it.
+Email = Annotated[
+    EmailStr,
+    Field(
+        description="An email address. Addresses at special-use domains (`.arpa`, `.invalid`, "
+        "`.local`, `localhost`, `.onion`, `.test`) are refused."
+    ),
+]
+
+
+def whole_numbers_as_integers(value: Any) -> Any:
+    """JSON Schema counts ``90.0`` as the integer 90; Python's JSON decoder makes it a float."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers_as_integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers_as_integers(v) for v in value]
+    return value
+
+
+class JsonBody(BaseModel):
+    """A request body. Unknown fields are refused, and values are validated as pydantic
+    validates JSON in strict mode, which is what the document (pydantic's JSON Schema of the
+    model) promises: ``0`` is not a boolean, ``"90"`` and ``90.5`` are not integers, ``0``
+    is not a date. (Litestar hands pydantic decoded Python values, and pydantic's lax
+    Python mode would quietly take all of those.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def model_validate(cls, obj: Any, *, strict: bool | None = None, **kwargs: Any) -> Self:
+        if isinstance(obj, BaseModel) or kwargs.get("from_attributes"):
+            return super().model_validate(obj, strict=strict, **kwargs)
+        return cls.model_validate_json(
+            pydantic_core.to_json(whole_numbers_as_integers(obj)),
+            strict=True,
+            context=kwargs.get("context"),
+        )
