@@ -34,6 +34,7 @@ class Ledger:
     bob: uuid.UUID
     recorded: uuid.UUID  # an exchange recorded through the API: Ann +60, Bob -60
     posting_ids: list[int]
+    category_id: uuid.UUID  # that exchange's: a service exchange always has a category
 
 
 @pytest.fixture
@@ -53,6 +54,9 @@ async def ledger(api: Api, session_maker: Maker) -> Ledger:
                 )
             ).scalars()
         )
+        category_id = (
+            await s.execute(select(Exchange.category_id).where(Exchange.id == exchange_id))
+        ).scalar_one()
     assert len(ids) == 2
     return Ledger(
         tb["slug"],
@@ -61,6 +65,7 @@ async def ledger(api: Api, session_maker: Maker) -> Ledger:
         uuid.UUID(bob["account_id"]),
         exchange_id,
         ids,
+        category_id,
     )
 
 
@@ -100,6 +105,7 @@ def exchange_values(
         "timebank_id": lg.timebank_id,
         "status": status,
         "kind": ExchangeKind.p2p,
+        "category_id": lg.category_id,
         "minutes": minutes,
         "occurred_on": date.today(),
         "recorded_at": datetime.now(UTC),

@@ -17,7 +17,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from litestar.testing import AsyncTestClient
-from sqlalchemy import CheckConstraint, Connection, Executable, delete, insert, inspect, text
+from sqlalchemy import (
+    CheckConstraint,
+    Connection,
+    Executable,
+    delete,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -44,6 +53,8 @@ LEDGER_TRIGGERS = {
         "postings_balanced",
         "exchanges_balanced",
         "exchanges_immutable",
+        "exchanges_rollup",
+        "exchanges_rollup_confirm",
     },
     "sqlite": {
         "postings_no_update",
@@ -55,6 +66,9 @@ LEDGER_TRIGGERS = {
         "exchanges_balanced_update",
         "exchanges_immutable",
         "exchanges_no_delete",
+        "exchanges_rollup_insert",
+        "exchanges_rollup_confirm",
+        "exchanges_rollup_reversal",
     },
 }
 
@@ -202,9 +216,16 @@ async def test_downgrade_to_base_then_upgrade_head_restores_schema_triggers_and_
             {"exchange_id": unbalanced, "account_id": a, "minutes": m, "balance_after_minutes": 0}
             for a, m in legs
         ]
+        async with eng.connect() as conn:
+            category_id = (
+                await conn.execute(
+                    select(Exchange.category_id).where(Exchange.id == uuid.UUID(ex["id"]))
+                )
+            ).scalar_one()
         row = {
             "id": unbalanced,
             "timebank_id": uuid.UUID(tb["id"]),
+            "category_id": category_id,
             "status": "recorded",
             "kind": "p2p",
             "minutes": 60,

@@ -128,6 +128,60 @@ def current() -> None:
 
 
 @main.group()
+def demo() -> None:
+    """Generated communities for demos and benchmarks."""
+
+
+@demo.command("generate")
+@click.option("--timebank", "slug", required=True, help="Created (with defaults) if missing.")
+@click.option("--members", default=1000, show_default=True, type=click.IntRange(min=2))
+@click.option("--exchanges", default=20_000, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=1, show_default=True, type=int)
+def demo_generate(slug: str, members: int, exchanges: int, seed: int) -> None:
+    """Add a realistic generated community to a time bank, in one transaction."""
+    import re
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from timebank.demo import generate, get_or_create_bank
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,62}", slug):
+        raise click.BadParameter(
+            "a slug: lower-case letters, digits and '-'", param_hint="--timebank"
+        )
+    started = time.monotonic()
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        async def run(session: AsyncSession) -> Any:
+            tb, _ = await get_or_create_bank(session, slug)
+            return await generate(
+                session, tb, members=members, exchanges=exchanges, seed=seed, progress=progress
+            )
+
+        out = _with_session(run)
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(out.by_kind.items()))
+    click.echo(
+        f"time bank '{slug}': +{out.members} members, +{out.organisations} organisations, "
+        f"+{out.exchanges} exchanges ({kinds}), {out.postings} postings, "
+        f"{out.first_day} to {out.last_day}, in {time.monotonic() - started:.1f} s",
+        err=True,
+    )
+
+
+@main.group()
 def maintenance() -> None:
     """Housekeeping (idempotent, safe to run from cron)."""
 

@@ -7,15 +7,18 @@ from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Account, Exchange, Posting
 from timebank.members.models import Member
 from timebank.organisations.models import Organisation
+from timebank.reports.models import ActivityMonth, CategoryMonth
 from timebank.timebanks.models import Category, TimeBank
 
 __all__ = [
     "Account",
+    "ActivityMonth",
     "ApiKey",
     "ApiKeyTimeBank",
     "AuditEvent",
     "Base",
     "Category",
+    "CategoryMonth",
     "Exchange",
     "IdempotencyRecord",
     "Member",
