@@ -32,7 +32,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,8 @@ class Config:
     batch_exchanges: int
     report_calls: int
     sqlite_report_calls: int
+    report_max_seconds: int
+    batch_max_seconds: int
     pgbench_scale: int
     seed: int
     skip: set[str]
@@ -104,6 +105,8 @@ class Config:
             batch_exchanges=_env_int("BENCH_BATCH_EXCHANGES", 10_000 if quick else 100_000),
             report_calls=_env_int("BENCH_REPORT_CALLS", 5),
             sqlite_report_calls=_env_int("BENCH_SQLITE_REPORT_CALLS", 3),
+            report_max_seconds=_env_int("BENCH_REPORT_MAX_SECONDS", 20 if quick else 40),
+            batch_max_seconds=_env_int("BENCH_BATCH_MAX_SECONDS", 30 if quick else 90),
             pgbench_scale=_env_int("BENCH_PGBENCH_SCALE", clients),
             seed=_env_int("BENCH_SEED", 1),
             skip={s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip()},
@@ -375,12 +378,6 @@ def timebank_cli(db_url: str, *args: str, timeout: float | None = None) -> str:
     return r.stdout.strip()
 
 
-def has_generator() -> bool:
-    r = subprocess.run([str(PRODUCT_BIN / "timebank", ), "demo", "generate", "--help"],
-                       cwd=ROOT, capture_output=True, text=True)
-    return r.returncode == 0
-
-
 def serve_product(name: str, db_url: str, workers: int) -> int:
     port = free_port()
     PROCS.start(name, [str(PRODUCT_BIN / "timebank"), "serve", "--host", "127.0.0.1",
@@ -404,91 +401,63 @@ def broker_key(api: Api, admin: str, slug: str) -> str:
     return str(out["secret"])
 
 
-def create_members(api: Api, slug: str, token: str, n: int, prefix: str) -> list[str]:
-    def one(i: int) -> str:
-        out = api.ok("POST", f"/v1/timebanks/{slug}/members",
-                     {"display_name": f"{prefix} {i}", "locality": "Irvine"}, token=token)
-        return str(out["id"])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(one, range(n)))
-
-
-def list_member_ids(api: Api, slug: str, token: str) -> list[str]:
+def list_ids(api: Api, path: str, token: str) -> list[str]:
+    """Ids of the active members or organisations at ``path``, in id (creation) order."""
     ids: list[str] = []
     cursor: str | None = None
     while True:
         q = "limit=500" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
-        page = api.ok("GET", f"/v1/timebanks/{slug}/members?{q}", token=token)
+        page = api.ok("GET", f"{path}?{q}", token=token)
         ids += [m["id"] for m in page["items"] if m.get("status") == "active"]
         cursor = page.get("next_cursor")
         if not cursor:
             return ids
 
 
-def setup_writes_bank(api: Api, admin: str, n: int) -> Bank:
-    """A bank with ``n`` fresh members (default limits: min −600) and one organisation
-    (unbounded by default) for the hot-account workload."""
-    api.ok("POST", "/v1/timebanks", {"slug": WRITES_BANK, "name": "Benchmark writes"},
-           token=admin)
-    broker = broker_key(api, admin, WRITES_BANK)
-    ids = create_members(api, WRITES_BANK, broker, n, "Writer")
-    org = api.ok("POST", f"/v1/timebanks/{WRITES_BANK}/organisations",
-                 {"name": "Hot Food Bank", "kind": "charity"}, token=broker)
-    return Bank(WRITES_BANK, broker, ids, str(org["id"]))
+def generate(cfg: Config, db_url: str, slug: str, members: int, exchanges: int) -> float:
+    """``timebank demo generate`` (the product's own bulk writer); returns seconds. Each bank
+    gets its own seed: the generator derives row ids from it, so two banks generated with
+    one seed in one database collide."""
+    seed = cfg.seed + (0 if slug == DATA_BANK else 7919)
+    cmd = [str(PRODUCT_BIN / "timebank"), "demo", "generate", "--timebank", slug,
+           "--members", str(members), "--exchanges", str(exchanges), "--seed", str(seed)]
+    LOGS.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    with open(LOGS / "generate.log", "ab") as log:
+        log.write(f"$ {' '.join(cmd[1:])}  ({db_url.split(':')[0]})\n".encode())
+        log.flush()
+        env = {**product_env(db_url), "COLUMNS": "100", "TERM": "dumb"}
+        r = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError(f"timebank demo generate failed; see {LOGS / 'generate.log'}")
+    return time.monotonic() - t
 
 
-def build_dataset(cfg: Config, db_url: str, members: int, exchanges: int) -> str:
-    """The reports dataset, through the product's own generator when it has one; otherwise a
-    small API-built stand-in (labelled in the results)."""
-    if has_generator():
-        cmd = [str(PRODUCT_BIN / "timebank"), "demo", "generate", "--timebank", DATA_BANK,
-               "--members", str(members), "--exchanges", str(exchanges), "--seed",
-               str(cfg.seed)]
-        LOGS.mkdir(parents=True, exist_ok=True)
-        with open(LOGS / "generate.log", "ab") as log:
-            r = subprocess.run(cmd, env=product_env(db_url), cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT)
-        if r.returncode != 0:
-            raise RuntimeError(f"timebank demo generate failed; see {LOGS / 'generate.log'}")
-        return "generator"
-    return "api"
-
-
-def api_dataset(cfg: Config, api: Api, admin: str, members: int, exchanges: int) -> None:
-    """Stand-in until ``timebank demo generate`` exists: members and p2p/p2o exchanges over
-    the last year through the batch endpoint (refusals at the −600 limit are skipped)."""
-    api.ok("POST", "/v1/timebanks", {"slug": DATA_BANK, "name": "Benchmark data"}, token=admin)
-    broker = broker_key(api, admin, DATA_BANK)
-    ids = create_members(api, DATA_BANK, broker, members, "Member")
-    orgs = [str(api.ok("POST", f"/v1/timebanks/{DATA_BANK}/organisations",
-                       {"name": f"Org {i}", "kind": "charity"}, token=broker)["id"])
-            for i in range(5)]
-    rng = random.Random(cfg.seed)
-    traders = ids[: max(2, len(ids) * 6 // 10)]
-    cats = ["transport", "companionship", "shopping-errands", "home-garden", "admin-it"]
-    today = dt.date.today()
-    for start in range(0, exchanges, 1000):
-        items = []
-        for _ in range(min(1000, exchanges - start)):
-            a, b = rng.sample(traders, 2)
-            day = (today - dt.timedelta(days=rng.randint(0, 364))).isoformat()
-            if rng.random() < 0.8:
-                parties = {"provider": {"member_id": a}, "recipient": {"member_id": b}}
-                minutes = rng.choice([60, 90, 120, 120, 180])
-            else:
-                parties = {"provider": {"member_id": a},
-                           "recipient": {"organisation_id": rng.choice(orgs)}}
-                minutes = rng.choice([120, 180, 240])
-            items.append({**parties, "minutes": minutes, "category": rng.choice(cats),
-                          "occurred_on": day})
-        api.ok("POST", f"/v1/timebanks/{DATA_BANK}/exchanges/batch",
-               {"exchanges": items, "atomic": False}, token=broker)
+def writes_bank_size(cfg: Config) -> int:
+    """Members to generate so that at least ``cfg.accounts`` are active (a few are drawn as
+    suspended)."""
+    return cfg.accounts * 11 // 10 + 20
 
 
 def data_bank(api: Api, admin: str) -> Bank:
     broker = broker_key(api, admin, DATA_BANK)
-    return Bank(DATA_BANK, broker, list_member_ids(api, DATA_BANK, broker))
+    return Bank(DATA_BANK, broker, list_ids(api, f"/v1/timebanks/{DATA_BANK}/members", broker))
+
+
+def writes_bank(api: Api, admin: str, n: int) -> Bank:
+    """``n`` active members of a bank generated with no exchanges yet (balances 0, default
+    limits: min −600) and one of its organisations, unbounded, for the hot workload."""
+    broker = broker_key(api, admin, WRITES_BANK)
+    base = f"/v1/timebanks/{WRITES_BANK}"
+    ids = list_ids(api, f"{base}/members", broker)
+    if len(ids) < n:
+        raise RuntimeError(f"only {len(ids)} active members in {WRITES_BANK}, wanted {n}")
+    org = api.ok("GET", f"{base}/organisations?limit=1", token=broker)["items"][0]
+    account = api.ok("GET", f"{base}/accounts/{org['account_id']}", token=broker)
+    if account["min_balance_minutes"] is not None or account["max_balance_minutes"] is not None:
+        api.ok("PATCH", f"{base}/accounts/{org['account_id']}",
+               {"min_balance_minutes": None, "max_balance_minutes": None}, token=broker)
+    return Bank(WRITES_BANK, broker, ids[:n], str(org["id"]))
 
 
 def write_ids(name: str, ids: list[Any]) -> Path:
@@ -507,31 +476,38 @@ def post_env(mode: str, path: str, ids: Path, token: str = "", org: str = "",
             "BENCH_TOKEN": token, "BENCH_ORG": org, "BENCH_IDEMPOTENCY": "1" if idem else "0"}
 
 
-def time_reports(api: Api, slug: str, token: str, names: list[str], calls: int
-                 ) -> dict[str, dict[str, Any]]:
+def time_reports(api: Api, slug: str, token: str, names: list[str], calls: int,
+                 max_seconds: float) -> dict[str, dict[str, Any]]:
+    """Per report: one warm-up call, then ``calls`` timed calls (fewer if they pass
+    ``max_seconds``; at least one)."""
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         path = f"/v1/timebanks/{slug}/reports/{name}"
         status, _, raw = api.call("GET", path, token=token)  # warm-up, not counted
         if status != 200:
             raise RuntimeError(f"report {name} → {status}: {raw[:300]!r}")
-        times = []
+        times: list[float] = []
+        began = time.perf_counter()
         for _ in range(calls):
+            if times and time.perf_counter() - began > max_seconds:
+                break
             t = time.perf_counter()
             status, _, raw = api.call("GET", path, token=token)
             times.append((time.perf_counter() - t) * 1000)
             if status != 200:
                 raise RuntimeError(f"report {name} → {status}: {raw[:300]!r}")
         out[name] = {"p50_ms": median(times), "min_ms": min(times), "max_ms": max(times),
-                     "calls": calls, "bytes": len(raw)}
+                     "calls": len(times), "bytes": len(raw)}
         say(f"  report {name}: p50 {median(times):.0f} ms (min {min(times):.0f}, "
             f"max {max(times):.0f})")
     return out
 
 
-def batch_import(api: Api, bank: Bank, total: int, seed: int, tag: str) -> dict[str, Any]:
+def batch_import(api: Api, bank: Bank, total: int, seed: int, tag: str, max_seconds: float
+                 ) -> dict[str, Any]:
     """``total`` p2p exchanges in batches of 1000 (``atomic: false``), one client, in order,
-    as an import script would send them; bodies are built before the clock starts."""
+    as an import script would send them; bodies are built before the clock starts. Stops
+    after ``max_seconds`` (keeps the whole run bounded) and then projects the total."""
     rng = random.Random(seed)
     cats = ["transport", "companionship", "shopping-errands", "home-garden", "admin-it"]
     bodies = []
@@ -546,16 +522,33 @@ def batch_import(api: Api, bank: Bank, total: int, seed: int, tag: str) -> dict[
     counts: dict[str, int] = {}
     per_batch = []
     t = time.perf_counter()
+    done = 0
     for body in bodies:
+        if time.perf_counter() - t > max_seconds:
+            break
         tb = time.perf_counter()
         out = api.ok("POST", f"/v1/timebanks/{bank.slug}/exchanges/batch", body,
                      token=bank.broker)
         per_batch.append(time.perf_counter() - tb)
         for r in out["results"]:
             counts[str(r["status"])] = counts.get(str(r["status"]), 0) + 1
+        done += len(body["exchanges"])
     secs = time.perf_counter() - t
-    return {"seconds": secs, "statuses": counts, "batches": len(bodies),
+    return {"seconds": secs * total / done, "measured_seconds": secs, "sent": done,
+            "complete": done == total, "statuses": counts, "batches": len(per_batch),
             "batch_p50_ms": median(per_batch) * 1000, "batch_max_ms": max(per_batch) * 1000}
+
+
+def batch_row(cfg: Config, engine: str, b: dict[str, Any], target: str | None) -> Row:
+    full = cfg.batch_exchanges >= 100_000
+    note = f"{b['sent'] / b['measured_seconds']:,.0f} exchanges/s; statuses {b['statuses']}; "
+    note += f"per batch of 1000 p50 {b['batch_p50_ms']:.0f} ms"
+    if not b["complete"]:
+        note += (f"; PROJECTED: stopped after {b['measured_seconds']:.0f} s "
+                 f"(BENCH_BATCH_MAX_SECONDS) with {b['sent']:,} sent")
+    return Row(f"batch import {cfg.batch_exchanges:,} exchanges ({engine})", b["seconds"], "s",
+               None, None, target if full else None,
+               (b["seconds"] < 20) if full and target else None, note, b)
 
 
 # --- results -------------------------------------------------------------------------------
@@ -745,26 +738,19 @@ def main() -> int:
             admin = timebank_cli(pg_url, "keys", "create", "--role", "admin", "--label",
                                  "bench")
 
-        gen_note = ""
-        with phase(f"dataset PostgreSQL: {cfg.exchanges:,} exchanges / {cfg.members:,} members"):
-            t = time.monotonic()
-            how = build_dataset(cfg, pg_url, cfg.members, cfg.exchanges)
-            gen_secs = time.monotonic() - t
-        port = serve_product("timebank-pg", pg_url, cfg.workers)
-        api = Api(port)
-        if how == "api":
-            with phase("dataset PostgreSQL via the API (no generator yet)"):
-                t = time.monotonic()
-                api_dataset(cfg, api, admin, cfg.members, cfg.exchanges)
-                gen_secs = time.monotonic() - t
-            gen_note = " (API-built stand-in: `timebank demo generate` not available)"
-        facts["dataset_pg"] = {"how": how, "seconds": round(gen_secs, 1),
-                               "exchanges": cfg.exchanges, "members": cfg.members}
+        with phase(f"generate PostgreSQL dataset: {cfg.exchanges:,} exchanges / "
+                   f"{cfg.members:,} members"):
+            secs = generate(cfg, pg_url, DATA_BANK, cfg.members, cfg.exchanges)
+            facts["generate_pg"] = {"seconds": round(secs, 1), "exchanges": cfg.exchanges,
+                                    "members": cfg.members,
+                                    "exchanges_per_s": round(cfg.exchanges / secs)}
+        with phase(f"generate PostgreSQL writes bank: {cfg.accounts:,} members, no exchanges"):
+            generate(cfg, pg_url, WRITES_BANK, writes_bank_size(cfg), 0)
 
-        with phase(f"writes bank: {cfg.accounts:,} members via the API"):
-            t = time.monotonic()
-            wbank = setup_writes_bank(api, admin, cfg.accounts)
-            facts["member_creation_per_s_pg"] = round(cfg.accounts / (time.monotonic() - t), 1)
+        with phase("serve (PostgreSQL), keys, id lists"):
+            port = serve_product("timebank-pg", pg_url, cfg.workers)
+            api = Api(port)
+            wbank = writes_bank(api, admin, cfg.accounts)
             dbank = data_bank(api, admin)
             writes_ids = write_ids("writes-members", wbank.member_ids)
             data_ids = write_ids("data-members", dbank.member_ids)
@@ -889,10 +875,11 @@ def main() -> int:
         rows.append(Row("GET member balance p99 (PG)", p99, "ms", None, None, "< 20 ms",
                         p99 is not None and p99 < 20, f"p50 {g['balance']['p50_ms']} ms"))
 
-        size = f"{cfg.exchanges:,} ex / {cfg.members:,} members{gen_note}"
+        size = f"{cfg.exchanges:,} ex / {cfg.members:,} members"
         with phase(f"reports on PostgreSQL ({size})"):
             rep = time_reports(api, DATA_BANK, dbank.broker,
-                               ["summary", "timeseries", "categories"], cfg.report_calls)
+                               ["summary", "timeseries", "categories"], cfg.report_calls,
+                               cfg.report_max_seconds)
         for name, x in rep.items():
             rows.append(Row(f"report {name} p50 (PG, {cfg.exchanges:,} ex)", x["p50_ms"],
                             "ms", None, None, "< 200 ms", x["p50_ms"] < 200,
@@ -900,12 +887,9 @@ def main() -> int:
                             f"{x['calls']} calls", x))
 
         with phase(f"batch import {cfg.batch_exchanges:,} exchanges (PG)"):
-            b = batch_import(api, wbank, cfg.batch_exchanges, cfg.seed, "bench-pg")
-        rows.append(Row(f"batch import {cfg.batch_exchanges:,} exchanges (PG)", b["seconds"],
-                        "s", None, None, "< 20 s" if cfg.batch_exchanges >= 100_000 else None,
-                        b["seconds"] < 20 if cfg.batch_exchanges >= 100_000 else None,
-                        f"{cfg.batch_exchanges / b['seconds']:,.0f} exchanges/s; statuses "
-                        f"{b['statuses']}; per batch p50 {b['batch_p50_ms']:.0f} ms", b))
+            b = batch_import(api, wbank, cfg.batch_exchanges, cfg.seed, "bench-pg",
+                             cfg.batch_max_seconds)
+        rows.append(batch_row(cfg, "PG", b, "< 20 s"))
         PROCS.stop("timebank-pg")
 
         if "sqlite" not in cfg.skip:
@@ -914,25 +898,19 @@ def main() -> int:
             with phase("SQLite: migrate + admin key"):
                 timebank_cli(sq_url, "db", "upgrade")
                 sq_admin = timebank_cli(sq_url, "keys", "create", "--role", "admin")
-            sq_gen_note = ""
-            with phase(f"dataset SQLite: {cfg.sqlite_exchanges:,} exchanges / "
+            with phase(f"generate SQLite dataset: {cfg.sqlite_exchanges:,} exchanges / "
                        f"{cfg.sqlite_members:,} members"):
-                t = time.monotonic()
-                how = build_dataset(cfg, sq_url, cfg.sqlite_members, cfg.sqlite_exchanges)
+                secs = generate(cfg, sq_url, DATA_BANK, cfg.sqlite_members, cfg.sqlite_exchanges)
+                facts["generate_sqlite"] = {
+                    "seconds": round(secs, 1), "exchanges": cfg.sqlite_exchanges,
+                    "members": cfg.sqlite_members,
+                    "exchanges_per_s": round(cfg.sqlite_exchanges / secs)}
+            with phase(f"generate SQLite writes bank: {cfg.accounts:,} members"):
+                generate(cfg, sq_url, WRITES_BANK, writes_bank_size(cfg), 0)
+            with phase("serve (SQLite), keys, id lists"):
                 sq_port = serve_product("timebank-sqlite", sq_url, cfg.workers)
                 sq_api = Api(sq_port)
-                if how == "api":
-                    api_dataset(cfg, sq_api, sq_admin, cfg.sqlite_members,
-                                cfg.sqlite_exchanges)
-                    sq_gen_note = " (API-built stand-in)"
-                facts["dataset_sqlite"] = {"how": how, "seconds": round(time.monotonic() - t, 1),
-                                           "exchanges": cfg.sqlite_exchanges,
-                                           "members": cfg.sqlite_members}
-            with phase(f"SQLite writes bank: {cfg.accounts:,} members via the API"):
-                t = time.monotonic()
-                sq_wbank = setup_writes_bank(sq_api, sq_admin, cfg.accounts)
-                facts["member_creation_per_s_sqlite"] = round(
-                    cfg.accounts / (time.monotonic() - t), 1)
+                sq_wbank = writes_bank(sq_api, sq_admin, cfg.accounts)
                 sq_dbank = data_bank(sq_api, sq_admin)
                 sq_ids = write_ids("sqlite-writes-members", sq_wbank.member_ids)
             sq_base = f"http://127.0.0.1:{sq_port}"
@@ -949,11 +927,15 @@ def main() -> int:
             rows.append(Row(f"POST exchange, uniform over {cfg.accounts:,} accounts (SQLite)",
                             sq["median"], "/s", "PG uniform", uniform, None, None, notes(sq),
                             {"workload": sq}))
-            sq_size = f"{cfg.sqlite_exchanges:,} ex / {cfg.sqlite_members:,} members{sq_gen_note}"
+            with phase(f"SQLite: batch import {cfg.batch_exchanges:,} exchanges"):
+                b = batch_import(sq_api, sq_wbank, cfg.batch_exchanges, cfg.seed, "bench-sq",
+                                 cfg.batch_max_seconds)
+            rows.append(batch_row(cfg, "SQLite", b, None))
+            sq_size = f"{cfg.sqlite_exchanges:,} ex / {cfg.sqlite_members:,} members"
             with phase(f"reports on SQLite ({sq_size})"):
                 sq_rep = time_reports(sq_api, DATA_BANK, sq_dbank.broker,
                                       ["summary", "timeseries", "categories"],
-                                      cfg.sqlite_report_calls)
+                                      cfg.sqlite_report_calls, cfg.report_max_seconds)
             for name, x in sq_rep.items():
                 rows.append(Row(f"report {name} p50 (SQLite, {cfg.sqlite_exchanges:,} ex)",
                                 x["p50_ms"], "ms", None, None, "< 1 s", x["p50_ms"] < 1000,
