@@ -709,7 +709,7 @@ def main() -> int:
         f"{cfg.workers} workers; {cfg.repeats}×{cfg.duration}s runs")
 
     rows: list[Row] = []
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = {"loadavg_at_start": os.getloadavg()}
     cluster: pgcluster.Cluster | None = None
     sqlite_dir: Path | None = None
 
@@ -873,7 +873,7 @@ def main() -> int:
         rows[-1].met = (rows[-1].ratio or 0) >= 0.5
         p99 = g["balance"]["p99_ms"]
         rows.append(Row("GET member balance p99 (PG)", p99, "ms", None, None, "< 20 ms",
-                        p99 is not None and p99 < 20, f"p50 {g['balance']['p50_ms']} ms"))
+                        p99 is not None and p99 < 20, f"p50 {fmt(g['balance']['p50_ms'], 'ms')}"))
 
         size = f"{cfg.exchanges:,} ex / {cfg.members:,} members"
         with phase(f"reports on PostgreSQL ({size})"):
