@@ -61,6 +61,9 @@ class Cluster:
     def createdb(self, name: str) -> None:
         self.psql(f'CREATE DATABASE "{name}"')
 
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def version(self) -> str:
         return self.psql("SHOW server_version")
 

@@ -218,6 +218,48 @@ def wait_http(url: str, proc_name: str, timeout: float = 180) -> None:
     raise RuntimeError(f"{proc_name} did not answer {url} within {timeout:.0f}s")
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> Iterator[tuple[int, int, int, float, float]]:
+    """(pid, ppid, pgid, own CPU s, reaped children's CPU s) of every process."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        x = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
+        yield (int(entry.name), int(x[1]), int(x[2]), (int(x[11]) + int(x[12])) / TICK,
+               (int(x[13]) + int(x[14])) / TICK)
+
+
+@dataclass
+class CpuProbe:
+    """CPU seconds used so far by one server's process group (``app``) and by the
+    PostgreSQL cluster (``db``: the postmaster, its live children, and the children it
+    has reaped, so short-lived pgbench backends are counted)."""
+
+    server: str | None = None
+    postmaster: int | None = None
+
+    def snapshot(self) -> tuple[float, float]:
+        proc = PROCS.running.get(self.server) if self.server else None
+        pgid = proc.pid if proc else None
+        app = db = 0.0
+        for pid, ppid, pg, own, reaped in _proc_stats():
+            if pgid is not None and pg == pgid:
+                app += own + reaped
+            if self.postmaster is not None:
+                if pid == self.postmaster:
+                    db += own + reaped
+                elif ppid == self.postmaster:
+                    db += own
+        return app, db
+
+
 # --- HTTP client for setup and sequential measurements -----------------------------------
 
 
@@ -284,20 +326,26 @@ class Run:
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     refused_pct: float | None = None
+    app_cpu_ms: float | None = None  # server CPU per successful operation
+    db_cpu_ms: float | None = None  # PostgreSQL CPU per successful operation
 
 
 def run_wrk(
-    cfg: Config, url: str, script: str, env_extra: dict[str, str], duration: int
+    cfg: Config, url: str, script: str, env_extra: dict[str, str], duration: int,
+    probe: CpuProbe | None = None,
 ) -> Run:
     env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_SEED": str(cfg.seed),
            **env_extra}
     cmd = ["wrk", "-t", str(cfg.threads), "-c", str(cfg.clients), "-d", f"{duration}s",
            "--timeout", "10s", "-s", str(WRK_DIR / script), url]
+    probe = probe or CpuProbe()
     with tempfile.TemporaryFile() as out:
         busy0, total0 = cpu_times()
+        app0, db0 = probe.snapshot()
         p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
+        app1, db1 = probe.snapshot()
         busy1, total1 = cpu_times()
         out.seek(0)
         text = out.read().decode(errors="replace")
@@ -325,6 +373,8 @@ def run_wrk(
         statuses=statuses,
         errors=errors,
         refused_pct=refused_pct,
+        app_cpu_ms=1000 * (app1 - app0) / ok if ok and probe.server else None,
+        db_cpu_ms=1000 * (db1 - db0) / ok if ok and probe.postmaster else None,
     )
 
 
@@ -332,12 +382,15 @@ def run_pgbench(cfg: Config, cluster: pgcluster.Cluster, duration: int) -> Run:
     cmd = [str(pgcluster.PG_BIN / "pgbench"), *cluster.conn_args(), "-c", str(cfg.clients),
            "-j", str(cfg.threads), "-T", str(duration), "-M", "prepared", "-b", "tpcb-like",
            "pgbench"]
+    probe = CpuProbe(postmaster=cluster.postmaster_pid())
     with tempfile.TemporaryFile() as out:
         busy0, total0 = cpu_times()
+        _, db0 = probe.snapshot()
         t = time.monotonic()
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t
+        _, db1 = probe.snapshot()
         busy1, total1 = cpu_times()
         out.seek(0)
         text = out.read().decode(errors="replace")
@@ -355,6 +408,7 @@ def run_pgbench(cfg: Config, cluster: pgcluster.Cluster, duration: int) -> Run:
         p50_ms=lat,  # pgbench prints the mean, not the median
         loadgen_cpu_pct=100.0 * (ru.ru_utime + ru.ru_stime) / max(wall, duration),
         machine_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1),
+        db_cpu_ms=1000 * (db1 - db0) / (tps * duration) if tps else None,
     )
 
 
@@ -585,6 +639,8 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
         "loadgen_cpu_pct": med("loadgen_cpu_pct"),
         "machine_busy_pct": med("machine_busy_pct"),
         "refused_pct": med("refused_pct"),
+        "app_cpu_ms": med("app_cpu_ms"),
+        "db_cpu_ms": med("db_cpu_ms"),
         "runs": [r.__dict__ for r in runs],
     }
 
@@ -776,22 +832,26 @@ def main() -> int:
 
         base = f"http://127.0.0.1:{port}"
         ex_path = f"/v1/timebanks/{WRITES_BANK}/exchanges"
+        postmaster = cluster.postmaster_pid()
+        tb_probe = CpuProbe("timebank-pg", postmaster)
         loads: dict[str, Callable[[int], Run]] = {
             "pgbench": lambda d: run_pgbench(cfg, cluster, d),  # type: ignore[arg-type]
             "uniform": lambda d: run_wrk(cfg, base + ex_path, "post.lua",
                                          post_env("uniform", ex_path, writes_ids,
-                                                  wbank.broker), d),
+                                                  wbank.broker), d, tb_probe),
             "uniform_idem": lambda d: run_wrk(cfg, base + ex_path, "post.lua",
                                               post_env("uniform", ex_path, writes_ids,
-                                                       wbank.broker, idem=True), d),
+                                                       wbank.broker, idem=True), d, tb_probe),
             "hot": lambda d: run_wrk(cfg, base + ex_path, "post.lua",
                                      post_env("hot", ex_path, writes_ids, wbank.broker,
-                                              org=wbank.org_id or ""), d),
+                                              org=wbank.org_id or ""), d, tb_probe),
         }
         if hordak_port is not None:
             hurl = f"http://127.0.0.1:{hordak_port}/transfer"
+            h_probe = CpuProbe("hordak", postmaster)
             loads["hordak"] = lambda d: run_wrk(cfg, hurl, "post.lua",
-                                                post_env("hordak", "/transfer", hordak_ids), d)
+                                                post_env("hordak", "/transfer", hordak_ids), d,
+                                                h_probe)
         runs: dict[str, list[Run]] = {k: [] for k in loads}
         with phase(f"write rounds: {cfg.repeats}× ({', '.join(loads)})"):
             for name, load in loads.items():
@@ -817,6 +877,10 @@ def main() -> int:
                 parts.append(f"p99 {x['p99_ms']:.1f} ms")
             if x["refused_pct"] is not None:
                 parts.append(f"refused (409) {x['refused_pct']:.2f}%")
+            cpu = [f"{k} {x[k + '_cpu_ms']:.2f} ms" for k in ("app", "db")
+                   if x[k + "_cpu_ms"] is not None]
+            if cpu:
+                parts.append("CPU per op: " + ", ".join(cpu))
             parts.append(f"load generator {x['loadgen_cpu_pct']:.0f}% of a core")
             parts.append(f"machine {x['machine_busy_pct']:.0f}% busy")
             return ", ".join(parts)
@@ -854,13 +918,14 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{bare_port}/health", "bare")
             get_env = {"BENCH_PATH": bal_path, "BENCH_IDS": str(data_ids),
                        "BENCH_TOKEN": dbank.broker}
-            targets = {"balance": base, "bare": f"http://127.0.0.1:{bare_port}"}
+            targets = {"balance": (base, tb_probe),
+                       "bare": (f"http://127.0.0.1:{bare_port}", CpuProbe("bare"))}
             gruns: dict[str, list[Run]] = {k: [] for k in targets}
-            for url in targets.values():
-                run_wrk(cfg, url + "/", "get.lua", get_env, cfg.warmup)
+            for url, probe in targets.values():
+                run_wrk(cfg, url + "/", "get.lua", get_env, cfg.warmup, probe)
             for i in range(cfg.repeats):
-                for name, url in targets.items():
-                    r = run_wrk(cfg, url + "/", "get.lua", get_env, cfg.duration)
+                for name, (url, probe) in targets.items():
+                    r = run_wrk(cfg, url + "/", "get.lua", get_env, cfg.duration, probe)
                     gruns[name].append(r)
                     say(f"  round {i + 1} {name}: {r.value:,.0f}/s p50 {r.p50_ms:.1f} ms "
                         f"p99 {r.p99_ms:.1f} ms loadgen {r.loadgen_cpu_pct:.0f}% cpu")
@@ -916,10 +981,12 @@ def main() -> int:
             sq_base = f"http://127.0.0.1:{sq_port}"
             with phase(f"SQLite: POST uniform {cfg.repeats}×"):
                 env = post_env("uniform", ex_path, sq_ids, sq_wbank.broker)
-                run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.warmup)
+                sq_probe = CpuProbe("timebank-sqlite")
+                run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.warmup, sq_probe)
                 sq_runs = []
                 for i in range(cfg.repeats):
-                    r = run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.duration)
+                    r = run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.duration,
+                                sq_probe)
                     sq_runs.append(r)
                     say(f"  round {i + 1} sqlite uniform: {r.value:,.0f}/s p99 "
                         f"{r.p99_ms:.0f} ms")
