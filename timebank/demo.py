@@ -19,7 +19,7 @@ invariant triggers check every row and a failed run leaves nothing behind.
 from __future__ import annotations
 
 import enum
-import math
+import os
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -226,7 +226,7 @@ ENTRY_LAG_DAYS = (0, 0, 0, 0, 0, 1, 1, 2, 3, 5, 7, 14, 30)  # paper sheets arriv
 
 EXCHANGES_PER_ACTIVE_MEMBER_YEAR = 7
 NEVER_TRADE = 0.35
-MAX_YEARS = 15
+MAX_YEARS = 20
 MIX = (  # kind of a drafted exchange, and its share
     ("p2p", 0.60),
     ("p2o", 0.22),
@@ -311,11 +311,12 @@ def _no_progress(_phase: str, _done: int, _total: int) -> None:
     return None
 
 
-def uuid7_at(moment: datetime, rng: random.Random) -> uuid.UUID:
-    """A UUIDv7 for ``moment`` (so ids sort like the history they were made for)."""
+def uuid7_at(moment: datetime) -> uuid.UUID:
+    """A UUIDv7 for ``moment``, so ids sort like the history they were made for. Its random
+    bits are truly random: a seed makes the figures repeatable, never the ids."""
     ms = int(moment.timestamp() * 1000)
-    rand = rng.getrandbits(74)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
     return uuid.UUID(int=value | (rand & ((1 << 62) - 1)))
 
 
@@ -340,7 +341,7 @@ class Community:
         self.orgs: list[Party] = []
         self.org_rows: list[dict[str, Any]] = []
         self.drafts: list[Draft] = []
-        self.ref_tag = f"{seed:x}"
+        self.ref_tag = f"{seed:x}.{os.urandom(3).hex()}"  # unique per run, like ids
 
     # --- people -------------------------------------------------------------------------
 
@@ -352,7 +353,7 @@ class Community:
         rng, tb = self.rng, self.tb
         lo, hi = self._limits(OwnerType.member)
         for i in range(self.n_members):
-            joined = self.start + timedelta(days=int(self.span_days * math.sqrt(rng.random())))
+            joined = self.start + timedelta(days=int(self.span_days * rng.random() ** 0.8))
             joined_at = datetime.combine(joined, time(9), tzinfo=UTC) + timedelta(
                 seconds=rng.randrange(8 * 3600)
             )
@@ -369,7 +370,7 @@ class Community:
                     status, last_day = MemberStatus.suspended, since
             trades = rng.random() >= NEVER_TRADE
             weight = min(rng.paretovariate(1.3), 60.0) if trades else 0.0
-            member_id, account_id = uuid7_at(joined_at, rng), uuid7_at(joined_at, rng)
+            member_id, account_id = uuid7_at(joined_at), uuid7_at(joined_at)
             party = Party(
                 OwnerType.member, member_id, account_id, joined, last_day, weight, lo=lo, hi=hi
             )
@@ -416,7 +417,7 @@ class Community:
             name = f"{town} {ORG_NAMES[i % len(ORG_NAMES)]}"
             if i >= len(LOCALITIES) * len(ORG_NAMES):
                 name = f"{name} {i}"
-            org_id, account_id = uuid7_at(created, rng), uuid7_at(created, rng)
+            org_id, account_id = uuid7_at(created), uuid7_at(created)
             weight = min(rng.paretovariate(1.2), 40.0)
             self.orgs.append(
                 Party(
@@ -597,7 +598,7 @@ class Community:
                 out.append(d)
             else:
                 continue
-            out[-1].id = uuid7_at(out[-1].recorded_at, self.rng)
+            out[-1].id = uuid7_at(out[-1].recorded_at)
             if out[-1].reverses is not None:
                 out[-1].description = f"Reversal of {out[-1].reverses.id}"
         progress("ledger", len(events), len(events))

@@ -4,7 +4,8 @@
 legs of service exchanges (recorded, p2p/p2o/o2p/o2o, not reversed) by month. Triggers keep
 them in step in the transaction that records an exchange (inserted as recorded, or a
 proposal confirmed) and take the exchange away again when its reversal is recorded. The
-upgrade fills them from the existing ledger.
+upgrade fills them from the existing ledger. An index on exchanges (timebank, kind, day)
+serves the reports' pool figures.
 
 On PostgreSQL the deferred ``postings_balanced`` check now skips postings whose exchange is
 recorded: ``exchanges_balanced`` checks every exchange that becomes recorded in the
@@ -44,8 +45,9 @@ def upgrade() -> None:
         sa.Column("account_id", sa.Uuid(), nullable=False),
         sa.Column("owner_type", _enum("owner_type", OWNER_TYPES), nullable=False),
         sa.Column("exchanges", sa.Integer(), nullable=False),
-        sa.Column("given_minutes", sa.BigInteger(), nullable=False),
-        sa.Column("received_minutes", sa.BigInteger(), nullable=False),
+        sa.Column("led", sa.Integer(), nullable=False),
+        sa.Column("given_minutes", sa.Integer(), nullable=False),
+        sa.Column("received_minutes", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["accounts.id"], name=op.f("fk_activity_months_account_id_accounts")
         ),
@@ -68,8 +70,8 @@ def upgrade() -> None:
         sa.Column("owner_type", _enum("owner_type", OWNER_TYPES), nullable=False),
         sa.Column("exchanges", sa.Integer(), nullable=False),
         sa.Column("led", sa.Integer(), nullable=False),
-        sa.Column("given_minutes", sa.BigInteger(), nullable=False),
-        sa.Column("received_minutes", sa.BigInteger(), nullable=False),
+        sa.Column("given_minutes", sa.Integer(), nullable=False),
+        sa.Column("received_minutes", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"], ["accounts.id"], name=op.f("fk_category_months_account_id_accounts")
         ),
@@ -92,6 +94,11 @@ def upgrade() -> None:
             name=op.f("pk_category_months"),
         ),
     )
+    op.create_index(
+        op.f("ix_exchanges_timebank_id_kind_occurred_on"),
+        "exchanges",
+        ["timebank_id", "kind", "occurred_on"],
+    )
     pg = op.get_bind().dialect.name == "postgresql"
     for sql in _PG if pg else _SQLITE:
         op.execute(sql)
@@ -105,8 +112,11 @@ def upgrade() -> None:
     op.execute(
         f"""
         INSERT INTO activity_months (timebank_id, month, account_id, owner_type, exchanges,
-                                     given_minutes, received_minutes)
+                                     led, given_minutes, received_minutes)
         SELECT e.timebank_id, {month}, p.account_id, a.owner_type, count(DISTINCT e.id),
+               sum(CASE WHEN p.id = (SELECT min(f.id) FROM postings f
+                                     WHERE f.exchange_id = e.id AND f.minutes > 0)
+                        THEN 1 ELSE 0 END),
                sum(CASE WHEN p.minutes > 0 THEN p.minutes ELSE 0 END),
                sum(CASE WHEN p.minutes < 0 THEN -p.minutes ELSE 0 END)
         FROM exchanges e
@@ -140,6 +150,7 @@ def downgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     for sql in _PG_DROP if pg else _SQLITE_DROP:
         op.execute(sql)
+    op.drop_index(op.f("ix_exchanges_timebank_id_kind_occurred_on"), table_name="exchanges")
     op.drop_table("category_months")
     op.drop_table("activity_months")
 
@@ -153,14 +164,19 @@ _PG = [
         m date := date_trunc('month', ex.occurred_on)::date;
     BEGIN
         INSERT INTO activity_months AS r (timebank_id, month, account_id, owner_type, exchanges,
-                                          given_minutes, received_minutes)
-        SELECT ex.timebank_id, m, p.account_id, a.owner_type, sign,
-               sign * sum(greatest(p.minutes, 0)), sign * sum(greatest(-p.minutes, 0))
-        FROM postings p JOIN accounts a ON a.id = p.account_id
-        WHERE p.exchange_id = ex.id
-        GROUP BY p.account_id, a.owner_type
+                                          led, given_minutes, received_minutes)
+        SELECT ex.timebank_id, m, c.account_id, c.owner_type, sign,
+               CASE WHEN c.first_id = min(c.first_id) OVER () THEN sign ELSE 0 END,
+               sign * c.given, sign * c.received
+        FROM (SELECT p.account_id, a.owner_type,
+                     min(CASE WHEN p.minutes > 0 THEN p.id END) AS first_id,
+                     sum(greatest(p.minutes, 0)) AS given, sum(greatest(-p.minutes, 0)) AS received
+              FROM postings p JOIN accounts a ON a.id = p.account_id
+              WHERE p.exchange_id = ex.id
+              GROUP BY p.account_id, a.owner_type) AS c
         ON CONFLICT (timebank_id, month, account_id) DO UPDATE SET
             exchanges = r.exchanges + EXCLUDED.exchanges,
+            led = r.led + EXCLUDED.led,
             given_minutes = r.given_minutes + EXCLUDED.given_minutes,
             received_minutes = r.received_minutes + EXCLUDED.received_minutes;
         INSERT INTO category_months AS r (timebank_id, month, category_id, kind, account_id,
@@ -255,8 +271,12 @@ def _sqlite_add(ex: str, sign: str, where: str) -> list[str]:
     return [
         f"""
         INSERT INTO activity_months (timebank_id, month, account_id, owner_type, exchanges,
-                                     given_minutes, received_minutes)
+                                     led, given_minutes, received_minutes)
         SELECT {ex}.timebank_id, {month}, p.account_id, a.owner_type, {sign},
+               CASE WHEN min(CASE WHEN p.minutes > 0 THEN p.id END)
+                         = (SELECT min(f.id) FROM postings f
+                            WHERE f.exchange_id = {ex}.id AND f.minutes > 0)
+                    THEN {sign} ELSE 0 END,
                {sign} * sum(max(p.minutes, 0)), {sign} * sum(max(-p.minutes, 0))
         FROM exchanges {ex} JOIN postings p ON p.exchange_id = {ex}.id
         JOIN accounts a ON a.id = p.account_id
@@ -264,6 +284,7 @@ def _sqlite_add(ex: str, sign: str, where: str) -> list[str]:
         GROUP BY p.account_id, a.owner_type
         ON CONFLICT (timebank_id, month, account_id) DO UPDATE SET
             exchanges = exchanges + excluded.exchanges,
+            led = led + excluded.led,
             given_minutes = given_minutes + excluded.given_minutes,
             received_minutes = received_minutes + excluded.received_minutes;
         """,

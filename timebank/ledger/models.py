@@ -90,6 +90,7 @@ class Exchange(Base):
         CheckConstraint("minutes > 0", name="minutes_positive"),
         Index(None, "timebank_id", "occurred_on"),
         Index(None, "timebank_id", "status", "recorded_at"),
+        Index(None, "timebank_id", "kind", "occurred_on"),  # pool figures in reports
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)

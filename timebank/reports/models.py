@@ -8,7 +8,9 @@ the postings — a test checks exactly that — they only make it cheap: a month
 per account that traded in it instead of one per leg.
 
 Rows are keyed by account, so a write only touches rows of the accounts it has already
-locked: the rollups add no lock contention to the ledger.
+locked: the rollups add no lock contention to the ledger. Minutes are 32-bit: an account's
+month holds far less than 2³¹ minutes, and integer sums stay cheap (PostgreSQL sums bigints
+as numerics).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Integer
+from sqlalchemy import Date, ForeignKey, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
 from timebank.db import Base
@@ -25,8 +27,9 @@ from timebank.types import str_enum
 
 
 class ActivityMonth(Base):
-    """One account's service exchanges in one month: how many it took part in, minutes
-    given (credited) and received (debited)."""
+    """One account's service exchanges in one month: how many it took part in, how many it
+    *leads* (an exchange is led by the account of its first credited posting, so summing
+    ``led`` counts each exchange once), minutes given (credited) and received (debited)."""
 
     __tablename__ = "activity_months"
 
@@ -35,14 +38,13 @@ class ActivityMonth(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     owner_type: Mapped[OwnerType] = mapped_column(str_enum(OwnerType, "owner_type"))
     exchanges: Mapped[int] = mapped_column(Integer)
-    given_minutes: Mapped[int] = mapped_column(BigInteger)
-    received_minutes: Mapped[int] = mapped_column(BigInteger)
+    led: Mapped[int] = mapped_column(Integer)
+    given_minutes: Mapped[int] = mapped_column(Integer)
+    received_minutes: Mapped[int] = mapped_column(Integer)
 
 
 class CategoryMonth(Base):
-    """One account's service exchanges in one month, by category and kind: how many it took
-    part in, how many it *leads* (an exchange is led by the account of its first credited
-    posting, so summing ``led`` counts each exchange once), minutes given and received."""
+    """As :class:`ActivityMonth`, by category and kind."""
 
     __tablename__ = "category_months"
 
@@ -56,5 +58,5 @@ class CategoryMonth(Base):
     owner_type: Mapped[OwnerType] = mapped_column(str_enum(OwnerType, "owner_type"))
     exchanges: Mapped[int] = mapped_column(Integer)
     led: Mapped[int] = mapped_column(Integer)
-    given_minutes: Mapped[int] = mapped_column(BigInteger)
-    received_minutes: Mapped[int] = mapped_column(BigInteger)
+    given_minutes: Mapped[int] = mapped_column(Integer)
+    received_minutes: Mapped[int] = mapped_column(Integer)

@@ -5,6 +5,13 @@ member or exchange.
 Definitions (``definitions_version`` "1"): a **service exchange** is recorded, of kind
 p2p/p2o/o2p/o2o, recorded by ``as_of`` and not reversed by a reversal recorded by
 ``as_of``. A **leg** is one posting of a service exchange (providers +, recipients −).
+
+Two sources give the same figures. The **legs** (:func:`legs`) are read from the exchanges
+and postings for any period. The **rollups** (:func:`activity_rows`, :func:`category_rows`:
+per account and month, maintained by the database) serve periods of whole months, which is
+what funders must ask for and what the default period is; they hold every service exchange
+not reversed *now*, so for an earlier ``as_of`` they are corrected by the few exchanges
+recorded, or reversed, after it (:func:`_corrections`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from timebank.ledger.models import (
+    Account,
     Exchange,
     ExchangeKind,
     ExchangeStatus,
@@ -40,6 +48,7 @@ from timebank.ledger.models import (
     Posting,
 )
 from timebank.members.models import Member, MemberStatus
+from timebank.reports.models import ActivityMonth, CategoryMonth
 
 SERVICE_KINDS = (ExchangeKind.p2p, ExchangeKind.p2o, ExchangeKind.o2p, ExchangeKind.o2o)
 POOL_KINDS = (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
@@ -154,6 +163,146 @@ def per_account(leg: Subquery) -> Subquery:
         .group_by(leg.c.account_id)
         .subquery()
     )
+
+
+def whole_months(start: date | None, end: date) -> bool:
+    """Whether [start, end) is made of whole months, so the rollups can serve it."""
+    return end.day == 1 and (start is None or start.day == 1)
+
+
+def _corrections(
+    banks: list[uuid.UUID],
+    start: date | None,
+    end: date,
+    as_of: datetime,
+    dialect: str,
+    by_category: bool,
+) -> Any:
+    """Legs by which the rollups differ from the ledger as of ``as_of``: exchanges recorded
+    after it, which the rollups hold (sign −1), and exchanges recorded by then but reversed
+    after it, which the rollups no longer hold (sign +1). Both are found from the recent end
+    of the (timebank, status, recorded_at) index, so they cost little for a recent
+    ``as_of``; shaped like the rollup rows."""
+    reversal = aliased(Exchange)
+    in_period = [
+        Exchange.timebank_id.in_(banks),
+        Exchange.status == ExchangeStatus.recorded,
+        Exchange.kind.in_(SERVICE_KINDS),
+        Exchange.occurred_on < end,
+    ]
+    if start is not None:
+        in_period.append(Exchange.occurred_on >= start)
+    late: Any = select(Exchange.id.label("exchange_id"), literal_column("-1").label("sign")).where(
+        *in_period,
+        Exchange.recorded_at > as_of,
+        ~exists().where(reversal.reverses == Exchange.id),
+    )
+    undone: Any = (
+        select(Exchange.id.label("exchange_id"), literal_column("1").label("sign"))
+        .join(reversal, reversal.reverses == Exchange.id)
+        .where(
+            *in_period,
+            Exchange.recorded_at <= as_of,
+            reversal.timebank_id.in_(banks),
+            reversal.status == ExchangeStatus.recorded,
+            reversal.recorded_at > as_of,
+        )
+    )
+    changed = union_all(late, undone).subquery()
+    lead = func.min(case((Posting.minutes > 0, Posting.id), else_=None)).over(
+        partition_by=Posting.exchange_id
+    )
+    legs = (
+        select(
+            Posting.account_id,
+            Account.owner_type,
+            bucket(dialect, "month", Exchange.occurred_on).label("month"),
+            Exchange.category_id,
+            Exchange.kind,
+            changed.c.sign,
+            case((Posting.id == lead, changed.c.sign), else_=0).label("led"),
+            (changed.c.sign * case((Posting.minutes > 0, Posting.minutes), else_=0)).label("given"),
+            (changed.c.sign * case((Posting.minutes < 0, -Posting.minutes), else_=0)).label(
+                "received"
+            ),
+        )
+        .select_from(changed)
+        .join(Exchange, Exchange.id == changed.c.exchange_id)
+        .join(Posting, Posting.exchange_id == Exchange.id)
+        .join(Account, Account.id == Posting.account_id)
+    ).subquery()
+    keys = [legs.c.account_id, legs.c.owner_type, legs.c.month]
+    if by_category:
+        keys += [legs.c.category_id, legs.c.kind]
+    return select(
+        *keys,
+        legs.c.sign.label("exchanges"),
+        legs.c.led,
+        legs.c.given,
+        legs.c.received,
+    )
+
+
+def activity_rows(
+    banks: list[uuid.UUID], start: date | None, end: date, as_of: datetime, dialect: str
+) -> Subquery:
+    """Per account and month of [start, end) (whole months), as of ``as_of``: account_id,
+    owner_type, month, exchanges, led, given, received. An account may appear in a month
+    with ``exchanges`` 0 (all of them recorded after ``as_of``): group and keep sums > 0."""
+    r = ActivityMonth
+    conditions = [r.timebank_id.in_(banks), r.month < end]
+    if start is not None:
+        conditions.append(r.month >= start)
+    rollup = select(
+        r.account_id,
+        r.owner_type,
+        r.month,
+        r.exchanges,
+        r.led,
+        r.given_minutes.label("given"),
+        r.received_minutes.label("received"),
+    ).where(*conditions)
+    return union_all(
+        rollup, _corrections(banks, start, end, as_of, dialect, by_category=False)
+    ).subquery()
+
+
+def category_rows(
+    banks: list[uuid.UUID], start: date | None, end: date, as_of: datetime, dialect: str
+) -> Subquery:
+    """As :func:`activity_rows`, by category_id and kind too."""
+    r = CategoryMonth
+    conditions = [r.timebank_id.in_(banks), r.month < end]
+    if start is not None:
+        conditions.append(r.month >= start)
+    rollup = select(
+        r.account_id,
+        r.owner_type,
+        r.month,
+        r.category_id,
+        r.kind,
+        r.exchanges,
+        r.led,
+        r.given_minutes.label("given"),
+        r.received_minutes.label("received"),
+    ).where(*conditions)
+    return union_all(
+        rollup, _corrections(banks, start, end, as_of, dialect, by_category=True)
+    ).subquery()
+
+
+def per_account_rollup(rows: Subquery, owner: OwnerType | None) -> Subquery:
+    """Rollup rows to the shape of :func:`per_account`: accounts of ``owner`` type (None:
+    members and organisations) with at least one counted exchange."""
+    stmt = select(
+        rows.c.account_id,
+        func.sum(rows.c.given).label("given"),
+        func.sum(rows.c.received).label("received"),
+        func.sum(rows.c.exchanges).label("exchanges"),
+    )
+    if owner is not None:
+        stmt = stmt.where(rows.c.owner_type == owner)
+    return stmt.group_by(rows.c.account_id).having(func.sum(rows.c.exchanges) > 0).subquery()
 
 
 def registered(banks: list[uuid.UUID], end: date, as_of: datetime) -> ColumnElement[bool]:

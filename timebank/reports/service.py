@@ -137,6 +137,50 @@ class Ctx:
         p = self.period
         return q.counted(self.ids, p.start, p.end, p.as_of, kinds, self.dialect)
 
+    @property
+    def whole_months(self) -> bool:
+        return q.whole_months(self.period.start, self.period.end)
+
+    def activity_rows(self, start: date | None, end: date) -> Any:
+        """Rollup rows per account and month of [start, end) (whole months; start None:
+        since ever)."""
+        return q.activity_rows(self.ids, start, end, self.period.as_of, self.dialect)
+
+    def category_rows(self) -> Any:
+        p = self.period
+        return q.category_rows(self.ids, p.start, p.end, p.as_of, self.dialect)
+
+    def per_account(
+        self,
+        start: date | None = None,
+        end: date | None = None,
+        owner: OwnerType | None = OwnerType.member,
+    ) -> Any:
+        """Per account with a counted exchange in [start, end) (default: the period):
+        account_id, given, received, exchanges — from the rollups for whole months."""
+        start = self.period.start if start is None else start
+        end = end or self.period.end
+        if q.whole_months(start, end):
+            return q.per_account_rollup(self.activity_rows(start, end), owner)
+        return q.per_account(self.legs(start, end, owner))
+
+    def member_days(self, start: date | None, end: date, *, months: bool) -> Any:
+        """Distinct (account_id, d) of members' service exchanges in [start, end) (start
+        None: since ever): d is the day, or with ``months`` the first of its month (from
+        the rollups when the range is whole months)."""
+        if months and q.whole_months(start, end):
+            rows = self.activity_rows(start, end)
+            return (
+                select(rows.c.account_id, rows.c.month.label("d"))
+                .where(rows.c.owner_type == OwnerType.member)
+                .group_by(rows.c.account_id, rows.c.month)
+                .having(func.sum(rows.c.exchanges) > 0)
+                .subquery()
+            )
+        leg = self.legs(start, end, whole_period=start is not None)
+        day = q.bucket(self.dialect, "month", leg.c.occurred_on) if months else leg.c.occurred_on
+        return select(leg.c.account_id, day.label("d")).distinct().subquery()
+
     async def rows(self, stmt: Any) -> list[Any]:
         return list((await self.session.execute(stmt)).all())
 
@@ -161,9 +205,16 @@ def activity_figures(exchanges: int, minutes: int) -> dict[str, Any]:
 
 async def service_totals(ctx: Ctx) -> tuple[int, int]:
     if "totals" not in ctx.memo:
-        n, m = await ctx.one(
-            select(func.count(), func.coalesce(func.sum(Exchange.minutes), 0)).where(ctx.counted())
-        )
+        if ctx.whole_months:
+            rows = ctx.activity_rows(ctx.period.start, ctx.period.end)
+            stmt = select(
+                func.coalesce(func.sum(rows.c.led), 0), func.coalesce(func.sum(rows.c.given), 0)
+            )
+        else:
+            stmt = select(func.count(), func.coalesce(func.sum(Exchange.minutes), 0)).where(
+                ctx.counted()
+            )
+        n, m = await ctx.one(stmt)
         ctx.memo["totals"] = (int(n), int(m))
     totals: tuple[int, int] = ctx.memo["totals"]
     return totals
@@ -171,7 +222,15 @@ async def service_totals(ctx: Ctx) -> tuple[int, int]:
 
 async def participants(ctx: Ctx) -> int:
     """Participating members: with a leg in a service exchange of the period."""
-    return (await member_hours(ctx)).members
+    if "member_hours" in ctx.memo:
+        return (await member_hours(ctx)).members
+    if "participants" not in ctx.memo:
+        pa = ctx.per_account()
+        ctx.memo["participants"] = int(
+            await ctx.session.scalar(select(func.count()).select_from(pa)) or 0
+        )
+    n: int = ctx.memo["participants"]
+    return n
 
 
 async def active_members(ctx: Ctx, end: date) -> int:
@@ -179,8 +238,8 @@ async def active_members(ctx: Ctx, end: date) -> int:
     start = add_months(end, -12)
     if (start, end) == (ctx.period.start, ctx.period.end):
         return await participants(ctx)
-    leg = ctx.legs(start, end)
-    return int(await ctx.session.scalar(select(func.count(distinct(leg.c.account_id)))) or 0)
+    pa = ctx.per_account(start, end)
+    return int(await ctx.session.scalar(select(func.count()).select_from(pa)) or 0)
 
 
 @dataclass
@@ -203,7 +262,7 @@ async def member_hours(ctx: Ctx) -> MemberHours:
 
 
 async def _member_hours(ctx: Ctx) -> MemberHours:
-    pa = q.per_account(ctx.legs())
+    pa = ctx.per_account()
     v = (pa.c.given + pa.c.received).label("v")
     ranked = select(
         v,
@@ -265,8 +324,8 @@ async def summary(ctx: Ctx) -> Built:
     p = ctx.period
     exchanges, minutes = await service_totals(ctx)
     mh = await member_hours(ctx)
-    org_leg = ctx.legs(owner=OwnerType.organisation)
-    orgs = int(await ctx.session.scalar(select(func.count(distinct(org_leg.c.account_id)))) or 0)
+    org_pa = ctx.per_account(owner=OwnerType.organisation)
+    orgs = int(await ctx.session.scalar(select(func.count()).select_from(org_pa)) or 0)
     active = await active_members(ctx, p.end)
     registered = await count_members(ctx, q.registered(ctx.ids, p.end, p.as_of))
     new = await count_members(ctx, joined_in_period(ctx))
@@ -360,39 +419,20 @@ def _index(keys: list[date], key: date) -> int:
 async def _active_by_bucket(ctx: Ctx, keys: list[date], ends: list[date]) -> list[int]:
     """Members with a service exchange in the 12 months before each bucket's end.
 
-    A service exchange on day d keeps a member active for ends in (d, d + 12 months]; a
-    member's days are merged into islands (gaps-and-islands), and the active count at each
-    end is islands started before it minus islands over before it. When every end is the
-    1st of a month, months are as precise as days and far fewer.
+    A service exchange on day d keeps a member active for ends in (d, d + 12 months]. Cut
+    short at the member's next day of exchange, these spans never overlap, so the active
+    count at each end is spans started before it minus spans over before it: one window
+    pass over each member's days. When every end is the 1st of a month, months are as
+    precise as days and far fewer.
     """
     interval, dialect = ctx.options.interval, ctx.dialect
-    leg = ctx.legs(add_months(ends[0], -12), ends[-1])
     by_month = all(e.day == 1 for e in ends)
-    day = q.bucket(dialect, "month", leg.c.occurred_on) if by_month else leg.c.occurred_on
-    days = select(leg.c.account_id, day.label("d")).distinct().subquery()
-    prev_end = func.lag(q.year_after(dialect, days.c.d)).over(
-        partition_by=days.c.account_id, order_by=days.c.d
-    )
-    marked = select(
-        days.c.account_id,
-        days.c.d,
-        case((prev_end >= days.c.d, 0), else_=1).label("brk"),
+    days = ctx.member_days(add_months(ends[0], -12), ends[-1], months=by_month)
+    later = func.lead(days.c.d).over(partition_by=days.c.account_id, order_by=days.c.d)
+    year = q.year_after(dialect, days.c.d)
+    spans = select(
+        days.c.d.label("first"), case((later < year, later), else_=year).label("over")
     ).subquery()
-    numbered = select(
-        marked.c.account_id,
-        marked.c.d,
-        func.sum(marked.c.brk)
-        .over(partition_by=marked.c.account_id, order_by=marked.c.d)
-        .label("island"),
-    ).subquery()
-    spans = (
-        select(
-            func.min(numbered.c.d).label("first"),
-            q.year_after(dialect, func.max(numbered.c.d)).label("over"),
-        )
-        .group_by(numbered.c.account_id, numbered.c.island)
-        .subquery()
-    )
     started = q.bucket(dialect, interval, spans.c.first).label("started")
     over = case((spans.c.over < ends[-1], q.bucket(dialect, interval, spans.c.over)), else_=None)
     delta = [0] * (len(keys) + 1)
@@ -415,16 +455,28 @@ async def timeseries(ctx: Ctx) -> Built:
     p, interval, dialect = ctx.period, ctx.options.interval, ctx.dialect
     grid = buckets(interval, p.start, p.end)
     keys = [k for k, _, _ in grid]
-    bucket_of = q.bucket(dialect, interval, Exchange.occurred_on).label("k")
-    activity = await _by_bucket(
-        ctx,
-        select(bucket_of, func.count(), func.sum(Exchange.minutes))
-        .where(ctx.counted())
-        .group_by("k"),
-    )
-    leg = ctx.legs()
+    monthly = interval != "week"
+    if monthly and ctx.whole_months:
+        rows = ctx.activity_rows(ctx.period.start, ctx.period.end)
+        stmt = select(
+            q.bucket(dialect, interval, rows.c.month).label("k"),
+            func.sum(rows.c.led),
+            func.sum(rows.c.given),
+        ).group_by("k")
+    else:
+        stmt = (
+            select(
+                q.bucket(dialect, interval, Exchange.occurred_on).label("k"),
+                func.count(),
+                func.sum(Exchange.minutes),
+            )
+            .where(ctx.counted())
+            .group_by("k")
+        )
+    activity = await _by_bucket(ctx, stmt)
+    days = ctx.member_days(p.start, p.end, months=monthly)
     pairs = (
-        select(leg.c.account_id, q.bucket(dialect, interval, leg.c.occurred_on).label("k"))
+        select(days.c.account_id, q.bucket(dialect, interval, days.c.d).label("k"))
         .distinct()
         .subquery()
     )
@@ -479,23 +531,64 @@ async def timeseries(ctx: Ctx) -> Built:
 # --- exchange types, categories, organisations ----------------------------------------------
 
 
+async def _by_category_rollup(ctx: Ctx, dimension: str) -> dict[Any, tuple[int, int, int, int]]:
+    """From the rollups, per category slug or per kind: exchanges, minutes, providers
+    (accounts credited) and participating members."""
+    rows = ctx.category_rows()
+    column = rows.c.kind if dimension == "kind" else rows.c.category_id
+    per = (
+        select(
+            column.label("dim"),
+            rows.c.account_id,
+            rows.c.owner_type,
+            func.sum(rows.c.exchanges).label("n"),
+            func.sum(rows.c.led).label("led"),
+            func.sum(rows.c.given).label("given"),
+        )
+        .group_by(column, rows.c.account_id, rows.c.owner_type)
+        .subquery()
+    )
+    key: Any = per.c.dim
+    stmt = select(
+        key,
+        func.sum(per.c.led),
+        func.sum(per.c.given),
+        func.count().filter(per.c.given > 0),
+        func.count().filter(and_(per.c.owner_type == OwnerType.member, per.c.n > 0)),
+    )
+    if dimension != "kind":
+        key = Category.slug
+        stmt = stmt.with_only_columns(key, *stmt.selected_columns[1:]).join(
+            Category, Category.id == per.c.dim
+        )
+    return {
+        k: (int(n), int(m), int(pr), int(pe))
+        for k, n, m, pr, pe in await ctx.rows(stmt.group_by(key))
+    }
+
+
 async def exchange_types(ctx: Ctx) -> Built:
     b = ctx.built(["kind"])
     d = b.disclosure
-    activity = {
-        k: (int(n), int(m))
-        for k, n, m in await ctx.rows(
-            select(Exchange.kind, func.count(), func.sum(Exchange.minutes))
-            .where(ctx.counted())
-            .group_by(Exchange.kind)
+    if ctx.whole_months:
+        found = await _by_category_rollup(ctx, "kind")
+        activity = {k: (n, m) for k, (n, m, _, _) in found.items()}
+        people = {k: pe for k, (_, _, _, pe) in found.items()}
+    else:
+        activity = {
+            k: (int(n), int(m))
+            for k, n, m in await ctx.rows(
+                select(Exchange.kind, func.count(), func.sum(Exchange.minutes))
+                .where(ctx.counted())
+                .group_by(Exchange.kind)
+            )
+        }
+        leg = ctx.legs()
+        people = dict(
+            await ctx.rows(
+                select(leg.c.kind, func.count(distinct(leg.c.account_id))).group_by(leg.c.kind)
+            )
         )
-    }
-    leg = ctx.legs()
-    people = dict(
-        await ctx.rows(
-            select(leg.c.kind, func.count(distinct(leg.c.account_id))).group_by(leg.c.kind)
-        )
-    )
     cells = []
     for kind in q.SERVICE_KINDS:
         n, m = activity.get(kind, (0, 0))
@@ -517,32 +610,38 @@ async def categories(ctx: Ctx) -> Built:
         .group_by(Category.slug)
         .order_by(Category.slug)
     )
-    activity = {
-        slug: (int(n), int(m))
-        for slug, n, m in await ctx.rows(
-            select(Category.slug, func.count(), func.sum(Exchange.minutes))
-            .join(Category, Category.id == Exchange.category_id)
-            .where(ctx.counted())
-            .group_by(Category.slug)
+    if ctx.whole_months:
+        found = await _by_category_rollup(ctx, "category")
+        activity = {k: (n, m) for k, (n, m, _, _) in found.items()}
+        providers = {k: pr for k, (_, _, pr, _) in found.items()}
+        people = {k: pe for k, (_, _, _, pe) in found.items()}
+    else:
+        activity = {
+            slug: (int(n), int(m))
+            for slug, n, m in await ctx.rows(
+                select(Category.slug, func.count(), func.sum(Exchange.minutes))
+                .join(Category, Category.id == Exchange.category_id)
+                .where(ctx.counted())
+                .group_by(Category.slug)
+            )
+        }
+        anyone = ctx.legs(owner=None)
+        providers = dict(
+            await ctx.rows(
+                select(Category.slug, func.count(distinct(anyone.c.account_id)))
+                .join(Category, Category.id == anyone.c.category_id)
+                .where(anyone.c.minutes > 0)
+                .group_by(Category.slug)
+            )
         )
-    }
-    anyone = ctx.legs(owner=None)
-    providers = dict(
-        await ctx.rows(
-            select(Category.slug, func.count(distinct(anyone.c.account_id)))
-            .join(Category, Category.id == anyone.c.category_id)
-            .where(anyone.c.minutes > 0)
-            .group_by(Category.slug)
+        leg = ctx.legs()
+        people = dict(
+            await ctx.rows(
+                select(Category.slug, func.count(distinct(leg.c.account_id)))
+                .join(Category, Category.id == leg.c.category_id)
+                .group_by(Category.slug)
+            )
         )
-    )
-    leg = ctx.legs()
-    people = dict(
-        await ctx.rows(
-            select(Category.slug, func.count(distinct(leg.c.account_id)))
-            .join(Category, Category.id == leg.c.category_id)
-            .group_by(Category.slug)
-        )
-    )
     exchanges, minutes = await service_totals(ctx)
     total = d.cell(await participants(ctx), minutes, **activity_figures(exchanges, minutes))
     cells = []
@@ -640,7 +739,7 @@ def _member_flow_figures(members: int, given: int, received: int) -> dict[str, A
 async def localities(ctx: Ctx) -> Built:
     b = ctx.built(["locality"])
     d = b.disclosure
-    pa = q.per_account(ctx.legs())
+    pa = ctx.per_account()
     trimmed = func.trim(Member.locality)
     norm = func.nullif(func.lower(trimmed), "")
     # the label is the first spelling in byte order, the same on both engines
@@ -714,7 +813,7 @@ async def demographics(ctx: Ctx) -> Built:
     d = b.disclosure
     p = ctx.period
     dims = [ctx.options.dimension] if ctx.options.dimension else list(DIMENSIONS)
-    pa = q.per_account(ctx.legs())
+    pa = ctx.per_account()
     per_dim = []
     for dim in dims:
         expr, values = _dimension(dim, p.end)
@@ -773,10 +872,11 @@ async def activity(ctx: Ctx) -> Built:
     b = ctx.built()
     d = b.disclosure
     p = ctx.period
-    leg = ctx.legs(whole_period=False)
+    # bands start on the 1st when ``to`` does: then the month of the last exchange will do
+    days = ctx.member_days(None, p.end, months=p.end.day == 1)
     last = (
-        select(leg.c.account_id, func.max(leg.c.occurred_on).label("last"))
-        .group_by(leg.c.account_id)
+        select(days.c.account_id, func.max(days.c.d).label("last"))
+        .group_by(days.c.account_id)
         .subquery()
     )
     band = case(
@@ -821,7 +921,7 @@ async def activity(ctx: Ctx) -> Built:
 async def reciprocity(ctx: Ctx) -> Built:
     b = ctx.built(["pattern"])
     d = b.disclosure
-    pa = q.per_account(ctx.legs())
+    pa = ctx.per_account()
     pattern = case(
         (and_(pa.c.given > 0, pa.c.received > 0), "gave_and_received"),
         (pa.c.given > 0, "gave_only"),
@@ -862,7 +962,7 @@ async def distribution(ctx: Ctx) -> Built:
     b = ctx.built(["exchanges_per_member"])
     d = b.disclosure
     p = ctx.period
-    pa = q.per_account(ctx.legs())
+    pa = ctx.per_account()
     base = union(
         select(Member.account_id.label("account_id")).where(q.registered(ctx.ids, p.end, p.as_of)),
         select(pa.c.account_id.label("account_id")),
