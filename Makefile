@@ -31,8 +31,8 @@ test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 format: setup
-	$(BIN)/ruff check --fix timebank tests alembic
-	$(BIN)/ruff format timebank tests alembic
+	$(BIN)/ruff check --fix timebank tests alembic benchmarks
+	$(BIN)/ruff format timebank tests alembic benchmarks
 
 # The SPEC §6 benchmark (never part of `make test`): starts its own durable PostgreSQL,
 # servers and load generator, stops them all, prints a table and writes

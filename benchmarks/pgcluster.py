@@ -52,9 +52,19 @@ class Cluster:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         out = subprocess.run(
-            [str(PG_BIN / "psql"), *self.conn_args(), "-d", dbname, "-v", "ON_ERROR_STOP=1",
-             "-qAtc", sql],
-            capture_output=True, text=True, check=True,
+            [
+                str(PG_BIN / "psql"),
+                *self.conn_args(),
+                "-d",
+                dbname,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout.strip()
 
@@ -71,8 +81,10 @@ class Cluster:
         if self.stopped:
             return
         self.stopped = True
-        run_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-t", "60",
-                      "stop"], check=False)
+        run_as_owner(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-t", "60", "stop"],
+            check=False,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -88,27 +100,54 @@ def start(shared_buffers: str = "256MB", max_connections: int = 200) -> Cluster:
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(socket_dir, "postgres", "postgres")
         os.chmod(root, 0o755)  # noqa: S103 - clients must reach the socket
-    run_as_owner([str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U", user, "-A", "trust",
-                  "-E", "UTF8", "--locale=C"])
+    run_as_owner(
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]
+    )
     port = 25432 + (os.getpid() % 1000)
-    opts = " ".join([
-        "-c listen_addresses=''",
-        f"-c unix_socket_directories={socket_dir}",
-        f"-c port={port}",
-        # Durable: a 2xx from the ledger must survive a crash (SPEC §2.6).
-        "-c fsync=on",
-        "-c synchronous_commit=on",
-        "-c full_page_writes=on",
-        f"-c max_connections={max_connections}",
-        f"-c shared_buffers={shared_buffers}",
-        # Bulk generation would otherwise checkpoint every few seconds.
-        "-c max_wal_size=4GB",
-        "-c checkpoint_timeout=15min",
-    ])
+    opts = " ".join(
+        [
+            "-c listen_addresses=''",
+            f"-c unix_socket_directories={socket_dir}",
+            f"-c port={port}",
+            # Durable: a 2xx from the ledger must survive a crash (SPEC §2.6).
+            "-c fsync=on",
+            "-c synchronous_commit=on",
+            "-c full_page_writes=on",
+            f"-c max_connections={max_connections}",
+            f"-c shared_buffers={shared_buffers}",
+            # Bulk generation would otherwise checkpoint every few seconds.
+            "-c max_wal_size=4GB",
+            "-c checkpoint_timeout=15min",
+        ]
+    )
     cluster = Cluster(root, socket_dir, port, user)
     try:
-        run_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-o", opts,
-                      "-l", str(root / "log"), "-w", "-t", "60", "start"])
+        run_as_owner(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(root / "data"),
+                "-o",
+                opts,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         for _ in range(100):
             try:
                 cluster.psql("SELECT 1")

@@ -232,8 +232,13 @@ def _proc_stats() -> Iterator[tuple[int, int, int, float, float]]:
         except OSError:
             continue
         x = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
-        yield (int(entry.name), int(x[1]), int(x[2]), (int(x[11]) + int(x[12])) / TICK,
-               (int(x[13]) + int(x[14])) / TICK)
+        yield (
+            int(entry.name),
+            int(x[1]),
+            int(x[2]),
+            (int(x[11]) + int(x[12])) / TICK,
+            (int(x[13]) + int(x[14])) / TICK,
+        )
 
 
 @dataclass
@@ -331,13 +336,28 @@ class Run:
 
 
 def run_wrk(
-    cfg: Config, url: str, script: str, env_extra: dict[str, str], duration: int,
+    cfg: Config,
+    url: str,
+    script: str,
+    env_extra: dict[str, str],
+    duration: int,
     probe: CpuProbe | None = None,
 ) -> Run:
-    env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_SEED": str(cfg.seed),
-           **env_extra}
-    cmd = ["wrk", "-t", str(cfg.threads), "-c", str(cfg.clients), "-d", f"{duration}s",
-           "--timeout", "10s", "-s", str(WRK_DIR / script), url]
+    env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_SEED": str(cfg.seed), **env_extra}
+    cmd = [
+        "wrk",
+        "-t",
+        str(cfg.threads),
+        "-c",
+        str(cfg.clients),
+        "-d",
+        f"{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_DIR / script),
+        url,
+    ]
     probe = probe or CpuProbe()
     with tempfile.TemporaryFile() as out:
         busy0, total0 = cpu_times()
@@ -379,9 +399,21 @@ def run_wrk(
 
 
 def run_pgbench(cfg: Config, cluster: pgcluster.Cluster, duration: int) -> Run:
-    cmd = [str(pgcluster.PG_BIN / "pgbench"), *cluster.conn_args(), "-c", str(cfg.clients),
-           "-j", str(cfg.threads), "-T", str(duration), "-M", "prepared", "-b", "tpcb-like",
-           "pgbench"]
+    cmd = [
+        str(pgcluster.PG_BIN / "pgbench"),
+        *cluster.conn_args(),
+        "-c",
+        str(cfg.clients),
+        "-j",
+        str(cfg.threads),
+        "-T",
+        str(duration),
+        "-M",
+        "prepared",
+        "-b",
+        "tpcb-like",
+        "pgbench",
+    ]
     probe = CpuProbe(postmaster=cluster.postmaster_pid())
     with tempfile.TemporaryFile() as out:
         busy0, total0 = cpu_times()
@@ -396,12 +428,14 @@ def run_pgbench(cfg: Config, cluster: pgcluster.Cluster, duration: int) -> Run:
         text = out.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"pgbench failed:\n{text[-2000:]}")
-    tps = next(
-        float(ln.split()[2]) for ln in text.splitlines() if ln.startswith("tps = ")
-    )
+    tps = next(float(ln.split()[2]) for ln in text.splitlines() if ln.startswith("tps = "))
     lat = next(
-        (float(ln.split("=")[1].split()[0]) for ln in text.splitlines()
-         if ln.startswith("latency average")), None,
+        (
+            float(ln.split("=")[1].split()[0])
+            for ln in text.splitlines()
+            if ln.startswith("latency average")
+        ),
+        None,
     )
     return Run(
         value=tps,
@@ -425,8 +459,14 @@ def product_env(db_url: str) -> dict[str, str]:
 
 
 def timebank_cli(db_url: str, *args: str, timeout: float | None = None) -> str:
-    r = subprocess.run([str(PRODUCT_BIN / "timebank"), *args], env=product_env(db_url),
-                       cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [str(PRODUCT_BIN / "timebank"), *args],
+        env=product_env(db_url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"timebank {' '.join(args)} failed:\n{r.stderr[-3000:]}")
     return r.stdout.strip()
@@ -434,9 +474,21 @@ def timebank_cli(db_url: str, *args: str, timeout: float | None = None) -> str:
 
 def serve_product(name: str, db_url: str, workers: int) -> int:
     port = free_port()
-    PROCS.start(name, [str(PRODUCT_BIN / "timebank"), "serve", "--host", "127.0.0.1",
-                       "--port", str(port), "--workers", str(workers)],
-                product_env(db_url), ROOT)
+    PROCS.start(
+        name,
+        [
+            str(PRODUCT_BIN / "timebank"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        product_env(db_url),
+        ROOT,
+    )
     wait_http(f"http://127.0.0.1:{port}/health", name)
     return port
 
@@ -450,8 +502,12 @@ class Bank:
 
 
 def broker_key(api: Api, admin: str, slug: str) -> str:
-    out = api.ok("POST", f"/v1/timebanks/{slug}/api-keys",
-                 {"role": "broker", "label": "benchmark"}, token=admin)
+    out = api.ok(
+        "POST",
+        f"/v1/timebanks/{slug}/api-keys",
+        {"role": "broker", "label": "benchmark"},
+        token=admin,
+    )
     return str(out["secret"])
 
 
@@ -473,8 +529,19 @@ def generate(cfg: Config, db_url: str, slug: str, members: int, exchanges: int) 
     gets its own seed: the generator derives row ids from it, so two banks generated with
     one seed in one database collide."""
     seed = cfg.seed + (0 if slug == DATA_BANK else 7919)
-    cmd = [str(PRODUCT_BIN / "timebank"), "demo", "generate", "--timebank", slug,
-           "--members", str(members), "--exchanges", str(exchanges), "--seed", str(seed)]
+    cmd = [
+        str(PRODUCT_BIN / "timebank"),
+        "demo",
+        "generate",
+        "--timebank",
+        slug,
+        "--members",
+        str(members),
+        "--exchanges",
+        str(exchanges),
+        "--seed",
+        str(seed),
+    ]
     LOGS.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     with open(LOGS / "generate.log", "ab") as log:
@@ -509,8 +576,12 @@ def writes_bank(api: Api, admin: str, n: int) -> Bank:
     org = api.ok("GET", f"{base}/organisations?limit=1", token=broker)["items"][0]
     account = api.ok("GET", f"{base}/accounts/{org['account_id']}", token=broker)
     if account["min_balance_minutes"] is not None or account["max_balance_minutes"] is not None:
-        api.ok("PATCH", f"{base}/accounts/{org['account_id']}",
-               {"min_balance_minutes": None, "max_balance_minutes": None}, token=broker)
+        api.ok(
+            "PATCH",
+            f"{base}/accounts/{org['account_id']}",
+            {"min_balance_minutes": None, "max_balance_minutes": None},
+            token=broker,
+        )
     return Bank(WRITES_BANK, broker, ids[:n], str(org["id"]))
 
 
@@ -524,14 +595,22 @@ def write_ids(name: str, ids: list[Any]) -> Path:
 # --- workloads ---------------------------------------------------------------------------
 
 
-def post_env(mode: str, path: str, ids: Path, token: str = "", org: str = "",
-             idem: bool = False) -> dict[str, str]:
-    return {"BENCH_MODE": mode, "BENCH_PATH": path, "BENCH_IDS": str(ids),
-            "BENCH_TOKEN": token, "BENCH_ORG": org, "BENCH_IDEMPOTENCY": "1" if idem else "0"}
+def post_env(
+    mode: str, path: str, ids: Path, token: str = "", org: str = "", idem: bool = False
+) -> dict[str, str]:
+    return {
+        "BENCH_MODE": mode,
+        "BENCH_PATH": path,
+        "BENCH_IDS": str(ids),
+        "BENCH_TOKEN": token,
+        "BENCH_ORG": org,
+        "BENCH_IDEMPOTENCY": "1" if idem else "0",
+    }
 
 
-def time_reports(api: Api, slug: str, token: str, names: list[str], calls: int,
-                 max_seconds: float) -> dict[str, dict[str, Any]]:
+def time_reports(
+    api: Api, slug: str, token: str, names: list[str], calls: int, max_seconds: float
+) -> dict[str, dict[str, Any]]:
     """Per report: one warm-up call, then ``calls`` timed calls (fewer if they pass
     ``max_seconds``; at least one)."""
     out: dict[str, dict[str, Any]] = {}
@@ -550,15 +629,23 @@ def time_reports(api: Api, slug: str, token: str, names: list[str], calls: int,
             times.append((time.perf_counter() - t) * 1000)
             if status != 200:
                 raise RuntimeError(f"report {name} → {status}: {raw[:300]!r}")
-        out[name] = {"p50_ms": median(times), "min_ms": min(times), "max_ms": max(times),
-                     "calls": len(times), "bytes": len(raw)}
-        say(f"  report {name}: p50 {median(times):.0f} ms (min {min(times):.0f}, "
-            f"max {max(times):.0f})")
+        out[name] = {
+            "p50_ms": median(times),
+            "min_ms": min(times),
+            "max_ms": max(times),
+            "calls": len(times),
+            "bytes": len(raw),
+        }
+        say(
+            f"  report {name}: p50 {median(times):.0f} ms (min {min(times):.0f}, "
+            f"max {max(times):.0f})"
+        )
     return out
 
 
-def batch_import(api: Api, bank: Bank, total: int, seed: int, tag: str, max_seconds: float
-                 ) -> dict[str, Any]:
+def batch_import(
+    api: Api, bank: Bank, total: int, seed: int, tag: str, max_seconds: float
+) -> dict[str, Any]:
     """``total`` p2p exchanges in batches of 1000 (``atomic: false``), one client, in order,
     as an import script would send them; bodies are built before the clock starts. Stops
     after ``max_seconds`` (keeps the whole run bounded) and then projects the total."""
@@ -569,9 +656,15 @@ def batch_import(api: Api, bank: Bank, total: int, seed: int, tag: str, max_seco
         items = []
         for i in range(start, min(start + 1000, total)):
             a, b = rng.sample(bank.member_ids, 2)
-            items.append({"provider": {"member_id": a}, "recipient": {"member_id": b},
-                          "minutes": 15 * rng.randint(1, 4), "category": rng.choice(cats),
-                          "external_ref": f"{tag}-{i}"})
+            items.append(
+                {
+                    "provider": {"member_id": a},
+                    "recipient": {"member_id": b},
+                    "minutes": 15 * rng.randint(1, 4),
+                    "category": rng.choice(cats),
+                    "external_ref": f"{tag}-{i}",
+                }
+            )
         bodies.append({"exchanges": items, "atomic": False})
     counts: dict[str, int] = {}
     per_batch = []
@@ -581,16 +674,22 @@ def batch_import(api: Api, bank: Bank, total: int, seed: int, tag: str, max_seco
         if time.perf_counter() - t > max_seconds:
             break
         tb = time.perf_counter()
-        out = api.ok("POST", f"/v1/timebanks/{bank.slug}/exchanges/batch", body,
-                     token=bank.broker)
+        out = api.ok("POST", f"/v1/timebanks/{bank.slug}/exchanges/batch", body, token=bank.broker)
         per_batch.append(time.perf_counter() - tb)
         for r in out["results"]:
             counts[str(r["status"])] = counts.get(str(r["status"]), 0) + 1
         done += len(body["exchanges"])
     secs = time.perf_counter() - t
-    return {"seconds": secs * total / done, "measured_seconds": secs, "sent": done,
-            "complete": done == total, "statuses": counts, "batches": len(per_batch),
-            "batch_p50_ms": median(per_batch) * 1000, "batch_max_ms": max(per_batch) * 1000}
+    return {
+        "seconds": secs * total / done,
+        "measured_seconds": secs,
+        "sent": done,
+        "complete": done == total,
+        "statuses": counts,
+        "batches": len(per_batch),
+        "batch_p50_ms": median(per_batch) * 1000,
+        "batch_max_ms": max(per_batch) * 1000,
+    }
 
 
 def batch_row(cfg: Config, engine: str, b: dict[str, Any], target: str | None) -> Row:
@@ -598,11 +697,21 @@ def batch_row(cfg: Config, engine: str, b: dict[str, Any], target: str | None) -
     note = f"{b['sent'] / b['measured_seconds']:,.0f} exchanges/s; statuses {b['statuses']}; "
     note += f"per batch of 1000 p50 {b['batch_p50_ms']:.0f} ms"
     if not b["complete"]:
-        note += (f"; PROJECTED: stopped after {b['measured_seconds']:.0f} s "
-                 f"(BENCH_BATCH_MAX_SECONDS) with {b['sent']:,} sent")
-    return Row(f"batch import {cfg.batch_exchanges:,} exchanges ({engine})", b["seconds"], "s",
-               None, None, target if full else None,
-               (b["seconds"] < 20) if full and target else None, note, b)
+        note += (
+            f"; PROJECTED: stopped after {b['measured_seconds']:.0f} s "
+            f"(BENCH_BATCH_MAX_SECONDS) with {b['sent']:,} sent"
+        )
+    return Row(
+        f"batch import {cfg.batch_exchanges:,} exchanges ({engine})",
+        b["seconds"],
+        "s",
+        None,
+        None,
+        target if full else None,
+        (b["seconds"] < 20) if full and target else None,
+        note,
+        b,
+    )
 
 
 # --- results -------------------------------------------------------------------------------
@@ -663,8 +772,16 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         anchor = f"{r.anchor} {fmt(r.anchor_value, r.unit)}" if r.anchor else "—"
         met = "—" if r.met is None else ("yes" if r.met else "NO")
-        table.append([r.workload, fmt(r.value, r.unit), anchor,
-                      "—" if r.ratio is None else f"{r.ratio:.2f}×", r.target or "—", met])
+        table.append(
+            [
+                r.workload,
+                fmt(r.value, r.unit),
+                anchor,
+                "—" if r.ratio is None else f"{r.ratio:.2f}×",
+                r.target or "—",
+                met,
+            ]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     line = "  ".join("-" * w for w in widths)
     print()
@@ -691,9 +808,11 @@ def machine_facts(pg_version: str | None) -> dict[str, Any]:
         for ln in f:
             if ln.startswith("MemTotal"):
                 mem_kb = int(ln.split()[1])
-    py = subprocess.run([str(PRODUCT_BIN / "python"), "-c",
-                         "import platform; print(platform.python_version())"],
-                        capture_output=True, text=True).stdout.strip()
+    py = subprocess.run(
+        [str(PRODUCT_BIN / "python"), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     return {
         "cpu_model": model,
@@ -709,8 +828,12 @@ def machine_facts(pg_version: str | None) -> dict[str, Any]:
 
 def git_sha() -> str:
     r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return r.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -723,12 +846,10 @@ def ensure_wrk() -> None:
     if os.geteuid() != 0:
         raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     say("installing wrk (apt-get)")
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
-                   capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, capture_output=True)
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
-                       capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
 
 
 def ensure_hordak_venv() -> Path:
@@ -740,10 +861,14 @@ def ensure_hordak_venv() -> Path:
     say("creating benchmarks/.venv-hordak (Django + django-hordak)")
     uv = shutil.which("uv")
     if uv:
-        subprocess.run([uv, "venv", "-q", "--clear", "--python", sys.executable, str(HORDAK_VENV)],
-                       check=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
-        subprocess.run([uv, "pip", "install", "-q", "--python", str(py), "-r", str(req)],
-                       check=True)
+        subprocess.run(
+            [uv, "venv", "-q", "--clear", "--python", sys.executable, str(HORDAK_VENV)],
+            check=True,
+            env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        )
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--python", str(py), "-r", str(req)], check=True
+        )
     else:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(HORDAK_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(req)], check=True)
@@ -760,9 +885,11 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(LOGS, ignore_errors=True)
     shutil.rmtree(RESULTS / "work", ignore_errors=True)
-    say(f"benchmark ({'QUICK' if cfg.quick else 'full'}): {cfg.exchanges:,} exchanges / "
+    say(
+        f"benchmark ({'QUICK' if cfg.quick else 'full'}): {cfg.exchanges:,} exchanges / "
         f"{cfg.members:,} members; {cfg.accounts:,} write accounts; {cfg.clients} clients; "
-        f"{cfg.workers} workers; {cfg.repeats}×{cfg.duration}s runs")
+        f"{cfg.workers} workers; {cfg.repeats}×{cfg.duration}s runs"
+    )
 
     rows: list[Row] = []
     facts: dict[str, Any] = {"loadavg_at_start": os.getloadavg()}
@@ -785,21 +912,34 @@ def main() -> int:
         pg_url = cluster.url("timebank")
 
         with phase(f"pgbench -i -s {cfg.pgbench_scale}"):
-            subprocess.run([str(pgcluster.PG_BIN / "pgbench"), *cluster.conn_args(), "-i",
-                            "-q", "-s", str(cfg.pgbench_scale), "pgbench"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    str(pgcluster.PG_BIN / "pgbench"),
+                    *cluster.conn_args(),
+                    "-i",
+                    "-q",
+                    "-s",
+                    str(cfg.pgbench_scale),
+                    "pgbench",
+                ],
+                check=True,
+                capture_output=True,
+            )
 
         with phase("migrate + admin key"):
             timebank_cli(pg_url, "db", "upgrade")
-            admin = timebank_cli(pg_url, "keys", "create", "--role", "admin", "--label",
-                                 "bench")
+            admin = timebank_cli(pg_url, "keys", "create", "--role", "admin", "--label", "bench")
 
-        with phase(f"generate PostgreSQL dataset: {cfg.exchanges:,} exchanges / "
-                   f"{cfg.members:,} members"):
+        with phase(
+            f"generate PostgreSQL dataset: {cfg.exchanges:,} exchanges / {cfg.members:,} members"
+        ):
             secs = generate(cfg, pg_url, DATA_BANK, cfg.members, cfg.exchanges)
-            facts["generate_pg"] = {"seconds": round(secs, 1), "exchanges": cfg.exchanges,
-                                    "members": cfg.members,
-                                    "exchanges_per_s": round(cfg.exchanges / secs)}
+            facts["generate_pg"] = {
+                "seconds": round(secs, 1),
+                "exchanges": cfg.exchanges,
+                "members": cfg.members,
+                "exchanges_per_s": round(cfg.exchanges / secs),
+            }
         with phase(f"generate PostgreSQL writes bank: {cfg.accounts:,} members, no exchanges"):
             generate(cfg, pg_url, WRITES_BANK, writes_bank_size(cfg), 0)
 
@@ -814,20 +954,52 @@ def main() -> int:
         hordak_port = None
         if hordak_py is not None:
             with phase(f"django-hordak: migrate, {cfg.accounts:,} accounts, serve"):
-                henv = {**os.environ, "BENCH_PG_HOST": str(cluster.socket_dir),
-                        "BENCH_PG_PORT": str(cluster.port), "BENCH_PG_USER": cluster.user,
-                        "BENCH_PG_DB": "hordak", "PYTHONDONTWRITEBYTECODE": "1"}
-                subprocess.run([str(hordak_py), "manage.py", "migrate", "-v0"], cwd=HORDAK_DIR,
-                               env=henv, check=True, capture_output=True)
+                henv = {
+                    **os.environ,
+                    "BENCH_PG_HOST": str(cluster.socket_dir),
+                    "BENCH_PG_PORT": str(cluster.port),
+                    "BENCH_PG_USER": cluster.user,
+                    "BENCH_PG_DB": "hordak",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                }
+                subprocess.run(
+                    [str(hordak_py), "manage.py", "migrate", "-v0"],
+                    cwd=HORDAK_DIR,
+                    env=henv,
+                    check=True,
+                    capture_output=True,
+                )
                 hordak_ids = RESULTS / "work" / "hordak-accounts.txt"
-                subprocess.run([str(hordak_py), "manage.py", "bench_accounts",
-                                str(cfg.accounts), str(hordak_ids)], cwd=HORDAK_DIR, env=henv,
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        str(hordak_py),
+                        "manage.py",
+                        "bench_accounts",
+                        str(cfg.accounts),
+                        str(hordak_ids),
+                    ],
+                    cwd=HORDAK_DIR,
+                    env=henv,
+                    check=True,
+                    capture_output=True,
+                )
                 hordak_port = free_port()
-                PROCS.start("hordak", [str(hordak_py), str(BENCH / "serve.py"),
-                                       "hordak_bench.asgi:create_app", "--port",
-                                       str(hordak_port), "--workers", str(cfg.workers),
-                                       "--app-dir", str(HORDAK_DIR)], henv, HORDAK_DIR)
+                PROCS.start(
+                    "hordak",
+                    [
+                        str(hordak_py),
+                        str(BENCH / "serve.py"),
+                        "hordak_bench.asgi:create_app",
+                        "--port",
+                        str(hordak_port),
+                        "--workers",
+                        str(cfg.workers),
+                        "--app-dir",
+                        str(HORDAK_DIR),
+                    ],
+                    henv,
+                    HORDAK_DIR,
+                )
                 wait_http(f"http://127.0.0.1:{hordak_port}/health", "hordak")
 
         base = f"http://127.0.0.1:{port}"
@@ -836,22 +1008,37 @@ def main() -> int:
         tb_probe = CpuProbe("timebank-pg", postmaster)
         loads: dict[str, Callable[[int], Run]] = {
             "pgbench": lambda d: run_pgbench(cfg, cluster, d),  # type: ignore[arg-type]
-            "uniform": lambda d: run_wrk(cfg, base + ex_path, "post.lua",
-                                         post_env("uniform", ex_path, writes_ids,
-                                                  wbank.broker), d, tb_probe),
-            "uniform_idem": lambda d: run_wrk(cfg, base + ex_path, "post.lua",
-                                              post_env("uniform", ex_path, writes_ids,
-                                                       wbank.broker, idem=True), d, tb_probe),
-            "hot": lambda d: run_wrk(cfg, base + ex_path, "post.lua",
-                                     post_env("hot", ex_path, writes_ids, wbank.broker,
-                                              org=wbank.org_id or ""), d, tb_probe),
+            "uniform": lambda d: run_wrk(
+                cfg,
+                base + ex_path,
+                "post.lua",
+                post_env("uniform", ex_path, writes_ids, wbank.broker),
+                d,
+                tb_probe,
+            ),
+            "uniform_idem": lambda d: run_wrk(
+                cfg,
+                base + ex_path,
+                "post.lua",
+                post_env("uniform", ex_path, writes_ids, wbank.broker, idem=True),
+                d,
+                tb_probe,
+            ),
+            "hot": lambda d: run_wrk(
+                cfg,
+                base + ex_path,
+                "post.lua",
+                post_env("hot", ex_path, writes_ids, wbank.broker, org=wbank.org_id or ""),
+                d,
+                tb_probe,
+            ),
         }
         if hordak_port is not None:
             hurl = f"http://127.0.0.1:{hordak_port}/transfer"
             h_probe = CpuProbe("hordak", postmaster)
-            loads["hordak"] = lambda d: run_wrk(cfg, hurl, "post.lua",
-                                                post_env("hordak", "/transfer", hordak_ids), d,
-                                                h_probe)
+            loads["hordak"] = lambda d: run_wrk(
+                cfg, hurl, "post.lua", post_env("hordak", "/transfer", hordak_ids), d, h_probe
+            )
         runs: dict[str, list[Run]] = {k: [] for k in loads}
         with phase(f"write rounds: {cfg.repeats}× ({', '.join(loads)})"):
             for name, load in loads.items():
@@ -861,11 +1048,13 @@ def main() -> int:
                 for name, load in loads.items():
                     r = load(cfg.duration)
                     runs[name].append(r)
-                    say(f"  round {i + 1} {name}: {r.value:,.0f}/s"
+                    say(
+                        f"  round {i + 1} {name}: {r.value:,.0f}/s"
                         + (f" p99 {r.p99_ms:.0f} ms" if r.p99_ms is not None else "")
                         + (f" refused {r.refused_pct:.1f}%" if r.refused_pct else "")
                         + f" loadgen {r.loadgen_cpu_pct:.0f}% cpu"
-                        + f" machine {r.machine_busy_pct:.0f}% busy")
+                        + f" machine {r.machine_busy_pct:.0f}% busy"
+                    )
         s = {k: summarise(v) for k, v in runs.items()}
         uniform = s["uniform"]["median"]
 
@@ -877,49 +1066,109 @@ def main() -> int:
                 parts.append(f"p99 {x['p99_ms']:.1f} ms")
             if x["refused_pct"] is not None:
                 parts.append(f"refused (409) {x['refused_pct']:.2f}%")
-            cpu = [f"{k} {x[k + '_cpu_ms']:.2f} ms" for k in ("app", "db")
-                   if x[k + "_cpu_ms"] is not None]
+            cpu = [
+                f"{k} {x[k + '_cpu_ms']:.2f} ms"
+                for k in ("app", "db")
+                if x[k + "_cpu_ms"] is not None
+            ]
             if cpu:
                 parts.append("CPU per op: " + ", ".join(cpu))
             parts.append(f"load generator {x['loadgen_cpu_pct']:.0f}% of a core")
             parts.append(f"machine {x['machine_busy_pct']:.0f}% busy")
             return ", ".join(parts)
 
-        rows.append(Row(f"POST exchange, uniform over {cfg.accounts:,} accounts (PG)", uniform,
-                        "/s", "pgbench tpcb-like", s["pgbench"]["median"], "≥ 0.5×",
-                        None, notes(s["uniform"]) + f"; pgbench: {notes(s['pgbench'])}",
-                        {"workload": s["uniform"], "anchor": s["pgbench"]}))
+        rows.append(
+            Row(
+                f"POST exchange, uniform over {cfg.accounts:,} accounts (PG)",
+                uniform,
+                "/s",
+                "pgbench tpcb-like",
+                s["pgbench"]["median"],
+                "≥ 0.5×",
+                None,
+                notes(s["uniform"]) + f"; pgbench: {notes(s['pgbench'])}",
+                {"workload": s["uniform"], "anchor": s["pgbench"]},
+            )
+        )
         rows[-1].met = (rows[-1].ratio or 0) >= 0.5
-        rows.append(Row("POST exchange, all touching one organisation (PG)",
-                        s["hot"]["median"], "/s", "uniform", uniform, "≥ 0.3×", None,
-                        notes(s["hot"]), {"workload": s["hot"]}))
+        rows.append(
+            Row(
+                "POST exchange, all touching one organisation (PG)",
+                s["hot"]["median"],
+                "/s",
+                "uniform",
+                uniform,
+                "≥ 0.3×",
+                None,
+                notes(s["hot"]),
+                {"workload": s["hot"]},
+            )
+        )
         rows[-1].met = (rows[-1].ratio or 0) >= 0.3
-        rows.append(Row("POST exchange, uniform, with Idempotency-Key (PG)",
-                        s["uniform_idem"]["median"], "/s", "uniform", uniform, None, None,
-                        notes(s["uniform_idem"]), {"workload": s["uniform_idem"]}))
+        rows.append(
+            Row(
+                "POST exchange, uniform, with Idempotency-Key (PG)",
+                s["uniform_idem"]["median"],
+                "/s",
+                "uniform",
+                uniform,
+                None,
+                None,
+                notes(s["uniform_idem"]),
+                {"workload": s["uniform_idem"]},
+            )
+        )
         if "hordak" in s:
-            rows.append(Row("ledger writes vs django-hordak transfer_to (PG)", uniform, "/s",
-                            "hordak", s["hordak"]["median"], "≥ 2×", None,
-                            f"hordak: {notes(s['hordak'])}", {"anchor": s["hordak"]}))
+            rows.append(
+                Row(
+                    "ledger writes vs django-hordak transfer_to (PG)",
+                    uniform,
+                    "/s",
+                    "hordak",
+                    s["hordak"]["median"],
+                    "≥ 2×",
+                    None,
+                    f"hordak: {notes(s['hordak'])}",
+                    {"anchor": s["hordak"]},
+                )
+            )
             rows[-1].met = (rows[-1].ratio or 0) >= 2
             PROCS.stop("hordak")
 
         with phase(f"GET balance vs bare Litestar handler: {cfg.repeats}× interleaved"):
             bal_path = f"/v1/timebanks/{DATA_BANK}/members/{{id}}/balance"
             body = RESULTS / "work" / "balance.json"
-            _, _, raw = api.call("GET", bal_path.replace("{id}", dbank.member_ids[0]),
-                                 token=dbank.broker)
+            _, _, raw = api.call(
+                "GET", bal_path.replace("{id}", dbank.member_ids[0]), token=dbank.broker
+            )
             body.write_bytes(raw)
             bare_port = free_port()
-            PROCS.start("bare", [str(PRODUCT_BIN / "python"), str(BENCH / "serve.py"),
-                                 "bare_app:create_app", "--port", str(bare_port), "--workers",
-                                 str(cfg.workers), "--app-dir", str(BENCH)],
-                        {**os.environ, "BENCH_BARE_BODY": str(body)}, BENCH)
+            PROCS.start(
+                "bare",
+                [
+                    str(PRODUCT_BIN / "python"),
+                    str(BENCH / "serve.py"),
+                    "bare_app:create_app",
+                    "--port",
+                    str(bare_port),
+                    "--workers",
+                    str(cfg.workers),
+                    "--app-dir",
+                    str(BENCH),
+                ],
+                {**os.environ, "BENCH_BARE_BODY": str(body)},
+                BENCH,
+            )
             wait_http(f"http://127.0.0.1:{bare_port}/health", "bare")
-            get_env = {"BENCH_PATH": bal_path, "BENCH_IDS": str(data_ids),
-                       "BENCH_TOKEN": dbank.broker}
-            targets = {"balance": (base, tb_probe),
-                       "bare": (f"http://127.0.0.1:{bare_port}", CpuProbe("bare"))}
+            get_env = {
+                "BENCH_PATH": bal_path,
+                "BENCH_IDS": str(data_ids),
+                "BENCH_TOKEN": dbank.broker,
+            }
+            targets = {
+                "balance": (base, tb_probe),
+                "bare": (f"http://127.0.0.1:{bare_port}", CpuProbe("bare")),
+            }
             gruns: dict[str, list[Run]] = {k: [] for k in targets}
             for url, probe in targets.values():
                 run_wrk(cfg, url + "/", "get.lua", get_env, cfg.warmup, probe)
@@ -927,33 +1176,70 @@ def main() -> int:
                 for name, (url, probe) in targets.items():
                     r = run_wrk(cfg, url + "/", "get.lua", get_env, cfg.duration, probe)
                     gruns[name].append(r)
-                    say(f"  round {i + 1} {name}: {r.value:,.0f}/s p50 {r.p50_ms:.1f} ms "
-                        f"p99 {r.p99_ms:.1f} ms loadgen {r.loadgen_cpu_pct:.0f}% cpu")
+                    say(
+                        f"  round {i + 1} {name}: {r.value:,.0f}/s p50 {r.p50_ms:.1f} ms "
+                        f"p99 {r.p99_ms:.1f} ms loadgen {r.loadgen_cpu_pct:.0f}% cpu"
+                    )
             PROCS.stop("bare")
         g = {k: summarise(v) for k, v in gruns.items()}
-        rows.append(Row("GET member balance (PG)", g["balance"]["median"], "/s",
-                        "bare Litestar", g["bare"]["median"], "≥ 0.5×", None,
-                        notes(g["balance"]) + f"; bare: {notes(g['bare'])}",
-                        {"workload": g["balance"], "anchor": g["bare"]}))
+        rows.append(
+            Row(
+                "GET member balance (PG)",
+                g["balance"]["median"],
+                "/s",
+                "bare Litestar",
+                g["bare"]["median"],
+                "≥ 0.5×",
+                None,
+                notes(g["balance"]) + f"; bare: {notes(g['bare'])}",
+                {"workload": g["balance"], "anchor": g["bare"]},
+            )
+        )
         rows[-1].met = (rows[-1].ratio or 0) >= 0.5
         p99 = g["balance"]["p99_ms"]
-        rows.append(Row("GET member balance p99 (PG)", p99, "ms", None, None, "< 20 ms",
-                        p99 is not None and p99 < 20, f"p50 {fmt(g['balance']['p50_ms'], 'ms')}"))
+        rows.append(
+            Row(
+                "GET member balance p99 (PG)",
+                p99,
+                "ms",
+                None,
+                None,
+                "< 20 ms",
+                p99 is not None and p99 < 20,
+                f"p50 {fmt(g['balance']['p50_ms'], 'ms')}",
+            )
+        )
 
         size = f"{cfg.exchanges:,} ex / {cfg.members:,} members"
         with phase(f"reports on PostgreSQL ({size})"):
-            rep = time_reports(api, DATA_BANK, dbank.broker,
-                               ["summary", "timeseries", "categories"], cfg.report_calls,
-                               cfg.report_max_seconds)
+            rep = time_reports(
+                api,
+                DATA_BANK,
+                dbank.broker,
+                ["summary", "timeseries", "categories"],
+                cfg.report_calls,
+                cfg.report_max_seconds,
+            )
         for name, x in rep.items():
-            rows.append(Row(f"report {name} p50 (PG, {cfg.exchanges:,} ex)", x["p50_ms"],
-                            "ms", None, None, "< 200 ms", x["p50_ms"] < 200,
-                            f"{size}; min {x['min_ms']:.0f} max {x['max_ms']:.0f} ms over "
-                            f"{x['calls']} calls", x))
+            rows.append(
+                Row(
+                    f"report {name} p50 (PG, {cfg.exchanges:,} ex)",
+                    x["p50_ms"],
+                    "ms",
+                    None,
+                    None,
+                    "< 200 ms",
+                    x["p50_ms"] < 200,
+                    f"{size}; min {x['min_ms']:.0f} max {x['max_ms']:.0f} ms over "
+                    f"{x['calls']} calls",
+                    x,
+                )
+            )
 
         with phase(f"batch import {cfg.batch_exchanges:,} exchanges (PG)"):
-            b = batch_import(api, wbank, cfg.batch_exchanges, cfg.seed, "bench-pg",
-                             cfg.batch_max_seconds)
+            b = batch_import(
+                api, wbank, cfg.batch_exchanges, cfg.seed, "bench-pg", cfg.batch_max_seconds
+            )
         rows.append(batch_row(cfg, "PG", b, "< 20 s"))
         PROCS.stop("timebank-pg")
 
@@ -963,13 +1249,17 @@ def main() -> int:
             with phase("SQLite: migrate + admin key"):
                 timebank_cli(sq_url, "db", "upgrade")
                 sq_admin = timebank_cli(sq_url, "keys", "create", "--role", "admin")
-            with phase(f"generate SQLite dataset: {cfg.sqlite_exchanges:,} exchanges / "
-                       f"{cfg.sqlite_members:,} members"):
+            with phase(
+                f"generate SQLite dataset: {cfg.sqlite_exchanges:,} exchanges / "
+                f"{cfg.sqlite_members:,} members"
+            ):
                 secs = generate(cfg, sq_url, DATA_BANK, cfg.sqlite_members, cfg.sqlite_exchanges)
                 facts["generate_sqlite"] = {
-                    "seconds": round(secs, 1), "exchanges": cfg.sqlite_exchanges,
+                    "seconds": round(secs, 1),
+                    "exchanges": cfg.sqlite_exchanges,
                     "members": cfg.sqlite_members,
-                    "exchanges_per_s": round(cfg.sqlite_exchanges / secs)}
+                    "exchanges_per_s": round(cfg.sqlite_exchanges / secs),
+                }
             with phase(f"generate SQLite writes bank: {cfg.accounts:,} members"):
                 generate(cfg, sq_url, WRITES_BANK, writes_bank_size(cfg), 0)
             with phase("serve (SQLite), keys, id lists"):
@@ -985,29 +1275,58 @@ def main() -> int:
                 run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.warmup, sq_probe)
                 sq_runs = []
                 for i in range(cfg.repeats):
-                    r = run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.duration,
-                                sq_probe)
+                    r = run_wrk(cfg, sq_base + ex_path, "post.lua", env, cfg.duration, sq_probe)
                     sq_runs.append(r)
-                    say(f"  round {i + 1} sqlite uniform: {r.value:,.0f}/s p99 "
-                        f"{r.p99_ms:.0f} ms")
+                    say(f"  round {i + 1} sqlite uniform: {r.value:,.0f}/s p99 {r.p99_ms:.0f} ms")
             sq = summarise(sq_runs)
-            rows.append(Row(f"POST exchange, uniform over {cfg.accounts:,} accounts (SQLite)",
-                            sq["median"], "/s", "PG uniform", uniform, None, None, notes(sq),
-                            {"workload": sq}))
+            rows.append(
+                Row(
+                    f"POST exchange, uniform over {cfg.accounts:,} accounts (SQLite)",
+                    sq["median"],
+                    "/s",
+                    "PG uniform",
+                    uniform,
+                    None,
+                    None,
+                    notes(sq),
+                    {"workload": sq},
+                )
+            )
             with phase(f"SQLite: batch import {cfg.batch_exchanges:,} exchanges"):
-                b = batch_import(sq_api, sq_wbank, cfg.batch_exchanges, cfg.seed, "bench-sq",
-                                 cfg.batch_max_seconds)
+                b = batch_import(
+                    sq_api,
+                    sq_wbank,
+                    cfg.batch_exchanges,
+                    cfg.seed,
+                    "bench-sq",
+                    cfg.batch_max_seconds,
+                )
             rows.append(batch_row(cfg, "SQLite", b, None))
             sq_size = f"{cfg.sqlite_exchanges:,} ex / {cfg.sqlite_members:,} members"
             with phase(f"reports on SQLite ({sq_size})"):
-                sq_rep = time_reports(sq_api, DATA_BANK, sq_dbank.broker,
-                                      ["summary", "timeseries", "categories"],
-                                      cfg.sqlite_report_calls, cfg.report_max_seconds)
+                sq_rep = time_reports(
+                    sq_api,
+                    DATA_BANK,
+                    sq_dbank.broker,
+                    ["summary", "timeseries", "categories"],
+                    cfg.sqlite_report_calls,
+                    cfg.report_max_seconds,
+                )
             for name, x in sq_rep.items():
-                rows.append(Row(f"report {name} p50 (SQLite, {cfg.sqlite_exchanges:,} ex)",
-                                x["p50_ms"], "ms", None, None, "< 1 s", x["p50_ms"] < 1000,
-                                f"{sq_size}; min {x['min_ms']:.0f} max {x['max_ms']:.0f} ms "
-                                f"over {x['calls']} calls", x))
+                rows.append(
+                    Row(
+                        f"report {name} p50 (SQLite, {cfg.sqlite_exchanges:,} ex)",
+                        x["p50_ms"],
+                        "ms",
+                        None,
+                        None,
+                        "< 1 s",
+                        x["p50_ms"] < 1000,
+                        f"{sq_size}; min {x['min_ms']:.0f} max {x['max_ms']:.0f} ms "
+                        f"over {x['calls']} calls",
+                        x,
+                    )
+                )
             PROCS.stop("timebank-sqlite")
     finally:
         PROCS.stop_all()
@@ -1033,9 +1352,18 @@ def main() -> int:
         "phases": [p.__dict__ for p in PHASES],
         "total_seconds": round(total, 1),
         "rows": [
-            {"workload": r.workload, "value": r.value, "unit": r.unit, "anchor": r.anchor,
-             "anchor_value": r.anchor_value, "ratio": r.ratio, "target": r.target,
-             "met": r.met, "notes": r.notes, "details": r.details}
+            {
+                "workload": r.workload,
+                "value": r.value,
+                "unit": r.unit,
+                "anchor": r.anchor,
+                "anchor_value": r.anchor_value,
+                "ratio": r.ratio,
+                "target": r.target,
+                "met": r.met,
+                "notes": r.notes,
+                "details": r.details,
+            }
             for r in rows
         ],
     }

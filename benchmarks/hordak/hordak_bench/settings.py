@@ -28,5 +28,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 HORDAK_INTERNAL_CURRENCY = "EUR"
 DEFAULT_CURRENCY = "EUR"
 CURRENCIES = ["EUR"]
-LOGGING = {"version": 1, "disable_existing_loggers": False,
-           "root": {"handlers": [], "level": "WARNING"}}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"handlers": [], "level": "WARNING"},
+}

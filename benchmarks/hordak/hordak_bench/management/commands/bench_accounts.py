@@ -16,8 +16,16 @@ class Command(BaseCommand):
         with transaction.atomic():
             # Root accounts only, so the MPTT fields are trivial and bulk_create is safe.
             accounts = [
-                Account(name=f"Account {i}", code=None, type="AS", currencies=["EUR"],
-                        lft=1, rght=2, tree_id=i + 1, level=0)
+                Account(
+                    name=f"Account {i}",
+                    code=None,
+                    type="AS",
+                    currencies=["EUR"],
+                    lft=1,
+                    rght=2,
+                    tree_id=i + 1,
+                    level=0,
+                )
                 for i in range(count)
             ]
             Account.objects.bulk_create(accounts, batch_size=2000)
