@@ -900,6 +900,7 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    completed = False
     try:
         with phase("tools: wrk, hordak virtualenv"):
             ensure_wrk()
@@ -1328,6 +1329,7 @@ def main() -> int:
                     )
                 )
             PROCS.stop("timebank-sqlite")
+        completed = True
     finally:
         PROCS.stop_all()
         if cluster is not None:
@@ -1335,17 +1337,29 @@ def main() -> int:
         if sqlite_dir is not None:
             shutil.rmtree(sqlite_dir, ignore_errors=True)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            report(cfg, started, rows, facts, completed)
+        except Exception as exc:  # never hide the run's own error behind this one
+            print(f"could not write the results: {exc!r}", file=sys.stderr)
+    return 0
 
+
+def report(
+    cfg: Config, started: dt.datetime, rows: list[Row], facts: dict[str, Any], completed: bool
+) -> None:
+    """Print the table and write latest.json; also after an interrupted or failed run, with
+    ``"complete": false`` and the rows measured so far."""
     total = time.monotonic() - T0
     print_table(rows)
     print("phases:")
     for p in PHASES:
         print(f"  {p.seconds:7.1f}s  {p.name}")
-    print(f"  {total:7.1f}s  total")
+    print(f"  {total:7.1f}s  total" + ("" if completed else "  (INCOMPLETE RUN)"))
     result = {
         "date": started.isoformat(timespec="seconds"),
         "git_sha": git_sha(),
         "quick": cfg.quick,
+        "complete": completed,
         "config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.__dict__.items()},
         "machine": machine_facts(facts.get("pg_version")),
         "facts": facts,
@@ -1369,7 +1383,6 @@ def main() -> int:
     }
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"\nwrote {RESULTS / 'latest.json'}")
-    return 0
 
 
 if __name__ == "__main__":
