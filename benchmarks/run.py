@@ -106,7 +106,7 @@ class Config:
             report_calls=_env_int("BENCH_REPORT_CALLS", 5),
             sqlite_report_calls=_env_int("BENCH_SQLITE_REPORT_CALLS", 3),
             report_max_seconds=_env_int("BENCH_REPORT_MAX_SECONDS", 20 if quick else 40),
-            batch_max_seconds=_env_int("BENCH_BATCH_MAX_SECONDS", 30 if quick else 90),
+            batch_max_seconds=_env_int("BENCH_BATCH_MAX_SECONDS", 15 if quick else 90),
             pgbench_scale=_env_int("BENCH_PGBENCH_SCALE", clients),
             seed=_env_int("BENCH_SEED", 1),
             skip={s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip()},
