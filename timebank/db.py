@@ -3,7 +3,9 @@
 SQLite: WAL, foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for write
 transactions so that concurrent writers queue on the lock instead of failing on upgrade.
 PostgreSQL: READ COMMITTED plus explicit row locks; deadlocks and serialization failures
-are retried by :func:`run_write`.
+are retried by :func:`run_write`. A failure to connect, or a session the server ended, is
+treated as a disconnect (the pool drops the connection; the request gets 503
+``unavailable``), so the same process recovers as soon as the database is back.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy import BigInteger, Integer, MetaData, Table, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -40,6 +43,11 @@ BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements on hot paths (they skip the ORM's bookkeeping)."""
+    return cast(Table, model.__table__)
 
 
 def utcnow() -> datetime:
@@ -74,14 +82,43 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=settings.db_max_overflow,
         )
         _configure_sqlite(engine, settings)
-        return engine
-    return create_async_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
-        pool_timeout=10,
-    )
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=10,
+        )
+    event.listen(engine.sync_engine, "handle_error", _classify_disconnect)
+    return engine
+
+
+def sqlstate(exc: BaseException | None) -> str:
+    """The SQLSTATE of a database error (PostgreSQL; wrapped or not), or ``""``."""
+    orig = getattr(exc, "orig", None) or exc
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
+def session_ended(state: str) -> bool:
+    """The server ended the session or cannot take one now: class 08 (connection
+    exception) and 57P01-57P05 (admin or crash shutdown, cannot connect now — starting up
+    or shutting down —, database dropped, idle session timeout)."""
+    return state.startswith(("08", "57P"))
+
+
+def _classify_disconnect(ctx: ExceptionContext) -> None:
+    """Any error while *establishing* a connection (refused, too many connections, the
+    database not accepting connections, starting up...) and a session the server ended are
+    disconnects: the connection is dropped from the pool and the error is raised with
+    ``connection_invalidated`` set, which the API answers with 503 ``unavailable``."""
+    connecting = ctx.connection is None and not ctx.is_pre_ping
+    if connecting or session_ended(sqlstate(ctx.original_exception)):
+        ctx.is_disconnect = True
 
 
 def _configure_sqlite(engine: AsyncEngine, settings: Settings) -> None:
@@ -109,13 +146,9 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_det
 
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(
-            getattr(orig, "__cause__", None), "sqlstate", None
-        )
-        if sqlstate in _RETRYABLE_SQLSTATES:
+        if sqlstate(exc) in _RETRYABLE_SQLSTATES:
             return True
-        if isinstance(exc, OperationalError) and "database is locked" in str(orig):
+        if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
             return True
     return False
 
@@ -123,6 +156,19 @@ def is_retryable(exc: BaseException) -> bool:
 async def begin_write(session: AsyncSession) -> None:
     """Start the session's transaction as a write transaction (SQLite: BEGIN IMMEDIATE)."""
     await session.connection(execution_options={"write": True})
+
+
+def _is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+async def end_read(session: AsyncSession) -> None:
+    """End a request's opening read (the API key lookup). SQLite: release the read
+    transaction, so that a write can begin with ``BEGIN IMMEDIATE``. PostgreSQL: keep it and
+    go on in it — under READ COMMITTED every statement sees the latest commits anyway, and a
+    request saves a round trip to end one transaction and another to begin the next."""
+    if session.in_transaction() and _is_sqlite(session):
+        await session.rollback()
 
 
 async def run_write(
@@ -134,11 +180,12 @@ async def run_write(
     """Run ``work`` in one write transaction and commit it; retry on deadlock/serialization.
 
     ``work`` must not commit. Any exception rolls the whole transaction back, so a refused
-    request leaves no trace.
+    request leaves no trace. On PostgreSQL ``work`` runs in the transaction the request's
+    reads began (see :func:`end_read`); they had no effects to lose.
     """
     attempt = 0
-    if session.in_transaction():
-        await session.commit()  # end a read transaction; keeps loaded objects usable
+    if session.in_transaction() and _is_sqlite(session):
+        await session.commit()  # end the read transaction; keeps loaded objects usable
     while True:
         try:
             await begin_write(session)

@@ -724,6 +724,8 @@ async def generate(
     dialect = (await session.connection()).dialect.name
     if dialect == "postgresql":
         await session.execute(text("LOCK TABLE postings IN EXCLUSIVE MODE"))
+        # the rollup triggers aggregate a whole COPY at once: let their sorts stay in memory
+        await session.execute(text("SET LOCAL work_mem = '256MB'"))
     pool_acc = (
         await session.execute(
             select(Account)

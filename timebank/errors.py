@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from timebank.db import session_ended, sqlstate
 from timebank.logs import request_id_var
 
 log = logging.getLogger("timebank.errors")
@@ -198,16 +199,6 @@ def _from_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return problem_response(status, "http_error", "HTTP error", str(exc.detail))
 
 
-def _sqlstate(exc: Exception) -> str:
-    """The SQLSTATE of a database error (PostgreSQL), or ``""``."""
-    orig = getattr(exc, "orig", None)
-    for candidate in (orig, getattr(orig, "__cause__", None)):
-        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(state, str):
-            return state
-    return ""
-
-
 def _is_unique_violation(exc: IntegrityError) -> bool:
     text = str(exc.orig).lower()
     return "unique constraint" in text or "duplicate key" in text
@@ -219,7 +210,10 @@ def _is_unavailable(exc: Exception) -> bool:
     if isinstance(exc, OperationalError):
         return True
     if isinstance(exc, DBAPIError):
-        return bool(getattr(exc, "connection_invalidated", False))
+        # a lost or refused connection; or the server short of resources (class 53, e.g.
+        # too many connections) or failing outside the query (class 58): try again later
+        state = sqlstate(exc)
+        return exc.connection_invalidated or session_ended(state) or state[:2] in ("53", "58")
     return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
 
 
@@ -228,7 +222,7 @@ def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict
         return problem_response(
             400, "malformed_request", "Malformed request", "JSON is nested too deeply"
         )
-    if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
+    if isinstance(exc, DataError) or sqlstate(exc).startswith("22"):
         # The database refused a value for its column (e.g. a NUL character in text).
         log.info("data error: %s", exc.__class__.__name__)
         errors = [{"field": "body", "message": "a value is not acceptable to the database"}]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import Base, run_write, utcnow
+from timebank.db import Base, run_write, table_of, utcnow
 from timebank.errors import IdempotencyInFlight, IdempotencyKeyReused, InvalidInput
 from timebank.types import DateTimeUTC
 
@@ -109,7 +109,7 @@ async def run_idempotent(
         if earlier is not None:
             return earlier
         await s.execute(
-            insert(IdempotencyRecord).values(
+            insert(table_of(IdempotencyRecord)).values(
                 api_key_id=api_key_id,
                 key=key,
                 fingerprint=fp,

@@ -3,7 +3,9 @@
 ``activity_months`` and ``category_months`` (see ``timebank/reports/models.py``) sum the
 legs of service exchanges (recorded, p2p/p2o/o2p/o2o, not reversed) by month. Triggers keep
 them in step in the transaction that records an exchange (inserted as recorded, or a
-proposal confirmed) and take the exchange away again when its reversal is recorded. The
+proposal confirmed) and take the exchange away again when its reversal is recorded:
+statement-level with transition tables on PostgreSQL (a bulk COPY is one set-based upsert),
+row-level on SQLite. The
 upgrade fills them from the existing ledger. An index on exchanges (timebank, kind, day)
 serves the reports' pool figures.
 
@@ -157,83 +159,89 @@ def downgrade() -> None:
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
-_PG = [
-    """
-    CREATE FUNCTION tb_rollup(ex exchanges, sign integer) RETURNS void LANGUAGE plpgsql AS $$
-    DECLARE
-        m date := date_trunc('month', ex.occurred_on)::date;
-    BEGIN
-        INSERT INTO activity_months AS r (timebank_id, month, account_id, owner_type, exchanges,
-                                          led, given_minutes, received_minutes)
-        SELECT ex.timebank_id, m, c.account_id, c.owner_type, sign,
-               CASE WHEN c.first_id = min(c.first_id) OVER () THEN sign ELSE 0 END,
-               sign * c.given, sign * c.received
-        FROM (SELECT p.account_id, a.owner_type,
-                     min(CASE WHEN p.minutes > 0 THEN p.id END) AS first_id,
-                     sum(greatest(p.minutes, 0)) AS given, sum(greatest(-p.minutes, 0)) AS received
-              FROM postings p JOIN accounts a ON a.id = p.account_id
-              WHERE p.exchange_id = ex.id
-              GROUP BY p.account_id, a.owner_type) AS c
-        ON CONFLICT (timebank_id, month, account_id) DO UPDATE SET
-            exchanges = r.exchanges + EXCLUDED.exchanges,
+
+def _pg_apply(changed: str) -> str:
+    """Statements adding the exchanges of ``changed`` (their id, timebank_id, occurred_on,
+    category_id, kind, and a sign ±1) to both rollups, set-based: a COPY of many exchanges
+    is one upsert per rollup."""
+    legs = f"""
+        SELECT c.timebank_id, date_trunc('month', c.occurred_on)::date AS month, c.category_id,
+               c.kind, p.account_id, a.owner_type, c.sign,
+               CASE WHEN min(CASE WHEN p.minutes > 0 THEN p.id END)
+                         = min(min(CASE WHEN p.minutes > 0 THEN p.id END))
+                           OVER (PARTITION BY c.id, c.sign)
+                    THEN c.sign ELSE 0 END AS led,
+               c.sign * sum(greatest(p.minutes, 0)) AS given,
+               c.sign * sum(greatest(-p.minutes, 0)) AS received
+        FROM ({changed}) AS c
+        JOIN postings p ON p.exchange_id = c.id
+        JOIN accounts a ON a.id = p.account_id
+        GROUP BY c.timebank_id, c.occurred_on, c.category_id, c.kind, c.id, p.account_id,
+                 a.owner_type, c.sign"""
+    sums = """sum(l.sign), sum(l.led), sum(l.given), sum(l.received)"""
+    update = """exchanges = r.exchanges + EXCLUDED.exchanges,
             led = r.led + EXCLUDED.led,
             given_minutes = r.given_minutes + EXCLUDED.given_minutes,
-            received_minutes = r.received_minutes + EXCLUDED.received_minutes;
+            received_minutes = r.received_minutes + EXCLUDED.received_minutes"""
+    undone = f"""SELECT p.account_id FROM ({changed}) AS c
+                 JOIN postings p ON p.exchange_id = c.id WHERE c.sign < 0"""
+    return f"""
+        INSERT INTO activity_months AS r (timebank_id, month, account_id, owner_type, exchanges,
+                                          led, given_minutes, received_minutes)
+        SELECT l.timebank_id, l.month, l.account_id, l.owner_type, {sums}
+        FROM ({legs}) AS l
+        GROUP BY l.timebank_id, l.month, l.account_id, l.owner_type
+        ON CONFLICT (timebank_id, month, account_id) DO UPDATE SET {update};
         INSERT INTO category_months AS r (timebank_id, month, category_id, kind, account_id,
                                           owner_type, exchanges, led, given_minutes,
                                           received_minutes)
-        SELECT ex.timebank_id, m, ex.category_id, ex.kind, c.account_id, c.owner_type, sign,
-               CASE WHEN c.first_id = min(c.first_id) OVER () THEN sign ELSE 0 END,
-               sign * c.given, sign * c.received
-        FROM (SELECT p.account_id, a.owner_type,
-                     min(CASE WHEN p.minutes > 0 THEN p.id END) AS first_id,
-                     sum(greatest(p.minutes, 0)) AS given, sum(greatest(-p.minutes, 0)) AS received
-              FROM postings p JOIN accounts a ON a.id = p.account_id
-              WHERE p.exchange_id = ex.id
-              GROUP BY p.account_id, a.owner_type) AS c
-        ON CONFLICT (timebank_id, month, category_id, kind, account_id) DO UPDATE SET
-            exchanges = r.exchanges + EXCLUDED.exchanges,
-            led = r.led + EXCLUDED.led,
-            given_minutes = r.given_minutes + EXCLUDED.given_minutes,
-            received_minutes = r.received_minutes + EXCLUDED.received_minutes;
-        IF sign < 0 THEN
-            DELETE FROM activity_months
-            WHERE timebank_id = ex.timebank_id AND month = m AND exchanges = 0
-              AND account_id IN (SELECT account_id FROM postings WHERE exchange_id = ex.id);
-            DELETE FROM category_months
-            WHERE timebank_id = ex.timebank_id AND month = m AND category_id = ex.category_id
-              AND kind = ex.kind AND exchanges = 0
-              AND account_id IN (SELECT account_id FROM postings WHERE exchange_id = ex.id);
-        END IF;
+        SELECT l.timebank_id, l.month, l.category_id, l.kind, l.account_id, l.owner_type, {sums}
+        FROM ({legs}) AS l
+        GROUP BY l.timebank_id, l.month, l.category_id, l.kind, l.account_id, l.owner_type
+        ON CONFLICT (timebank_id, month, category_id, kind, account_id) DO UPDATE SET {update};
+        DELETE FROM activity_months WHERE exchanges = 0 AND account_id IN ({undone});
+        DELETE FROM category_months WHERE exchanges = 0 AND account_id IN ({undone});
+    """
+
+
+_COLUMNS = "id, timebank_id, occurred_on, category_id, kind"
+_RECORDED_NOW = f"""
+    SELECT {_COLUMNS}, 1 AS sign FROM new_rows
+    WHERE status = 'recorded' AND kind IN {SERVICE}
+    UNION ALL
+    SELECT o.id, o.timebank_id, o.occurred_on, o.category_id, o.kind, -1
+    FROM new_rows n JOIN exchanges o ON o.id = n.reverses
+    WHERE n.status = 'recorded' AND n.kind = 'reversal'
+      AND o.status = 'recorded' AND o.kind IN {SERVICE}"""
+_CONFIRMED_NOW = f"""
+    SELECT n.id, n.timebank_id, n.occurred_on, n.category_id, n.kind, 1 AS sign
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE o.status = 'pending' AND n.status = 'recorded' AND n.kind IN {SERVICE}"""
+
+_PG = [
+    f"""
+    CREATE FUNCTION tb_exchanges_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_pg_apply(_RECORDED_NOW)}
+        RETURN NULL;
     END $$
     """,
     f"""
-    CREATE FUNCTION tb_exchanges_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        original exchanges;
+    CREATE FUNCTION tb_exchanges_rollup_update() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        IF NEW.status <> 'recorded' THEN
-            RETURN NULL;
-        END IF;
-        IF NEW.kind IN {SERVICE} THEN
-            PERFORM tb_rollup(NEW, 1);
-        ELSIF NEW.kind = 'reversal' AND NEW.reverses IS NOT NULL THEN
-            SELECT * INTO original FROM exchanges WHERE id = NEW.reverses;
-            IF original.status = 'recorded' AND original.kind IN {SERVICE} THEN
-                PERFORM tb_rollup(original, -1);
-            END IF;
-        END IF;
+        {_pg_apply(_CONFIRMED_NOW)}
         RETURN NULL;
     END $$
     """,
     """
     CREATE TRIGGER exchanges_rollup AFTER INSERT ON exchanges
-        FOR EACH ROW EXECUTE FUNCTION tb_exchanges_rollup()
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION tb_exchanges_rollup_insert()
     """,
     """
-    CREATE TRIGGER exchanges_rollup_confirm AFTER UPDATE OF status ON exchanges
-        FOR EACH ROW WHEN (OLD.status = 'pending' AND NEW.status = 'recorded')
-        EXECUTE FUNCTION tb_exchanges_rollup()
+    CREATE TRIGGER exchanges_rollup_confirm AFTER UPDATE ON exchanges
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION tb_exchanges_rollup_update()
     """,
     """
     CREATE OR REPLACE FUNCTION tb_postings_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -258,8 +266,8 @@ _PG_DROP = [
     """,
     "DROP TRIGGER IF EXISTS exchanges_rollup_confirm ON exchanges",
     "DROP TRIGGER IF EXISTS exchanges_rollup ON exchanges",
-    "DROP FUNCTION IF EXISTS tb_exchanges_rollup()",
-    "DROP FUNCTION IF EXISTS tb_rollup(exchanges, integer)",
+    "DROP FUNCTION IF EXISTS tb_exchanges_rollup_update()",
+    "DROP FUNCTION IF EXISTS tb_exchanges_rollup_insert()",
 ]
 
 # --- SQLite -------------------------------------------------------------------------------

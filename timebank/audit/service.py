@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.audit.models import AuditEvent
 from timebank.auth.models import Role
 from timebank.auth.principal import Principal
-from timebank.db import utcnow
+from timebank.db import table_of, utcnow
 from timebank.logs import request_id_var
 
 
@@ -28,7 +28,7 @@ async def record(
     """Append an audit event in the caller's transaction. ``details`` holds ids and field
     names only, never personal values."""
     await session.execute(
-        insert(AuditEvent).values(
+        insert(table_of(AuditEvent)).values(
             timebank_id=timebank_id,
             key_id=principal.key_id,
             role=principal.role.value,

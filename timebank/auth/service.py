@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.audit import service as audit
 from timebank.auth.models import ApiKey, ApiKeyTimeBank, Role
 from timebank.auth.principal import Principal
-from timebank.db import begin_write, utcnow, uuid7
+from timebank.db import begin_write, end_read, utcnow, uuid7
 from timebank.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from timebank.members.models import Member, MemberStatus
 from timebank.timebanks.models import TimeBank
@@ -147,7 +147,7 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
         report_timebanks=scopes,
     )
     stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_LAG
-    await session.rollback()  # end the read; requests start their own transactions
+    await end_read(session)
     if stale:
         await _touch(session, principal.key_id, now)
     return principal

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.audit import service as audit
 from timebank.auth.models import Role
 from timebank.auth.principal import STAFF, Principal
-from timebank.db import run_write, utcnow
+from timebank.db import run_write, table_of, utcnow
 from timebank.errors import Forbidden, InvalidInput, NotPending, PartyInactive
 from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType, Posting
 from timebank.ledger.schemas import ExchangeOut
@@ -165,7 +165,7 @@ async def decide(
         ]
         after = await _apply_legs(session, tb, legs, enforce_limits=True)
         await session.execute(
-            insert(Posting),
+            insert(table_of(Posting)),
             [
                 {
                     "exchange_id": locked.id,

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.audit import service as audit
 from timebank.auth.models import Role
 from timebank.auth.principal import STAFF, Principal
-from timebank.db import utcnow, uuid7
+from timebank.db import table_of, utcnow, uuid7
 from timebank.errors import (
     AlreadyReversed,
     BalanceLimitExceeded,
@@ -131,39 +131,47 @@ async def _apply_legs(
             )
         ).scalars()
     }
-    after: dict[uuid.UUID, int] = {}
+    # one conditional UPDATE for every account: a debit may not take a balance below its
+    # minimum, a credit not above its maximum (the rows are locked, so this is exact)
+    allowed = []
     for account_id in ids:
-        delta = deltas[account_id]
-        account = accounts[account_id]
-        conditions = [Account.id == account_id]
-        if enforce_limits:
-            lo, hi = effective_limits(account, tb)
-            if delta < 0 and lo is not None:
-                conditions.append(Account.balance_minutes + delta >= lo)
-            if delta > 0 and hi is not None:
-                conditions.append(Account.balance_minutes + delta <= hi)
-        result = await session.execute(
-            update(Account)
-            .where(*conditions)
-            .values(
-                balance_minutes=Account.balance_minutes + delta,
-                earned_minutes=Account.earned_minutes + max(delta, 0),
-                spent_minutes=Account.spent_minutes + max(-delta, 0),
-            )
-            .returning(Account.balance_minutes)
-            .execution_options(synchronize_session=False)
+        delta, condition = deltas[account_id], Account.id == account_id
+        lo, hi = effective_limits(accounts[account_id], tb)
+        if enforce_limits and delta < 0 and lo is not None:
+            condition = and_(condition, Account.balance_minutes + delta >= lo)
+        if enforce_limits and delta > 0 and hi is not None:
+            condition = and_(condition, Account.balance_minutes + delta <= hi)
+        allowed.append(condition)
+
+    def per_account(values: dict[uuid.UUID, int]) -> Any:
+        return case(*((Account.id == a, v) for a, v in values.items()), else_=0)
+
+    result = await session.execute(
+        update(Account)
+        .where(Account.id.in_(ids), or_(*allowed))
+        .values(
+            balance_minutes=Account.balance_minutes + per_account(deltas),
+            earned_minutes=Account.earned_minutes
+            + per_account({a: max(d, 0) for a, d in deltas.items()}),
+            spent_minutes=Account.spent_minutes
+            + per_account({a: max(-d, 0) for a, d in deltas.items()}),
         )
-        row = result.first()
-        if row is None:
+        .returning(Account.id, Account.balance_minutes)
+        .execution_options(synchronize_session=False)
+    )
+    after = {account_id: int(balance) for account_id, balance in result.all()}
+    for account_id in ids:
+        if account_id not in after:
+            account = accounts[account_id]
             lo, hi = effective_limits(account, tb)
             low = "unbounded" if lo is None else lo
             high = "unbounded" if hi is None else hi
             raise BalanceLimitExceeded(
                 f"Account {account_id} would move further outside its limits "
-                f"[{low}, {high}] (balance {account.balance_minutes}, change {delta:+d})",
+                f"[{low}, {high}] (balance {account.balance_minutes}, "
+                f"change {deltas[account_id]:+d})",
                 account_id=str(account_id),
             )
-        after[account_id] = int(row[0])
     return after
 
 
@@ -197,7 +205,7 @@ async def post_exchange(
     exchange_id = uuid7()
     now = utcnow()
     await session.execute(
-        insert(Posting),
+        insert(table_of(Posting)),
         [
             {
                 "exchange_id": exchange_id,
@@ -208,28 +216,28 @@ async def post_exchange(
             for leg in legs
         ],
     )
-    exchange = Exchange(
-        id=exchange_id,
-        timebank_id=tb.id,
-        status=ExchangeStatus.recorded,
-        kind=kind,
-        minutes=sum(leg.minutes for leg in legs if leg.minutes > 0),
-        category_id=category.id if category else None,
-        occurred_on=occurred_on,
-        recorded_at=now,
-        description=description,
-        external_ref=external_ref,
-        reverses=reverses,
-        provider_account_id=simple_parties[0] if simple_parties else None,
-        recipient_account_id=simple_parties[1] if simple_parties else None,
-        logged_by_key_id=principal.key_id,
-        logged_by_role=principal.role.value,
-        override_reason=override_reason,
-        reason=reason,
-    )
-    session.add(exchange)
+    row: dict[str, Any] = {
+        "id": exchange_id,
+        "timebank_id": tb.id,
+        "status": ExchangeStatus.recorded,
+        "kind": kind,
+        "minutes": sum(leg.minutes for leg in legs if leg.minutes > 0),
+        "category_id": category.id if category else None,
+        "occurred_on": occurred_on,
+        "recorded_at": now,
+        "description": description,
+        "external_ref": external_ref,
+        "reverses": reverses,
+        "provider_account_id": simple_parties[0] if simple_parties else None,
+        "recipient_account_id": simple_parties[1] if simple_parties else None,
+        "logged_by_key_id": principal.key_id,
+        "logged_by_role": principal.role.value,
+        "override_reason": override_reason,
+        "reason": reason,
+    }
+    exchange = Exchange(**row)  # for the response; written with a plain INSERT
     try:
-        await session.flush()
+        await session.execute(insert(table_of(Exchange)).values(row))
     except IntegrityError as exc:
         msg = str(exc.orig).lower()
         if "external_ref" in msg:
@@ -248,24 +256,56 @@ def _duplicate_ref(ref: str | None) -> Duplicate:
     return Duplicate(f"external_ref '{ref}' was already recorded in this time bank")
 
 
-async def resolve_party(
-    session: AsyncSession, tb: TimeBank, ref: PartyRef, field_name: str
-) -> Party:
-    if ref.member_id is not None:
-        m = await session.get(Member, ref.member_id)
-        if m is None or m.timebank_id != tb.id:
-            raise InvalidInput(field_name, "no such member in this time bank")
-        return Party(OwnerType.member, m.id, m.account_id, m.status is MemberStatus.active)
-    if ref.organisation_id is not None:
-        o = await session.get(Organisation, ref.organisation_id)
-        if o is None or o.timebank_id != tb.id:
-            raise InvalidInput(field_name, "no such organisation in this time bank")
-        return Party(
-            OwnerType.organisation, o.id, o.account_id, o.status is OrganisationStatus.active
+async def resolve_parties(
+    session: AsyncSession, tb: TimeBank, refs: Sequence[tuple[PartyRef, str]]
+) -> list[Party]:
+    """The parties named by ``refs`` (with their field names for errors), found with one
+    query whatever their number; 422 naming the first one that is not of this time bank."""
+    member_ids = [r.member_id for r, _ in refs if r.member_id is not None]
+    org_ids = [r.organisation_id for r, _ in refs if r.organisation_id is not None]
+    found: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID, bool]] = {}
+    queries: list[Any] = []
+    if member_ids:
+        queries.append(
+            select(
+                Member.id,
+                Member.timebank_id,
+                Member.account_id,
+                (Member.status == MemberStatus.active).label("active"),
+            ).where(Member.id.in_(member_ids))
         )
-    if ref.account_id is None or ref.account_id != tb.pool_account_id:
-        raise InvalidInput(field_name, "account_id must be this time bank's pool account")
-    return Party(OwnerType.pool, tb.id, ref.account_id, True)
+    if org_ids:
+        queries.append(
+            select(
+                Organisation.id,
+                Organisation.timebank_id,
+                Organisation.account_id,
+                (Organisation.status == OrganisationStatus.active).label("active"),
+            ).where(Organisation.id.in_(org_ids))
+        )
+    if queries:
+        stmt: Any = queries[0] if len(queries) == 1 else union_all(*queries)
+        rows: list[Any] = list((await session.execute(stmt)).all())
+        for row in rows:
+            if row.timebank_id == tb.id:
+                found[row.id] = (row.id, row.account_id, bool(row.active))
+    parties = []
+    for ref, field_name in refs:
+        if ref.member_id is not None:
+            if ref.member_id not in found:
+                raise InvalidInput(field_name, "no such member in this time bank")
+            owner_id, account_id, active = found[ref.member_id]
+            parties.append(Party(OwnerType.member, owner_id, account_id, active))
+        elif ref.organisation_id is not None:
+            if ref.organisation_id not in found:
+                raise InvalidInput(field_name, "no such organisation in this time bank")
+            owner_id, account_id, active = found[ref.organisation_id]
+            parties.append(Party(OwnerType.organisation, owner_id, account_id, active))
+        elif ref.account_id is None or ref.account_id != tb.pool_account_id:
+            raise InvalidInput(field_name, "account_id must be this time bank's pool account")
+        else:
+            parties.append(Party(OwnerType.pool, tb.id, ref.account_id, True))
+    return parties
 
 
 async def _category(
@@ -329,16 +369,23 @@ async def prepare_exchange(session: AsyncSession, tb: TimeBank, data: ExchangeCr
     side_types: list[OwnerType] = []
     seen: set[uuid.UUID] = set()
     inactive: list[str] = []
+    labelled = [
+        (name, sign, f"{name}[{i}]" if data.is_group else name, ref, minutes)
+        for name, entries, sign in sides
+        for i, (ref, minutes) in enumerate(entries)
+    ]
+    for _, _, label, _, minutes in labelled:
+        if minutes > tb.max_exchange_minutes:
+            raise InvalidInput(
+                f"{label}.minutes" if data.is_group else "minutes",
+                f"over this time bank's max_exchange_minutes ({tb.max_exchange_minutes})",
+            )
+    resolved = iter(await resolve_parties(session, tb, [(r, lb) for _, _, lb, r, _ in labelled]))
     for name, entries, sign in sides:
         types = set()
-        for i, (ref, minutes) in enumerate(entries):
+        for i, (_ref, minutes) in enumerate(entries):
             label = f"{name}[{i}]" if data.is_group else name
-            if minutes > tb.max_exchange_minutes:
-                raise InvalidInput(
-                    f"{label}.minutes" if data.is_group else "minutes",
-                    f"over this time bank's max_exchange_minutes ({tb.max_exchange_minutes})",
-                )
-            party = await resolve_party(session, tb, ref, label)
+            party = next(resolved)
             if party.account_id in seen:
                 raise InvalidInput(label, "a party is given twice")
             seen.add(party.account_id)
