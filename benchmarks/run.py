@@ -892,7 +892,7 @@ def main() -> int:
     )
 
     rows: list[Row] = []
-    facts: dict[str, Any] = {"loadavg_at_start": os.getloadavg()}
+    facts: dict[str, Any] = {"loadavg_at_start": os.getloadavg(), "git_sha": git_sha()}
     cluster: pgcluster.Cluster | None = None
     sqlite_dir: Path | None = None
 
@@ -1357,7 +1357,7 @@ def report(
     print(f"  {total:7.1f}s  total" + ("" if completed else "  (INCOMPLETE RUN)"))
     result = {
         "date": started.isoformat(timespec="seconds"),
-        "git_sha": git_sha(),
+        "git_sha": facts["git_sha"],  # at the start: the code that was measured
         "quick": cfg.quick,
         "complete": completed,
         "config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.__dict__.items()},
