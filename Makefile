@@ -24,7 +24,7 @@ run: setup
 	$(BIN)/timebank serve --demo --host $(HOST) --port $(PORT)
 
 lint: setup
-	$(BIN)/ruff check timebank tests alembic
+	$(BIN)/ruff check timebank tests alembic benchmarks
 	$(BIN)/mypy timebank
 
 test: setup lint
@@ -37,8 +37,15 @@ fuzz: setup
 	TIMEBANK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py -q -p no:cacheprovider
 
 format: setup
-	$(BIN)/ruff check --fix timebank tests alembic
-	$(BIN)/ruff format timebank tests alembic
+	$(BIN)/ruff check --fix timebank tests alembic benchmarks
+	$(BIN)/ruff format timebank tests alembic benchmarks
+
+# The SPEC §6 benchmark (never part of `make test`): starts its own durable PostgreSQL,
+# servers and load generator, stops them all, prints a table and writes
+# benchmarks/results/latest.json. BENCH_QUICK=1 for a small 2-3 minute run; see
+# benchmarks/README.md for the other BENCH_* knobs.
+bench: setup
+	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache timebank.db timebank.db-wal timebank.db-shm
+	rm -rf $(VENV) benchmarks/.venv-hordak .pytest_cache .mypy_cache .ruff_cache timebank.db timebank.db-wal timebank.db-shm
