@@ -45,13 +45,14 @@ from hypothesis.stateful import (
     rule,
 )
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import Api, party, simple
 from tests.test_errors import assert_problem
 from timebank.app import create_app
+from timebank.audit.models import AuditEvent
 from timebank.auth.models import Role
 from timebank.auth.principal import SYSTEM
 from timebank.auth.service import create_key
@@ -175,6 +176,7 @@ class Model:
         self.exchanges: dict[str, Ex] = {}
         self.refs: set[str] = set()
         self.idem: dict[tuple[str, str], Stored] = {}
+        self.audit: Counter[str] = Counter()  # audit events by action: one per write
 
     def limits(self, acc: Acct) -> tuple[int | None, int | None]:
         if acc.custom:
@@ -282,6 +284,7 @@ class Model:
     def record(self, ex_id: str, req: Req, verdict: Verdict) -> Ex:
         ex = Ex(ex_id, str(verdict.kind), "recorded", verdict.legs, _credited(verdict.legs))
         self.post(ex)
+        self.audit["exchange.override" if req.override else "exchange.record"] += 1
         if req.ref is not None:
             self.refs.add(req.ref)
         return ex
@@ -575,10 +578,12 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                 assert tb["settings"][k] == v, (k, tb["settings"])
             self.tb_id = uuid.UUID(tb["id"])
             self.model = Model(defaults, max_minutes, grant)
+            self.m.audit["timebank.create"] += 1
             self.m.pool = tb["pool_account_id"]
             self.m.accounts[self.m.pool] = Acct(self.m.pool, "pool")
             broker = self.ok("post", self.path("/api-keys"), "admin", {"role": "broker"})
             self.secrets["broker"] = broker["secret"]
+            self.m.audit["api_key.create"] += 1
             for _ in range(n_members):
                 self._join()
             if not self.m.members:  # the grant is over the members' maximum: no one can join
@@ -651,6 +656,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                 out = r.json()
                 member = Holder(out["id"], out["account_id"], name)
                 self.m.members.append(member)
+                self.m.audit["member.create"] += 1
                 self.m.accounts[member.account] = Acct(member.account, "member")
                 self.touched.add(member.account)
                 if verdict.kind:
@@ -665,6 +671,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                     "post", self.path("/api-keys"), body={"role": "member", "member_id": member.id}
                 )
                 self.secrets[f"m{i}"] = key_out["secret"]
+                self.m.audit["api_key.create"] += 1
                 member.key = f"m{i}"
 
             self.write("broker", self.path("/members"), body, key, judge, apply)
@@ -677,6 +684,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                 body={"name": f"Org {len(self.m.orgs)}", "kind": "charity"},
             )
             self.m.orgs.append(Holder(out["id"], out["account_id"], out["name"]))
+            self.m.audit["organisation.create"] += 1
             self.m.accounts[out["account_id"]] = Acct(out["account_id"], "organisation")
             self.touched.add(out["account_id"])
 
@@ -692,6 +700,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             assert r.status_code == 200, r.text
             assert r.json()["status"] == status
             member.status = status
+            self.m.audit["member.update"] += 1
 
         def _organisation_status(self, i: int, status: str) -> None:
             org = self.m.orgs[i]
@@ -699,6 +708,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             out = self.ok("patch", self.path(f"/organisations/{org.id}"), body={"status": status})
             assert out["status"] == status
             org.status = status
+            self.m.audit["organisation.update"] += 1
 
         def _erase(self, i: int) -> None:
             member = self.m.members[i]
@@ -708,6 +718,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             if member.status == "erased":
                 return
             member.status = "erased"
+            self.m.audit["member.erase"] += 1
             # Stored responses that mention her go (her own keys are revoked); the records
             # stay, so that a retry is refused rather than carried out a second time.
             for rec in self.m.idem.values():
@@ -721,6 +732,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             out = self.ok("patch", f"/v1/timebanks/{self.slug}", "admin", body)
             assert out["settings"]["starting_grant_minutes"] == grant
             self.m.grant = grant
+            self.m.audit["timebank.update"] += 1
 
         # --- exchanges --------------------------------------------------------------------
 
@@ -946,6 +958,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                     proposer=i,
                 )
                 self.m.exchanges[ex.id] = ex
+                self.m.audit["exchange.propose"] += 1
                 if req.ref is not None:
                     self.m.refs.add(req.ref)
                 self.check_exchange_view(out, ex)
@@ -992,6 +1005,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             ]
             if decision == "confirm":
                 self.m.post(x)
+            self.m.audit[f"exchange.{decision}"] += 1
             self.touched |= set(x.legs)
             self.check_exchange_view(r.json(), x)
 
@@ -1058,6 +1072,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                 ex = Ex(out["id"], "reversal", "recorded", verdict.legs, x.minutes, reverses=x.id)
                 self.m.post(ex)
                 x.reversed_by = ex.id
+                self.m.audit["exchange.reverse"] += 1
                 self.check_exchange_view(out, ex)
                 self.touched |= set(ex.legs)
                 self.exempt |= set(ex.legs)
@@ -1121,6 +1136,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                     return
                 acc.custom, acc.lo, acc.hi = True, cur_lo, cur_hi
             assert r.status_code == 200, r.text
+            self.m.audit["account.limits"] += 1
             out = r.json()
             assert (out["min_balance_minutes"], out["max_balance_minutes"]) == self.m.limits(acc)
             assert out["custom_limits"] == acc.custom
@@ -1136,6 +1152,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             self.step("default limits", f"time bank defaults: {settings}")
             out = self.ok("patch", f"/v1/timebanks/{self.slug}", "admin", {"settings": settings})
             self.m.defaults.update(settings)
+            self.m.audit["timebank.update"] += 1
             for k, v in settings.items():
                 assert out["settings"][k] == v
             self.touched |= {a.id for a in self.m.accounts.values() if a.owner == side}
@@ -1285,6 +1302,8 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                             f"account {acc_id} moved from {was} to {balance}, further outside "
                             f"{m.limits(acc)}"
                         )
+            # §3.8: one audit event per write, none for a refused request or a replay.
+            assert snap["audit"] == {k: n for k, n in m.audit.items() if n}
             assert set(exchanges) == set(m.exchanges)
             for ex_id, (status, kind, reverses, minutes) in exchanges.items():
                 x = m.exchanges[ex_id]
@@ -1398,7 +1417,16 @@ async def _snapshot(engine: AsyncEngine, tb_id: uuid.UUID) -> dict[str, Any]:
                 )
             ).all()
         ]
-    return {"accounts": accounts, "exchanges": exchanges, "postings": postings}
+        audit = dict(
+            (
+                await c.execute(
+                    select(AuditEvent.action, func.count())
+                    .where(AuditEvent.timebank_id == tb_id)
+                    .group_by(AuditEvent.action)
+                )
+            ).all()
+        )
+    return {"accounts": accounts, "exchanges": exchanges, "postings": postings, "audit": audit}
 
 
 def test_ledger_state_machine_agrees_with_its_model(env: Env) -> None:
