@@ -356,7 +356,7 @@ minutes_ = st.one_of(st.integers(1, 100), seldom(60, st.integers(100, 400), 2))
 refs = seldom(None, st.sampled_from(REFS), 2)
 category_modes = seldom("ok", st.sampled_from(["wrong", "unknown"]))
 how_ = seldom("broker", st.just("override"), 2)
-offsets = st.one_of(st.none(), st.integers(-150, 150))
+offsets = st.one_of(st.integers(-150, 150), st.none())
 KINDS = ["p2p", "p2o", "o2p", "o2o", "pool_grant", "pool_donation"]
 decisions = st.tuples(
     pick,
@@ -535,12 +535,12 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
         # --- set-up -----------------------------------------------------------------------
 
         @initialize(
-            member_lo=st.sampled_from([None, -300, -180, -120, -60, 0]),
-            member_hi=st.sampled_from([None, 0, 120, 300, 600, None]),
-            org_lo=st.sampled_from([None, -300, -60, 0, None]),
-            org_hi=st.sampled_from([None, 200, 600, None]),
-            max_minutes=st.sampled_from([1440, 120, 240, 1440]),
-            grant=st.sampled_from([0, 60, 150, 0]),
+            member_lo=st.sampled_from([-120, 0, -60, -300, None]),
+            member_hi=st.sampled_from([None, 120, 300, 0, 600]),
+            org_lo=st.sampled_from([None, -60, 0, -300]),
+            org_hi=st.sampled_from([None, 200, 600]),
+            max_minutes=st.sampled_from([240, 120, 1440]),
+            grant=st.sampled_from([0, 60, 150]),
             n_members=st.integers(2, 4),
             n_orgs=st.integers(1, 2),
         )
@@ -624,8 +624,9 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             op = rare or op
             if op == "join" and len(self.m.members) < 8:
                 key = self.new_key() if idem else None
-                self.remember("broker", key, self._join)
-                self._join(key=key)
+                name = f"Member #{uuid.uuid4().hex[:10]}"
+                self.remember("broker", key, self._join, name)
+                self._join(name, key=key)
             elif op == "organisation" and len(self.m.orgs) < 4:
                 self._add_organisation()
             elif op == "organisation status":
@@ -641,9 +642,9 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             else:
                 self._member_status(i % len(self.m.members), member_status)
 
-        def _join(self, variant: int = 0, key: str | None = None) -> None:
+        def _join(self, name: str = "", variant: int = 0, key: str | None = None) -> None:
             i = len(self.m.members)
-            name = f"Member #{uuid.uuid4().hex[:10]}"
+            name = name or f"Member #{uuid.uuid4().hex[:10]}"
             self.step("join", f"member {i} joins (grant {self.m.grant}, Idempotency-Key {key})")
             body = {"display_name": name, "locality": f"Town {variant}"}
             placeholder = f"new-account-{i}"
