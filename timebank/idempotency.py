@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from timebank.db import Base, run_write, table_of, utcnow
-from timebank.errors import IdempotencyInFlight, IdempotencyKeyReused, InvalidInput
+from timebank.errors import Duplicate, IdempotencyInFlight, IdempotencyKeyReused, InvalidInput
 from timebank.types import DateTimeUTC
 
 
@@ -80,8 +80,13 @@ async def _replay(
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request",
         )
-    if row.status_code is None or row.response_body is None:
+    if row.status_code is None:
         raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed")
+    if row.response_body is None:  # purged by a member's erasure
+        raise Duplicate(
+            "A request with this Idempotency-Key was already carried out; its stored response "
+            "was erased with a member's personal data"
+        )
     return Outcome(row.status_code, row.response_body.encode(), replayed=True)
 
 

@@ -225,6 +225,9 @@ async def erase_member(
     status ``erased``. Postings stay (they are the accounting record); the free text of the
     member's exchanges is redacted; the member's API keys are revoked; stored idempotency
     responses that mention the member are purged. The audit event names fields, not values.
+
+    A purged idempotency record keeps its fingerprint: a retry of a request that was carried
+    out is then refused (409 ``duplicate``), never carried out a second time.
     """
     principal.require(tb.id, *STAFF)
     member = await get_member(session, tb, member_id)
@@ -278,13 +281,17 @@ async def erase_member(
         .values(revoked_at=now)
     )
     await session.execute(
-        delete(IdempotencyRecord).where(
+        delete(IdempotencyRecord).where(IdempotencyRecord.api_key_id.in_(member_keys))
+    )
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(
             or_(
                 IdempotencyRecord.subject_id == member.id,
-                IdempotencyRecord.api_key_id.in_(member_keys),
                 *(IdempotencyRecord.response_body.contains(v) for v in identifiers),
             )
         )
+        .values(response_body=None)
     )
     await audit.record(
         session,

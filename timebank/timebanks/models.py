@@ -25,7 +25,7 @@ class TimeBank(Base):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     pool_account_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
-    member_min_balance_minutes: Mapped[int | None] = mapped_column(Integer, default=-600)
+    member_min_balance_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
     member_max_balance_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
     organisation_min_balance_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
     organisation_max_balance_minutes: Mapped[int | None] = mapped_column(Integer, default=None)

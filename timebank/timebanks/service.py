@@ -18,6 +18,7 @@ from timebank.db import utcnow, uuid7
 from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
 from timebank.ledger.models import Account, OwnerType
 from timebank.timebanks.models import Category, TimeBank
+from timebank.timebanks.schemas import TimeBankSettings
 
 DEFAULT_CATEGORIES = [
     ("companionship", "Companionship"),
@@ -77,7 +78,10 @@ async def create_timebank(
     _check_settings(settings, principal)
     if (await session.execute(select(TimeBank.id).where(TimeBank.slug == slug))).first():
         raise Duplicate(f"Time bank slug '{slug}' is taken")
-    tb = TimeBank(id=uuid7(), slug=slug, name=name, created_at=utcnow(), **settings)
+    # Every setting is given explicitly, unset ones from the schema's defaults: a column
+    # default would also replace an explicit null (unbounded), as SQLAlchemy fills None.
+    values = {**TimeBankSettings().model_dump(), **settings}
+    tb = TimeBank(id=uuid7(), slug=slug, name=name, created_at=utcnow(), **values)
     session.add(tb)
     try:
         await session.flush()
