@@ -15,7 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select, union_all, update
@@ -806,35 +806,49 @@ async def patch_account(
     return acc
 
 
-async def balance(session: AsyncSession, tb: TimeBank, account_id: uuid.UUID) -> BalanceOut:
-    acc = await get_account(session, tb, account_id)
-    pending = (
+async def balance(
+    session: AsyncSession, tb: TimeBank, owner_type: OwnerType, owner_id: uuid.UUID
+) -> BalanceOut:
+    """A member's or organisation's balance with its pending flows, in one query. A
+    proposal older than the bank's ``pending_expiry_days`` counts as expired here whether or
+    not the lazy expiry has written it yet, so a read never has to write."""
+    cutoff = utcnow() - timedelta(days=tb.pending_expiry_days)
+
+    def pending(side: Any) -> Any:
+        return (
+            select(func.coalesce(func.sum(Exchange.minutes), 0))
+            .where(
+                side == Account.id,
+                Exchange.status == ExchangeStatus.pending,
+                Exchange.recorded_at >= cutoff,
+            )
+            .scalar_subquery()
+        )
+
+    row = (
         await session.execute(
             select(
-                func.coalesce(
-                    func.sum(Exchange.minutes).filter(Exchange.provider_account_id == account_id), 0
-                ),
-                func.coalesce(
-                    func.sum(Exchange.minutes).filter(Exchange.recipient_account_id == account_id),
-                    0,
-                ),
+                Account,
+                pending(Exchange.provider_account_id),
+                pending(Exchange.recipient_account_id),
             ).where(
-                Exchange.status == ExchangeStatus.pending,
-                or_(
-                    Exchange.provider_account_id == account_id,
-                    Exchange.recipient_account_id == account_id,
-                ),
+                Account.owner_type == owner_type,
+                Account.owner_id == owner_id,
+                Account.timebank_id == tb.id,
             )
         )
-    ).one()
+    ).first()
+    if row is None:
+        raise NotFound(f"No such {owner_type.value} in this time bank")
+    acc, pending_in, pending_out = row
     lo, hi = effective_limits(acc, tb)
     return BalanceOut(
         account_id=acc.id,
         balance_minutes=acc.balance_minutes,
         earned_minutes=acc.earned_minutes,
         spent_minutes=acc.spent_minutes,
-        pending_in_minutes=int(pending[0]),
-        pending_out_minutes=int(pending[1]),
+        pending_in_minutes=int(pending_in),
+        pending_out_minutes=int(pending_out),
         min_balance_minutes=lo,
         max_balance_minutes=hi,
         as_of=utcnow(),

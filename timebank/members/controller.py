@@ -14,7 +14,7 @@ from timebank.db import run_write
 from timebank.errors import Forbidden, problems
 from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
 from timebank.ledger import service as ledger
-from timebank.ledger.pending import fresh_timebank
+from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
 from timebank.ledger.statements import statement_response
 from timebank.members import service
@@ -163,10 +163,9 @@ class MemberController(Controller):
     async def balance(
         self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
     ) -> BalanceOut:
-        bank = await fresh_timebank(db_session, principal, tb)
+        bank = await get_by_slug(db_session, principal, tb)
         require_self_or_staff(principal, bank.id, member_id)
-        m = await service.get_member(db_session, bank, member_id)
-        return await ledger.balance(db_session, bank, m.account_id)
+        return await ledger.balance(db_session, bank, OwnerType.member, member_id)
 
     @get(
         "/{member_id:uuid}/statement",

@@ -13,7 +13,7 @@ from timebank.db import run_write
 from timebank.errors import problems
 from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
 from timebank.ledger import service as ledger
-from timebank.ledger.pending import fresh_timebank
+from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
 from timebank.ledger.statements import statement_response
 from timebank.openapi import ALSO_RETURNS
@@ -94,10 +94,9 @@ class OrganisationController(Controller):
     async def balance(
         self, db_session: AsyncSession, principal: Principal, tb: str, organisation_id: uuid.UUID
     ) -> BalanceOut:
-        bank = await fresh_timebank(db_session, principal, tb)
+        bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
-        org = await service.get_organisation(db_session, bank, organisation_id)
-        return await ledger.balance(db_session, bank, org.account_id)
+        return await ledger.balance(db_session, bank, OwnerType.organisation, organisation_id)
 
     @get(
         "/{organisation_id:uuid}/statement",

@@ -256,7 +256,9 @@ def later_writes(banks: list[uuid.UUID], as_of: datetime) -> Any:
 
 
 def _rollup(rollup: Any, fixes: Any, correct: bool) -> Subquery:
-    return (union_all(rollup, fixes) if correct else rollup).subquery()
+    rows: Any = union_all(rollup, fixes) if correct else rollup
+    subquery: Subquery = rows.subquery()
+    return subquery
 
 
 def activity_rows(
