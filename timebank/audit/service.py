@@ -14,6 +14,32 @@ from timebank.db import table_of, utcnow
 from timebank.logs import request_id_var
 
 
+def event(
+    principal: Principal,
+    action: str,
+    *,
+    timebank_id: uuid.UUID | None,
+    target_type: str,
+    target_id: Any,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An audit event's row. ``details`` holds ids and field names only, never personal
+    values."""
+    return {
+        "timebank_id": timebank_id,
+        "key_id": principal.key_id,
+        "role": principal.role.value,
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id),
+        "request_id": request_id_var.get(),
+        "reason": reason,
+        "details": details,
+        "created_at": utcnow(),
+    }
+
+
 async def record(
     session: AsyncSession,
     principal: Principal,
@@ -25,22 +51,27 @@ async def record(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append an audit event in the caller's transaction. ``details`` holds ids and field
-    names only, never personal values."""
-    await session.execute(
-        insert(table_of(AuditEvent)).values(
-            timebank_id=timebank_id,
-            key_id=principal.key_id,
-            role=principal.role.value,
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            request_id=request_id_var.get(),
-            reason=reason,
-            details=details,
-            created_at=utcnow(),
-        )
+    """Append an audit event in the caller's transaction."""
+    await record_many(
+        session,
+        [
+            event(
+                principal,
+                action,
+                timebank_id=timebank_id,
+                target_type=target_type,
+                target_id=target_id,
+                reason=reason,
+                details=details,
+            )
+        ],
     )
+
+
+async def record_many(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+    """Append audit events (rows from :func:`event`) with one statement."""
+    if events:
+        await session.execute(insert(table_of(AuditEvent)), events)
 
 
 async def list_events(

@@ -1,5 +1,14 @@
-"""Batch import of exchanges (paper time sheets): applied in order, each item in its own
-savepoint; ``atomic`` records all or none."""
+"""Batch import of exchanges (paper time sheets), applied in the given order as if recorded
+one after the other — an item refused by validation, party status, a duplicate
+``external_ref`` or a limit is skipped with its error, and the items after it see the
+balances as they stand without it; ``atomic`` records all or none.
+
+It is set-based, so a thousand lines cost about what one does: every item is validated
+against one lookup of the parties, categories and references it names (three queries),
+every account involved is locked once in id order, the limits are checked in memory on the
+locked balances in item order (:class:`timebank.ledger.service.Book`), and balances,
+postings, exchanges and audit events are written with one statement each.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.audit import service as audit
 from timebank.auth.principal import STAFF, Principal
 from timebank.errors import DomainError, field_error
 from timebank.ledger import service as ledger
@@ -33,6 +43,16 @@ def _validation_error(exc: ValidationError) -> BatchError:
     )
 
 
+def _refused(index: int, exc: DomainError) -> BatchResult:
+    return BatchResult(
+        index=index,
+        status=exc.status,
+        error=BatchError(
+            code=exc.code, title=exc.title, detail=exc.detail, errors=exc.extra.get("errors")
+        ),
+    )
+
+
 async def record_batch(
     session: AsyncSession,
     principal: Principal,
@@ -41,42 +61,56 @@ async def record_batch(
     atomic: bool,
 ) -> BatchOut:
     principal.require(tb.id, *STAFF)
-    results: list[BatchResult] = []
-    failed = False
+    results: dict[int, BatchResult] = {}
+    requests: dict[int, ExchangeCreate] = {}
     for index, raw in enumerate(items):
         try:
-            data = ExchangeCreate.model_validate(raw)
+            requests[index] = ExchangeCreate.model_validate(raw)
         except ValidationError as exc:
-            results.append(BatchResult(index=index, status=422, error=_validation_error(exc)))
-            failed = True
-            continue
+            results[index] = BatchResult(index=index, status=422, error=_validation_error(exc))
+
+    lookup = await ledger.Lookup.load(session, tb, list(requests.values()))
+    drafts: list[tuple[int, ExchangeCreate, ledger.Draft]] = []
+    refs: set[str] = set()
+    for index, data in requests.items():
         try:
-            async with session.begin_nested():
-                posted = await ledger.record_exchange(session, principal, tb, data)
-            results.append(BatchResult(index=index, status=201, exchange=ledger.view(posted)))
+            prepared = ledger.validate(data, lookup)
+            ledger.check_active(prepared)
+            if data.external_ref is not None and data.external_ref in refs:
+                raise ledger.duplicate_ref(data.external_ref)  # twice in this batch
         except DomainError as exc:
-            failed = True
-            results.append(
-                BatchResult(
-                    index=index,
-                    status=exc.status,
-                    error=BatchError(
-                        code=exc.code,
-                        title=exc.title,
-                        detail=exc.detail,
-                        errors=exc.extra.get("errors"),
-                    ),
-                )
-            )
-    out = BatchOut(results=results)
-    if atomic and failed:
-        for r in out.results:
+            results[index] = _refused(index, exc)
+            continue
+        if data.external_ref is not None:
+            refs.add(data.external_ref)
+        drafts.append((index, data, ledger.draft(data, prepared)))
+
+    aborted = BatchError(
+        code="batch_aborted",
+        title="Batch aborted",
+        detail="Not recorded: the batch is atomic and another item was refused",
+    )
+    # An atomic batch with an item refused already records nothing, but its limits are
+    # still checked, so the broker sees every problem on the sheet at once.
+    outcomes = await ledger.post_many(
+        session,
+        principal,
+        tb,
+        [d for _, _, d in drafts],
+        all_or_nothing=atomic,
+        dry_run=atomic and bool(results),
+    )
+    events = []
+    for (index, data, _), outcome in zip(drafts, outcomes, strict=True):
+        if isinstance(outcome, DomainError):
+            results[index] = _refused(index, outcome)
+        else:
+            results[index] = BatchResult(index=index, status=201, exchange=ledger.view(outcome))
+            events.append(ledger.recorded_event(principal, tb, data, outcome))
+    if atomic and len(events) < len(items):  # a limit refused one: nothing was written
+        for r in results.values():
             if r.status == 201:
-                r.status, r.exchange = 424, None
-                r.error = BatchError(
-                    code="batch_aborted",
-                    title="Batch aborted",
-                    detail="Not recorded: the batch is atomic and another item was refused",
-                )
-        raise BatchRejected(out)
-    return out
+                r.status, r.exchange, r.error = 424, None, aborted
+        raise BatchRejected(BatchOut(results=[results[i] for i in range(len(items))]))
+    await audit.record_many(session, events)
+    return BatchOut(results=[results[i] for i in range(len(items))])

@@ -26,10 +26,11 @@ from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType,
 from timebank.ledger.schemas import ExchangeOut
 from timebank.ledger.service import (
     POOL_KINDS,
+    Book,
     Leg,
-    _apply_legs,
     _get_exchange,
     load_views,
+    lock_accounts,
     party_members,
 )
 from timebank.members.models import Member, MemberStatus
@@ -98,9 +99,11 @@ async def _authorize(
         return
     if principal.role is not Role.member:
         raise Forbidden(f"A {principal.role.value} key cannot decide exchanges")
-    if ex.status is not ExchangeStatus.pending:
+    if ex.proposed_by is None or ex.provider_account_id is None:
         # Only a proposal has a proposer and a counterparty (a group exchange has neither).
         raise NotPending(f"This exchange is {ex.status.value}, not pending")
+    # Who may decide is checked before the state, so the answer to a member does not
+    # depend on whether someone else decided first (a stranger is refused either way).
     if decision is Decision.cancel:
         if ex.proposed_by != principal.member_id:
             raise Forbidden("Only the proposer (or a broker) may cancel a proposal")
@@ -166,7 +169,9 @@ async def decide(
             Leg(locked.provider_account_id, locked.minutes),
             Leg(locked.recipient_account_id, -locked.minutes),
         ]
-        after = await _apply_legs(session, tb, legs, enforce_limits=True)
+        book = Book(tb, await lock_accounts(session, (leg.account_id for leg in legs)))
+        after = book.apply(legs, enforce_limits=True)
+        await book.save(session)
         await session.execute(
             insert(table_of(Posting)),
             [

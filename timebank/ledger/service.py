@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, union_all, update
+from sqlalchemy import case, func, insert, literal, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -106,76 +106,197 @@ def effective_limits(account: Account, tb: TimeBank) -> tuple[int | None, int | 
     return None, None
 
 
-async def _apply_legs(
-    session: AsyncSession, tb: TimeBank, legs: Sequence[Leg], *, enforce_limits: bool
-) -> dict[uuid.UUID, int]:
-    """Lock the accounts in id order and move their balances; return each balance after.
-
-    The limit is part of the UPDATE's WHERE clause: a debit may not take the balance below
-    the minimum, a credit may not take it above the maximum; a movement towards the range is
-    always allowed.
-    """
-    deltas: dict[uuid.UUID, int] = defaultdict(int)
-    for leg in legs:
-        deltas[leg.account_id] += leg.minutes
-    ids = sorted(deltas)
-    accounts = {
-        a.id: a
-        for a in (
-            await session.execute(
-                select(Account)
-                .where(Account.id.in_(ids))
-                .order_by(Account.id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-        ).scalars()
-    }
-    # one conditional UPDATE for every account: a debit may not take a balance below its
-    # minimum, a credit not above its maximum (the rows are locked, so this is exact)
-    allowed = []
-    for account_id in ids:
-        delta, condition = deltas[account_id], Account.id == account_id
-        lo, hi = effective_limits(accounts[account_id], tb)
-        if enforce_limits and delta < 0 and lo is not None:
-            condition = and_(condition, Account.balance_minutes + delta >= lo)
-        if enforce_limits and delta > 0 and hi is not None:
-            condition = and_(condition, Account.balance_minutes + delta <= hi)
-        allowed.append(condition)
-
-    def per_account(values: dict[uuid.UUID, int]) -> Any:
-        return case(*((Account.id == a, v) for a, v in values.items()), else_=0)
-
-    result = await session.execute(
-        update(Account)
-        .where(Account.id.in_(ids), or_(*allowed))
-        .values(
-            balance_minutes=Account.balance_minutes + per_account(deltas),
-            earned_minutes=Account.earned_minutes
-            + per_account({a: max(d, 0) for a, d in deltas.items()}),
-            spent_minutes=Account.spent_minutes
-            + per_account({a: max(-d, 0) for a, d in deltas.items()}),
-        )
-        .returning(Account.id, Account.balance_minutes)
-        .execution_options(synchronize_session=False)
+async def lock_accounts(
+    session: AsyncSession, ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Account]:
+    """The accounts, locked in id order (PostgreSQL: FOR UPDATE, so concurrent writers
+    queue in the same order and never deadlock; SQLite: the write transaction holds the
+    whole database)."""
+    ordered = sorted(set(ids))
+    found = await session.execute(
+        select(Account)
+        .where(Account.id.in_(ordered))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
-    after = {account_id: int(balance) for account_id, balance in result.all()}
-    for account_id in ids:
-        if account_id not in after:
-            account = accounts[account_id]
-            lo, hi = effective_limits(account, tb)
-            low = "unbounded" if lo is None else lo
-            high = "unbounded" if hi is None else hi
-            raise BalanceLimitExceeded(
-                f"Account {account_id} would move further outside its limits "
-                f"[{low}, {high}] (balance {account.balance_minutes}, "
-                f"change {deltas[account_id]:+d})",
-                account_id=str(account_id),
+    return {a.id: a for a in found.scalars()}
+
+
+class Book:
+    """The balances of locked accounts as a run of exchanges moves them, one after the other.
+
+    A movement is refused if it leaves an account outside its limits and further outside
+    than before: a debit may not take a balance below the minimum, a credit may not take it
+    above the maximum; a movement towards the range is always allowed. Reversals and
+    overrides skip the check. The accounts are locked, so what the book decides is what the
+    database will hold; :meth:`save` writes the final balances with one UPDATE that is
+    conditional on the balances the book started from.
+    """
+
+    def __init__(self, tb: TimeBank, accounts: dict[uuid.UUID, Account]) -> None:
+        self.tb = tb
+        self.accounts = accounts
+        self.start = {a.id: a.balance_minutes for a in accounts.values()}
+        self.balance = dict(self.start)
+        self.earned = {a.id: a.earned_minutes for a in accounts.values()}
+        self.spent = {a.id: a.spent_minutes for a in accounts.values()}
+
+    def apply(self, legs: Sequence[Leg], *, enforce_limits: bool) -> dict[uuid.UUID, int]:
+        """Move the balances by ``legs`` and return each account's balance after, or raise
+        :class:`BalanceLimitExceeded` and move nothing."""
+        deltas: dict[uuid.UUID, int] = defaultdict(int)
+        for leg in legs:
+            deltas[leg.account_id] += leg.minutes
+        for account_id in sorted(deltas):
+            delta, balance = deltas[account_id], self.balance[account_id]
+            lo, hi = effective_limits(self.accounts[account_id], self.tb)
+            below = delta < 0 and lo is not None and balance + delta < lo
+            above = delta > 0 and hi is not None and balance + delta > hi
+            if enforce_limits and (below or above):
+                low = "unbounded" if lo is None else lo
+                high = "unbounded" if hi is None else hi
+                raise BalanceLimitExceeded(
+                    f"Account {account_id} would move further outside its limits "
+                    f"[{low}, {high}] (balance {balance}, change {delta:+d})",
+                    account_id=str(account_id),
+                )
+        for account_id, delta in deltas.items():
+            self.balance[account_id] += delta
+            self.earned[account_id] += max(delta, 0)
+            self.spent[account_id] += max(-delta, 0)
+        return {account_id: self.balance[account_id] for account_id in deltas}
+
+    async def save(self, session: AsyncSession) -> None:
+        moved = [
+            a
+            for a, acc in self.accounts.items()
+            if (self.earned[a], self.spent[a]) != (acc.earned_minutes, acc.spent_minutes)
+        ]
+        if not moved:
+            return
+
+        def per_account(values: dict[uuid.UUID, int]) -> Any:
+            return case(*((Account.id == a, values[a]) for a in moved), else_=None)
+
+        result = await session.execute(
+            update(Account)
+            .where(Account.id.in_(moved), Account.balance_minutes == per_account(self.start))
+            .values(
+                balance_minutes=per_account(self.balance),
+                earned_minutes=per_account(self.earned),
+                spent_minutes=per_account(self.spent),
             )
-    return after
+            .returning(Account.id)
+            .execution_options(synchronize_session=False)
+        )
+        if len(result.all()) != len(moved):  # cannot happen while the rows are locked
+            raise RuntimeError("an account balance changed under its lock")
 
 
-# --- posting --------------------------------------------------------------------------------
+@dataclass
+class Draft:
+    """An exchange to record: its kind, signed legs and what it says."""
+
+    kind: ExchangeKind
+    legs: list[Leg]
+    occurred_on: date
+    category: Category | None = None
+    description: str | None = None
+    external_ref: str | None = None
+    reverses: uuid.UUID | None = None
+    override_reason: str | None = None
+    reason: str | None = None
+    enforce_limits: bool = True
+    simple_parties: tuple[uuid.UUID, uuid.UUID] | None = None
+
+
+async def post_many(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    drafts: Sequence[Draft],
+    *,
+    all_or_nothing: bool = False,
+    dry_run: bool = False,
+) -> list[Posted | BalanceLimitExceeded]:
+    """Record exchanges in the given order, as if one after the other, in the caller's
+    transaction: lock every account involved in id order, check each exchange's limits on
+    the balances the ones before it left (a refused one is skipped — or, with
+    ``all_or_nothing``, nothing is written), then write the balances, the postings and the
+    exchange rows with one statement each, however many exchanges.
+
+    Postings go in before their exchange rows: the database checks, when a recorded exchange
+    appears, that its postings are at least two and sum to zero. Posting ids follow the
+    given order, which is the ledger order, and ``balance_after_minutes`` with them.
+    ``dry_run`` checks the limits and writes nothing (an atomic batch already refused).
+    """
+    if not drafts:
+        return []
+    book = Book(tb, await lock_accounts(session, (g.account_id for d in drafts for g in d.legs)))
+    outcomes: list[Posted | BalanceLimitExceeded] = []
+    postings: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    now = utcnow()
+    for d in drafts:
+        assert sum(leg.minutes for leg in d.legs) == 0 and all(leg.minutes for leg in d.legs)
+        try:
+            after = book.apply(d.legs, enforce_limits=d.enforce_limits)
+        except BalanceLimitExceeded as refused:
+            outcomes.append(refused)
+            continue
+        exchange_id = uuid7()
+        postings += [
+            {
+                "exchange_id": exchange_id,
+                "account_id": leg.account_id,
+                "minutes": leg.minutes,
+                "balance_after_minutes": after[leg.account_id],
+            }
+            for leg in d.legs
+        ]
+        rows.append(
+            {
+                "id": exchange_id,
+                "timebank_id": tb.id,
+                "status": ExchangeStatus.recorded,
+                "kind": d.kind,
+                "minutes": sum(leg.minutes for leg in d.legs if leg.minutes > 0),
+                "category_id": d.category.id if d.category else None,
+                "occurred_on": d.occurred_on,
+                "recorded_at": now,
+                "description": d.description,
+                "external_ref": d.external_ref,
+                "reverses": d.reverses,
+                "provider_account_id": d.simple_parties[0] if d.simple_parties else None,
+                "recipient_account_id": d.simple_parties[1] if d.simple_parties else None,
+                "logged_by_key_id": principal.key_id,
+                "logged_by_role": principal.role.value,
+                "override_reason": d.override_reason,
+                "reason": d.reason,
+            }
+        )
+        outcomes.append(
+            Posted(
+                Exchange(**rows[-1]),  # for the response; written with a plain INSERT
+                [PostingOut(account_id=leg.account_id, minutes=leg.minutes) for leg in d.legs],
+                d.category.slug if d.category else None,
+            )
+        )
+    if dry_run or not rows or (all_or_nothing and len(rows) < len(drafts)):
+        return outcomes
+    await book.save(session)
+    await session.execute(insert(table_of(Posting)), postings)
+    try:
+        await session.execute(insert(table_of(Exchange)), rows)
+    except IntegrityError as exc:  # a concurrent writer took the external_ref or reversal
+        msg = str(exc.orig).lower()
+        if "external_ref" in msg:
+            raise Duplicate("an external_ref was recorded meanwhile in this time bank") from exc
+        if "reverses" in msg:
+            raise AlreadyReversed("This exchange was already reversed") from exc
+        raise
+    return outcomes
 
 
 async def post_exchange(
@@ -195,136 +316,141 @@ async def post_exchange(
     enforce_limits: bool = True,
     simple_parties: tuple[uuid.UUID, uuid.UUID] | None = None,
 ) -> Posted:
-    """Move balances and write the exchange with its postings, in the caller's transaction.
-
-    Postings go in first and the exchange row last: the database checks, when a recorded
-    exchange appears, that its postings are at least two and sum to zero.
-    """
-    assert sum(leg.minutes for leg in legs) == 0 and all(leg.minutes for leg in legs)
-    after = await _apply_legs(session, tb, legs, enforce_limits=enforce_limits)
-    exchange_id = uuid7()
-    now = utcnow()
-    await session.execute(
-        insert(table_of(Posting)),
-        [
-            {
-                "exchange_id": exchange_id,
-                "account_id": leg.account_id,
-                "minutes": leg.minutes,
-                "balance_after_minutes": after[leg.account_id],
-            }
-            for leg in legs
-        ],
+    """Record one exchange (see :func:`post_many`); 409 if a limit refuses it."""
+    return await post_draft(
+        session,
+        principal,
+        tb,
+        Draft(
+            kind,
+            legs,
+            occurred_on,
+            category,
+            description,
+            external_ref,
+            reverses,
+            override_reason,
+            reason,
+            enforce_limits,
+            simple_parties,
+        ),
     )
-    row: dict[str, Any] = {
-        "id": exchange_id,
-        "timebank_id": tb.id,
-        "status": ExchangeStatus.recorded,
-        "kind": kind,
-        "minutes": sum(leg.minutes for leg in legs if leg.minutes > 0),
-        "category_id": category.id if category else None,
-        "occurred_on": occurred_on,
-        "recorded_at": now,
-        "description": description,
-        "external_ref": external_ref,
-        "reverses": reverses,
-        "provider_account_id": simple_parties[0] if simple_parties else None,
-        "recipient_account_id": simple_parties[1] if simple_parties else None,
-        "logged_by_key_id": principal.key_id,
-        "logged_by_role": principal.role.value,
-        "override_reason": override_reason,
-        "reason": reason,
-    }
-    exchange = Exchange(**row)  # for the response; written with a plain INSERT
+
+
+async def post_draft(session: AsyncSession, principal: Principal, tb: TimeBank, d: Draft) -> Posted:
     try:
-        await session.execute(insert(table_of(Exchange)).values(row))
-    except IntegrityError as exc:
-        msg = str(exc.orig).lower()
-        if "external_ref" in msg:
-            raise _duplicate_ref(external_ref) from exc
-        if "reverses" in msg:
-            raise AlreadyReversed("This exchange was already reversed") from exc
-        raise
-    return Posted(
-        exchange,
-        [PostingOut(account_id=leg.account_id, minutes=leg.minutes) for leg in legs],
-        category.slug if category else None,
-    )
+        (outcome,) = await post_many(session, principal, tb, [d])
+    except Duplicate as exc:
+        raise duplicate_ref(d.external_ref) from exc
+    if isinstance(outcome, BalanceLimitExceeded):
+        raise outcome
+    return outcome
 
 
-def _duplicate_ref(ref: str | None) -> Duplicate:
+def duplicate_ref(ref: str | None) -> Duplicate:
     return Duplicate(f"external_ref '{ref}' was already recorded in this time bank")
 
 
-async def resolve_parties(
-    session: AsyncSession, tb: TimeBank, refs: Sequence[tuple[PartyRef, str]]
-) -> list[Party]:
-    """The parties named by ``refs`` (with their field names for errors), found with one
-    query whatever their number; 422 naming the first one that is not of this time bank."""
-    member_ids = [r.member_id for r, _ in refs if r.member_id is not None]
-    org_ids = [r.organisation_id for r, _ in refs if r.organisation_id is not None]
-    found: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID, bool]] = {}
-    queries: list[Any] = []
-    if member_ids:
-        queries.append(
-            select(
-                Member.id,
-                Member.timebank_id,
-                Member.account_id,
-                (Member.status == MemberStatus.active).label("active"),
-            ).where(Member.id.in_(member_ids))
-        )
-    if org_ids:
-        queries.append(
-            select(
-                Organisation.id,
-                Organisation.timebank_id,
-                Organisation.account_id,
-                (Organisation.status == OrganisationStatus.active).label("active"),
-            ).where(Organisation.id.in_(org_ids))
-        )
-    if queries:
-        stmt: Any = queries[0] if len(queries) == 1 else union_all(*queries)
-        rows: list[Any] = list((await session.execute(stmt)).all())
-        for row in rows:
-            if row.timebank_id == tb.id:
-                found[row.id] = (row.id, row.account_id, bool(row.active))
-    parties = []
-    for ref, field_name in refs:
+def _party_refs(data: ExchangeCreate) -> list[PartyRef]:
+    if data.is_group:
+        assert data.providers is not None and data.recipients is not None
+        return [leg.party for leg in (*data.providers, *data.recipients)]
+    assert data.provider is not None and data.recipient is not None
+    return [data.provider, data.recipient]
+
+
+@dataclass
+class Lookup:
+    """What validating exchange requests needs from the database — the members and
+    organisations they name, their categories, the ``external_ref``s already taken —
+    fetched with at most three queries however many requests there are."""
+
+    tb: TimeBank
+    parties: dict[uuid.UUID, Party]  # member or organisation id → party, this bank's only
+    categories: dict[str, Category]
+    taken_refs: set[str]
+
+    @classmethod
+    async def load(
+        cls, session: AsyncSession, tb: TimeBank, requests: Sequence[ExchangeCreate]
+    ) -> Lookup:
+        refs = [r for data in requests for r in _party_refs(data)]
+        member_ids = {r.member_id for r in refs if r.member_id is not None}
+        org_ids = {r.organisation_id for r in refs if r.organisation_id is not None}
+        queries: list[Any] = []
+        if member_ids:
+            queries.append(
+                select(
+                    Member.id,
+                    Member.timebank_id,
+                    Member.account_id,
+                    (Member.status == MemberStatus.active).label("active"),
+                    literal(OwnerType.member.value).label("owner_type"),
+                ).where(Member.id.in_(member_ids))
+            )
+        if org_ids:
+            queries.append(
+                select(
+                    Organisation.id,
+                    Organisation.timebank_id,
+                    Organisation.account_id,
+                    (Organisation.status == OrganisationStatus.active).label("active"),
+                    literal(OwnerType.organisation.value).label("owner_type"),
+                ).where(Organisation.id.in_(org_ids))
+            )
+        parties: dict[uuid.UUID, Party] = {}
+        if queries:
+            stmt: Any = queries[0] if len(queries) == 1 else union_all(*queries)
+            rows: list[Any] = list((await session.execute(stmt)).all())
+            for row in rows:
+                if row.timebank_id == tb.id:
+                    owner = OwnerType(row.owner_type)
+                    parties[row.id] = Party(owner, row.id, row.account_id, bool(row.active))
+        slugs = {d.category for d in requests if d.category is not None}
+        categories: dict[str, Category] = {}
+        if slugs:
+            found = await session.execute(
+                select(Category).where(Category.timebank_id == tb.id, Category.slug.in_(slugs))
+            )
+            categories = {c.slug: c for c in found.scalars()}
+        wanted = {d.external_ref for d in requests if d.external_ref is not None}
+        taken: set[str] = set()
+        if wanted:
+            found_refs = await session.execute(
+                select(Exchange.external_ref).where(
+                    Exchange.timebank_id == tb.id, Exchange.external_ref.in_(wanted)
+                )
+            )
+            taken = {r for r in found_refs.scalars() if r is not None}
+        return cls(tb, parties, categories, taken)
+
+    def party(self, ref: PartyRef, field_name: str) -> Party:
+        """The party ``ref`` names; 422 on ``field_name`` if it is not of this time bank."""
         if ref.member_id is not None:
-            if ref.member_id not in found:
+            party = self.parties.get(ref.member_id)
+            if party is None or party.owner_type is not OwnerType.member:
                 raise InvalidInput(field_name, "no such member in this time bank")
-            owner_id, account_id, active = found[ref.member_id]
-            parties.append(Party(OwnerType.member, owner_id, account_id, active))
-        elif ref.organisation_id is not None:
-            if ref.organisation_id not in found:
+            return party
+        if ref.organisation_id is not None:
+            party = self.parties.get(ref.organisation_id)
+            if party is None or party.owner_type is not OwnerType.organisation:
                 raise InvalidInput(field_name, "no such organisation in this time bank")
-            owner_id, account_id, active = found[ref.organisation_id]
-            parties.append(Party(OwnerType.organisation, owner_id, account_id, active))
-        elif ref.account_id is None or ref.account_id != tb.pool_account_id:
+            return party
+        if ref.account_id is None or ref.account_id != self.tb.pool_account_id:
             raise InvalidInput(field_name, "account_id must be this time bank's pool account")
-        else:
-            parties.append(Party(OwnerType.pool, tb.id, ref.account_id, True))
-    return parties
+        return Party(OwnerType.pool, self.tb.id, ref.account_id, True)
 
-
-async def _category(
-    session: AsyncSession, tb: TimeBank, slug: str | None, needed: bool
-) -> Category | None:
-    if not needed:
-        if slug is not None:
-            raise InvalidInput("category", "pool grants and donations have no category")
-        return None
-    if slug is None:
-        raise InvalidInput("category", "required for a service exchange")
-    cat = (
-        await session.execute(
-            select(Category).where(Category.timebank_id == tb.id, Category.slug == slug)
-        )
-    ).scalar_one_or_none()
-    if cat is None:
-        raise InvalidInput("category", f"unknown category '{slug}'")
-    return cat
+    def category(self, slug: str | None, needed: bool) -> Category | None:
+        if not needed:
+            if slug is not None:
+                raise InvalidInput("category", "pool grants and donations have no category")
+            return None
+        if slug is None:
+            raise InvalidInput("category", "required for a service exchange")
+        cat = self.categories.get(slug)
+        if cat is None:
+            raise InvalidInput("category", f"unknown category '{slug}'")
+        return cat
 
 
 @dataclass
@@ -340,8 +466,14 @@ class Prepared:
 
 
 async def prepare_exchange(session: AsyncSession, tb: TimeBank, data: ExchangeCreate) -> Prepared:
+    """Validate a request against the database (see :func:`validate`)."""
+    return validate(data, await Lookup.load(session, tb, [data]))
+
+
+def validate(data: ExchangeCreate, lookup: Lookup) -> Prepared:
     """Validate a request and resolve its parties (422 for anything malformed, 409
     ``duplicate`` for a used ``external_ref``). Party status is reported, not enforced."""
+    tb = lookup.tb
     occurred_on = data.occurred_on or today(tb)
     if occurred_on > today(tb):
         raise InvalidInput("occurred_on", "is after today in this time bank's time zone")
@@ -369,18 +501,20 @@ async def prepare_exchange(session: AsyncSession, tb: TimeBank, data: ExchangeCr
     side_types: list[OwnerType] = []
     seen: set[uuid.UUID] = set()
     inactive: list[str] = []
-    labelled = [
-        (name, sign, f"{name}[{i}]" if data.is_group else name, ref, minutes)
-        for name, entries, sign in sides
-        for i, (ref, minutes) in enumerate(entries)
-    ]
-    for _, _, label, _, minutes in labelled:
-        if minutes > tb.max_exchange_minutes:
-            raise InvalidInput(
-                f"{label}.minutes" if data.is_group else "minutes",
-                f"over this time bank's max_exchange_minutes ({tb.max_exchange_minutes})",
-            )
-    resolved = iter(await resolve_parties(session, tb, [(r, lb) for _, _, lb, r, _ in labelled]))
+    for name, entries, _ in sides:
+        for i, (_ref, minutes) in enumerate(entries):
+            if minutes > tb.max_exchange_minutes:
+                raise InvalidInput(
+                    f"{name}[{i}].minutes" if data.is_group else "minutes",
+                    f"over this time bank's max_exchange_minutes ({tb.max_exchange_minutes})",
+                )
+    resolved = iter(
+        [
+            lookup.party(ref, f"{name}[{i}]" if data.is_group else name)
+            for name, entries, _ in sides
+            for i, (ref, _minutes) in enumerate(entries)
+        ]
+    )
     for name, entries, sign in sides:
         types = set()
         for i, (_ref, minutes) in enumerate(entries):
@@ -415,24 +549,49 @@ async def prepare_exchange(session: AsyncSession, tb: TimeBank, data: ExchangeCr
         kind = ExchangeKind.pool_donation
     else:
         kind = SERVICE_KINDS[(provider_type, recipient_type)]
-    category = await _category(session, tb, data.category, kind not in POOL_KINDS)
-    if data.external_ref is not None:
-        taken = await session.execute(
-            select(Exchange.id).where(
-                Exchange.timebank_id == tb.id, Exchange.external_ref == data.external_ref
-            )
-        )
-        if taken.first():
-            raise _duplicate_ref(data.external_ref)
+    category = lookup.category(data.category, kind not in POOL_KINDS)
+    if data.external_ref is not None and data.external_ref in lookup.taken_refs:
+        raise duplicate_ref(data.external_ref)
     return Prepared(kind, legs, parties, category, occurred_on, inactive)
 
 
-def _check_active(prepared: Prepared) -> None:
+def check_active(prepared: Prepared) -> None:
     if prepared.inactive and prepared.kind not in POOL_KINDS:
         # A pool grant or donation may still settle the balance of a member who has left.
         raise PartyInactive(
             f"{', '.join(prepared.inactive)} is not active (suspended, left or erased)"
         )
+
+
+def draft(data: ExchangeCreate, prepared: Prepared) -> Draft:
+    """What a validated request records."""
+    legs = prepared.legs
+    return Draft(
+        prepared.kind,
+        legs,
+        prepared.occurred_on,
+        prepared.category,
+        data.description,
+        data.external_ref,
+        override_reason=data.override_reason if data.override_limits else None,
+        enforce_limits=not data.override_limits,
+        simple_parties=None if data.is_group else (legs[0].account_id, legs[1].account_id),
+    )
+
+
+def recorded_event(
+    principal: Principal, tb: TimeBank, data: ExchangeCreate, posted: Posted
+) -> dict[str, Any]:
+    e = posted.exchange
+    return audit.event(
+        principal,
+        "exchange.override" if data.override_limits else "exchange.record",
+        timebank_id=tb.id,
+        target_type="exchange",
+        target_id=e.id,
+        reason=data.override_reason if data.override_limits else None,
+        details={"kind": e.kind.value, "accounts": [str(p.account_id) for p in posted.postings]},
+    )
 
 
 async def record_exchange(
@@ -441,36 +600,13 @@ async def record_exchange(
     """Record an exchange logged by a broker or admin (caller commits).
 
     validate → resolve parties → check status → lock accounts in id order and check limits →
-    insert postings and exchange → audit.
+    insert postings and exchange → update balances → audit.
     """
     principal.require(tb.id, *STAFF)
     prepared = await prepare_exchange(session, tb, data)
-    _check_active(prepared)
-    legs = prepared.legs
-    posted = await post_exchange(
-        session,
-        principal,
-        tb,
-        kind=prepared.kind,
-        legs=legs,
-        occurred_on=prepared.occurred_on,
-        category=prepared.category,
-        description=data.description,
-        external_ref=data.external_ref,
-        override_reason=data.override_reason if data.override_limits else None,
-        enforce_limits=not data.override_limits,
-        simple_parties=None if data.is_group else (legs[0].account_id, legs[1].account_id),
-    )
-    await audit.record(
-        session,
-        principal,
-        "exchange.override" if data.override_limits else "exchange.record",
-        timebank_id=tb.id,
-        target_type="exchange",
-        target_id=posted.exchange.id,
-        reason=data.override_reason if data.override_limits else None,
-        details={"kind": prepared.kind.value, "accounts": [str(leg.account_id) for leg in legs]},
-    )
+    check_active(prepared)
+    posted = await post_draft(session, principal, tb, draft(data, prepared))
+    await audit.record_many(session, [recorded_event(principal, tb, data, posted)])
     return posted
 
 
@@ -488,7 +624,7 @@ async def propose_exchange(
     own = [p for p in prepared.parties if p.owner_type is OwnerType.member]
     if not any(p.owner_id == principal.member_id for p in own):
         raise Forbidden("A member key may only propose exchanges in which the member is a party")
-    _check_active(prepared)
+    check_active(prepared)
     provider, recipient = prepared.legs[0].account_id, prepared.legs[1].account_id
     exchange = Exchange(
         id=uuid7(),
@@ -511,7 +647,7 @@ async def propose_exchange(
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise _duplicate_ref(data.external_ref) from exc
+        raise duplicate_ref(data.external_ref) from exc
     await audit.record(
         session,
         principal,
