@@ -52,7 +52,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import Api, party, simple
+from tests.conftest import CI, Api, party, simple
 from tests.test_errors import assert_problem
 from timebank.app import create_app
 from timebank.audit.models import AuditEvent
@@ -65,6 +65,7 @@ from timebank.ledger.models import Account, Exchange, Posting
 EXAMPLES = int(os.environ.get("TIMEBANK_SM_EXAMPLES", "10"))
 STEPS = int(os.environ.get("TIMEBANK_SM_STEPS", "25"))
 SEED_ENV = "TIMEBANK_SM_SEED"
+CI_SEED = 20261124
 OUTCOMES: Counter[str] = Counter()  # what the runs exercised, printed at the end (pytest -s)
 
 Party = tuple[str, int]  # ("member", i), ("organisation", i) or ("pool", 0)
@@ -1446,7 +1447,8 @@ async def _snapshot(engine: AsyncEngine, tb_id: uuid.UUID) -> dict[str, Any]:
 def test_ledger_state_machine_agrees_with_its_model(env: Env) -> None:
     """Random request sequences against the model, after every step checked through the API
     and in the database. Replay a failure with the seed in its notes."""
-    chosen = int(os.environ.get(SEED_ENV) or random.randrange(2**32))
+    # CI replays one fixed seed (see conftest: derandomized in CI); locally each run is new.
+    chosen = int(os.environ.get(SEED_ENV) or (CI_SEED if CI else random.randrange(2**32)))
     print(f"state machine seed {chosen} ({SEED_ENV}={chosen} to replay)")
     test = get_state_machine_test(
         machine_class(env),
