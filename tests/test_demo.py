@@ -10,16 +10,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.conftest import Api
 from tests.rollup_checks import assert_rollups_ok
 from tests.test_concurrency import TIMEBANK_CLI, _assert_ledger_consistent
+from timebank import demo
 from timebank.config import Settings
 from timebank.db import create_engine
 from timebank.demo import generate, get_or_create_bank
-from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType
+from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType, Posting
 from timebank.members.models import Member, MemberStatus
 
 Maker = async_sessionmaker[AsyncSession]
@@ -78,6 +80,33 @@ async def test_generated_community_keeps_every_ledger_invariant_and_feeds_the_ro
     assert left and left > 0
     await _assert_ledger_consistent(session_maker)
     await assert_rollups_ok(engine)
+
+
+async def test_a_broken_simulation_is_refused_whole_and_the_triggers_stay_on(
+    session_maker: Maker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk load switches the row triggers off for its transaction; the set-based checks
+    before the commit must catch what they would have (here: one posting a minute short)."""
+    settle = demo.Community.settle
+
+    def short_by_a_minute(self: demo.Community, progress: Any) -> list[demo.Draft]:
+        ledger = settle(self, progress)
+        d = next(d for d in ledger if d.status is ExchangeStatus.recorded)
+        party, minutes, after = d.legs[0]
+        d.legs[0] = (party, minutes - 1, after - 1)
+        return ledger
+
+    monkeypatch.setattr(demo.Community, "settle", short_by_a_minute)
+    with pytest.raises(RuntimeError, match="do not sum to zero"):
+        await _generate(session_maker, "gen-x", members=20, exchanges=200)
+    monkeypatch.undo()
+    async with session_maker() as s:
+        assert await s.scalar(select(func.count()).select_from(Exchange)) == 0
+        assert await s.scalar(select(func.count()).select_from(Posting)) == 0
+    await _generate(session_maker, "gen-x", members=20, exchanges=200)
+    async with session_maker() as s:  # the append-only trigger is back
+        with pytest.raises(DBAPIError, match="append-only"):
+            await s.execute(update(Posting).values(minutes=Posting.minutes + 1))
 
 
 async def test_generation_is_deterministic_for_a_seed_and_adds_to_an_existing_bank(
