@@ -153,6 +153,17 @@ async def test_creating_post_operations_document_the_idempotency_key_header(
         assert "idempotency-key" in headers, f"POST {path} parameters: {op.get('parameters')}"
 
 
+async def test_creating_post_operations_document_the_409s_of_a_keyed_retry(
+    openapi: dict[str, Any],
+) -> None:
+    """A retry while the first request runs is 409 idempotency_in_flight; one after an
+    erasure purged the stored response is 409 duplicate: on every route taking the key."""
+    for path, op in creating_posts(openapi):
+        resp = resolve(openapi, op["responses"].get("409", {}))
+        for code in ("duplicate", "idempotency_in_flight"):
+            assert code in resp.get("description", ""), (path, code, resp)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "codes"),
     [

@@ -291,9 +291,19 @@ _DESCRIPTIONS = {
 }
 
 
-def problems(*statuses: int, conflict: Sequence[str] = ()) -> dict[int, ResponseSpec]:
+KEYED_CONFLICTS = ("duplicate", "idempotency_in_flight")
+
+
+def problems(
+    *statuses: int, conflict: Sequence[str] = (), keyed: bool = False
+) -> dict[int, ResponseSpec]:
     """OpenAPI error responses for a route: the given statuses plus 401, 429 (the per-key
-    rate limit) and 503, always."""
+    rate limit) and 503, always. ``keyed``: the route takes ``Idempotency-Key``, so it may
+    answer 409 ``idempotency_in_flight`` (a retry while the first is running) and
+    ``duplicate`` (a retry after an erasure purged the stored response)."""
+    if keyed:
+        statuses = (*statuses, 409)
+        conflict = [*conflict, *(c for c in KEYED_CONFLICTS if c not in conflict)]
     out: dict[int, ResponseSpec] = {}
     for status in sorted({*statuses, 400, 401, 429, 503}):
         desc = _DESCRIPTIONS[status]

@@ -38,7 +38,7 @@ class ApiKeyController(Controller):
 
     @post(
         "/",
-        responses=problems(400, 403, 404, 413, 422),
+        responses=problems(400, 403, 404, 413, 422, keyed=True),
         summary="Create an API key (admin; brokers: member keys only)",
         description="The secret is in the response once and never again.",
     )
@@ -109,7 +109,7 @@ class GlobalApiKeyController(Controller):
 
     @post(
         "/",
-        responses=problems(400, 403, 413, 422),
+        responses=problems(400, 403, 413, 422, keyed=True),
         summary="Create a global admin key (global admin)",
     )
     async def create(

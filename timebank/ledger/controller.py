@@ -45,7 +45,7 @@ class ExchangeController(Controller):
 
     @post(
         "/",
-        responses=problems(400, 403, 404, 409, 413, 422, conflict=EXCHANGE_CONFLICTS),
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=EXCHANGE_CONFLICTS, keyed=True),
         summary="Record an exchange",
         description="Simple form (`provider`, `recipient`, `minutes`) or group form "
         "(`providers`, `recipients`). Providers are credited, recipients debited. "
@@ -71,7 +71,7 @@ class ExchangeController(Controller):
     @post(
         "/batch",
         status_code=200,
-        responses=problems(400, 403, 404, 409, 413, 422, conflict=["idempotency_in_flight"]),
+        responses=problems(400, 403, 404, 409, 413, 422, keyed=True),
         summary="Record up to 1000 exchanges in order",
         description="Each result carries its own status. With `atomic: true` nothing is "
         "recorded unless every item is; refused items carry their error and the others "
@@ -223,7 +223,14 @@ class ExchangeController(Controller):
     @post(
         "/{exchange_id:uuid}/reverse",
         responses=problems(
-            400, 403, 404, 409, 413, 422, conflict=["already_reversed", "not_reversible"]
+            400,
+            403,
+            404,
+            409,
+            413,
+            422,
+            conflict=["already_reversed", "not_reversible"],
+            keyed=True,
         ),
         summary="Reverse a recorded exchange (broker)",
         description="Posts the mirror image as a new exchange of kind `reversal`; ignores "

@@ -72,7 +72,14 @@ class MemberController(Controller):
     @post(
         "/",
         responses=problems(
-            400, 403, 404, 409, 413, 422, conflict=["duplicate", "balance_limit_exceeded"]
+            400,
+            403,
+            404,
+            409,
+            413,
+            422,
+            conflict=["duplicate", "balance_limit_exceeded"],
+            keyed=True,
         ),
         summary="Register a member (broker)",
     )

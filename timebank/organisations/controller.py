@@ -28,7 +28,11 @@ class OrganisationController(Controller):
     path = "/v1/timebanks/{tb:str}/organisations"
     tags = ["organisations"]
 
-    @post("/", responses=problems(400, 403, 404, 413, 422), summary="Register an organisation")
+    @post(
+        "/",
+        responses=problems(400, 403, 404, 413, 422, keyed=True),
+        summary="Register an organisation",
+    )
     async def create(
         self,
         request: Request[Any, Any, Any],

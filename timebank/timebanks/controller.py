@@ -44,7 +44,7 @@ class TimeBankController(Controller):
 
     @post(
         "/",
-        responses=problems(400, 403, 409, 413, 422, conflict=["duplicate"]),
+        responses=problems(400, 403, 409, 413, 422, conflict=["duplicate"], keyed=True),
         summary="Create a time bank (global admin)",
     )
     async def create(
@@ -126,7 +126,7 @@ class TimeBankController(Controller):
 
     @post(
         "/{tb:str}/categories",
-        responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"]),
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"], keyed=True),
         tags=["categories"],
         summary="Add a category (broker)",
     )
