@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, make_url, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -175,3 +176,38 @@ def test_cli_generates_a_community_with_a_progress_report(db_url: str) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "slug" in bad.stderr
+
+
+@pytest.mark.postgres_only
+async def test_a_role_that_may_not_alter_the_tables_generates_with_the_triggers_on(
+    db_url: str, session_maker: Maker
+) -> None:
+    """Where the database role does not own the tables (so cannot switch triggers off), the
+    generator falls back to the triggers checking every row, and the result is the same."""
+    async with session_maker() as s:
+        role = f"gen_{uuid.uuid4().hex[:12]}"
+        for sql in (
+            f"CREATE ROLE {role} LOGIN",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}",
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}",
+        ):
+            await s.execute(text(sql))
+        await s.commit()
+    url = make_url(db_url).set(username=role)
+    engine = create_engine(Settings(database_url=url.render_as_string(hide_password=False)))
+    try:
+        maker = async_sessionmaker(engine, expire_on_commit=False)
+        async with maker() as s:
+            assert await demo._suspend_triggers(s) is None  # not the owner: refused
+        out = await _generate(maker, "gen-role", members=30, exchanges=300)
+        assert out.exchanges == 300
+    finally:
+        await engine.dispose()
+    await _assert_ledger_consistent(session_maker)
+    async with session_maker() as s:  # the triggers were never off
+        assert (
+            await s.scalar(
+                text("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'")
+            )
+            == 0
+        )

@@ -723,9 +723,9 @@ async def _suspend_triggers(session: AsyncSession) -> Suspended | None:
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
         try:
-            async with conn.begin_nested():
+            async with session.begin_nested():  # a refusal rolls back to here only
                 for table in TRIGGERED:
-                    await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+                    await session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         except DBAPIError:
             return None
         return Suspended([])
