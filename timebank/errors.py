@@ -242,8 +242,16 @@ def _is_unavailable(exc: Exception) -> bool:
     if isinstance(exc, DBAPIError):
         # a lost or refused connection; or the server short of resources (class 53, e.g.
         # too many connections) or failing outside the query (class 58): try again later
+        # The database stopping a statement (an operator's statement_timeout: 57014, or
+        # lock_timeout: 55P03) is the same: nothing was written, try again later.
         state = sqlstate(exc)
-        return exc.connection_invalidated or session_ended(state) or state[:2] in ("53", "58")
+        stopped = state in ("57014", "55P03")
+        return (
+            exc.connection_invalidated
+            or session_ended(state)
+            or state[:2] in ("53", "58")
+            or stopped
+        )
     return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
 
 
