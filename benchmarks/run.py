@@ -643,6 +643,22 @@ def time_reports(
     return out
 
 
+def generate_banks(
+    cfg: Config, url: str, engine: str, members: int, exchanges: int
+) -> dict[str, Any]:
+    """The reports dataset and the (exchange-free) writes bank; the dataset's timing."""
+    with phase(f"generate {engine} dataset: {exchanges:,} exchanges / {members:,} members"):
+        secs = generate(cfg, url, DATA_BANK, members, exchanges)
+    with phase(f"generate {engine} writes bank: {cfg.accounts:,} members, no exchanges"):
+        generate(cfg, url, WRITES_BANK, writes_bank_size(cfg), 0)
+    return {
+        "seconds": round(secs, 1),
+        "exchanges": exchanges,
+        "members": members,
+        "exchanges_per_s": round(exchanges / secs),
+    }
+
+
 def batch_import(
     api: Api, bank: Bank, total: int, seed: int, tag: str, max_seconds: float
 ) -> dict[str, Any]:
@@ -931,18 +947,7 @@ def main() -> int:
             timebank_cli(pg_url, "db", "upgrade")
             admin = timebank_cli(pg_url, "keys", "create", "--role", "admin", "--label", "bench")
 
-        with phase(
-            f"generate PostgreSQL dataset: {cfg.exchanges:,} exchanges / {cfg.members:,} members"
-        ):
-            secs = generate(cfg, pg_url, DATA_BANK, cfg.members, cfg.exchanges)
-            facts["generate_pg"] = {
-                "seconds": round(secs, 1),
-                "exchanges": cfg.exchanges,
-                "members": cfg.members,
-                "exchanges_per_s": round(cfg.exchanges / secs),
-            }
-        with phase(f"generate PostgreSQL writes bank: {cfg.accounts:,} members, no exchanges"):
-            generate(cfg, pg_url, WRITES_BANK, writes_bank_size(cfg), 0)
+        facts["generate_pg"] = generate_banks(cfg, pg_url, "PostgreSQL", cfg.members, cfg.exchanges)
         with phase("settle: VACUUM ANALYZE, CHECKPOINT"):
             # Without this the first write round competes with autovacuum of the freshly
             # loaded tables and the checkpoint flushing them (seen: 10/s instead of ~300/s).
@@ -1255,19 +1260,9 @@ def main() -> int:
             with phase("SQLite: migrate + admin key"):
                 timebank_cli(sq_url, "db", "upgrade")
                 sq_admin = timebank_cli(sq_url, "keys", "create", "--role", "admin")
-            with phase(
-                f"generate SQLite dataset: {cfg.sqlite_exchanges:,} exchanges / "
-                f"{cfg.sqlite_members:,} members"
-            ):
-                secs = generate(cfg, sq_url, DATA_BANK, cfg.sqlite_members, cfg.sqlite_exchanges)
-                facts["generate_sqlite"] = {
-                    "seconds": round(secs, 1),
-                    "exchanges": cfg.sqlite_exchanges,
-                    "members": cfg.sqlite_members,
-                    "exchanges_per_s": round(cfg.sqlite_exchanges / secs),
-                }
-            with phase(f"generate SQLite writes bank: {cfg.accounts:,} members"):
-                generate(cfg, sq_url, WRITES_BANK, writes_bank_size(cfg), 0)
+            facts["generate_sqlite"] = generate_banks(
+                cfg, sq_url, "SQLite", cfg.sqlite_members, cfg.sqlite_exchanges
+            )
             with phase("serve (SQLite), keys, id lists"):
                 sq_port = serve_product("timebank-sqlite", sq_url, cfg.workers)
                 sq_api = Api(sq_port)

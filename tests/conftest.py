@@ -246,5 +246,14 @@ async def api(client: AsyncTestClient[Any], admin_secret: str) -> Api:
     return Api(client, admin_secret)
 
 
+@pytest.fixture
+async def openapi(client: AsyncTestClient[Any]) -> dict[str, Any]:
+    """The OpenAPI document the service serves."""
+    r = await client.get("/schema/openapi.json")
+    assert r.status_code == 200, r.text
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
 async def gather(*aws: Any) -> list[Any]:
     return list(await asyncio.gather(*aws))

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL 15 cluster for the test suite (unix socket in a temp dir)."""
+"""A throwaway PostgreSQL 15 cluster (unix socket in a temp dir) for the test suite, and —
+durable, with settings of its own — for the benchmark (benchmarks/pgcluster.py)."""
 
 from __future__ import annotations
 
@@ -32,20 +33,20 @@ class Cluster:
     socket_dir: Path
     port: int
     user: str = "postgres"
+    stop_mode: str = "immediate"
+    stopped: bool = False
 
     def url(self, dbname: str) -> str:
         return f"postgresql+asyncpg://{self.user}@/{dbname}?host={self.socket_dir}&port={self.port}"
+
+    def conn_args(self) -> list[str]:
+        return ["-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user]
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         out = subprocess.run(
             [
                 str(self.bin / "psql"),
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
+                *self.conn_args(),
                 "-d",
                 dbname,
                 "-v",
@@ -59,9 +60,30 @@ class Cluster:
         )
         return out.stdout
 
+    def createdb(self, name: str) -> None:
+        self.psql(f'CREATE DATABASE "{name}"')
+
+    def version(self) -> str:
+        return self.psql("SHOW server_version").strip()
+
+    def postmaster_pid(self) -> int:
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         _run_as_owner(
-            [str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.root / "data"),
+                "-m",
+                self.stop_mode,
+                "-t",
+                "60",
+                "stop",
+            ],
             check=False,
         )
         shutil.rmtree(self.root, ignore_errors=True)
@@ -77,11 +99,22 @@ def _run_as_owner(cmd: list[str], check: bool = True) -> subprocess.CompletedPro
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
-def start_cluster(fsync: bool = False) -> Cluster:
-    pg_bin = find_pg_bin()
-    if pg_bin is None:
+def start_cluster(
+    fsync: bool = False,
+    *,
+    bin: Path | None = None,
+    prefix: str = "timebank-pg-",
+    port_base: int = 15432,
+    settings: dict[str, str] | None = None,
+    stop_mode: str = "immediate",
+) -> Cluster:
+    """initdb into a temp dir and start a cluster on a unix socket only. ``fsync`` makes it
+    durable (fsync, synchronous_commit and full_page_writes on); ``settings`` add to or
+    override the server settings."""
+    pg_bin = bin or find_pg_bin()
+    if pg_bin is None or not (pg_bin / "initdb").exists():
         raise RuntimeError("PostgreSQL binaries not found (looked in /usr/lib/postgresql/*/bin)")
-    root = Path(tempfile.mkdtemp(prefix="timebank-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     socket_dir = root / "sock"
     socket_dir.mkdir()
     if _as_postgres():
@@ -104,32 +137,44 @@ def start_cluster(fsync: bool = False) -> Cluster:
             "--locale=C",
         ]
     )
-    port = 15432 + (os.getpid() % 1000)
-    opts = (
-        f"-c listen_addresses='' -c unix_socket_directories={socket_dir} -c port={port} "
-        f"-c fsync={'on' if fsync else 'off'} -c synchronous_commit={'on' if fsync else 'off'} "
-        "-c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB"
-    )
-    _run_as_owner(
-        [
-            str(pg_bin / "pg_ctl"),
-            "-D",
-            str(root / "data"),
-            "-o",
-            opts,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ]
-    )
-    cluster = Cluster(pg_bin, root, socket_dir, port, user)
-    for _ in range(100):
-        try:
-            cluster.psql("SELECT 1")
-            break
-        except subprocess.CalledProcessError:
-            time.sleep(0.1)
+    port = port_base + (os.getpid() % 1000)
+    durable = "on" if fsync else "off"
+    server = {
+        "listen_addresses": "''",
+        "unix_socket_directories": str(socket_dir),
+        "port": str(port),
+        "fsync": durable,
+        "synchronous_commit": durable,
+        "full_page_writes": durable,
+        "max_connections": "300",
+        "shared_buffers": "128MB",
+        **(settings or {}),
+    }
+    opts = " ".join(f"-c {name}={value}" for name, value in server.items())
+    cluster = Cluster(pg_bin, root, socket_dir, port, user, stop_mode)
+    try:
+        _run_as_owner(
+            [
+                str(pg_bin / "pg_ctl"),
+                "-D",
+                str(root / "data"),
+                "-o",
+                opts,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+        for _ in range(100):
+            try:
+                cluster.psql("SELECT 1")
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.1)
+    except BaseException:
+        cluster.stop()
+        raise
     return cluster

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.conftest import Api
-from tests.rollup_checks import assert_rollups_ok
+from tests.rollup_checks import assert_activity_rollup_matches_a_recount, assert_rollups_ok
 from tests.test_concurrency import TIMEBANK_CLI, _assert_ledger_consistent
 from timebank import demo
 from timebank.config import Settings
@@ -81,6 +81,8 @@ async def test_generated_community_keeps_every_ledger_invariant_and_feeds_the_ro
     assert left and left > 0
     await _assert_ledger_consistent(session_maker)
     await assert_rollups_ok(engine)
+    async with session_maker() as s:  # not only the SQL recomputation the load itself used
+        await assert_activity_rollup_matches_a_recount(s, tb_id)
 
 
 async def test_a_broken_simulation_is_refused_whole_and_the_triggers_stay_on(

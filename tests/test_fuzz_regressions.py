@@ -18,14 +18,6 @@ from timebank.config import Settings
 PROBLEM_JSON = "application/problem+json"
 
 
-@pytest.fixture
-async def openapi(client: AsyncTestClient[Any]) -> dict[str, Any]:
-    r = await client.get("/schema/openapi.json")
-    assert r.status_code == 200, r.text
-    doc: dict[str, Any] = r.json()
-    return doc
-
-
 def component(doc: dict[str, Any], name: str) -> dict[str, Any]:
     schema: dict[str, Any] = doc["components"]["schemas"][name]
     return schema

@@ -13,14 +13,6 @@ METHODS = ("get", "post", "put", "patch", "delete")
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 
-@pytest.fixture
-async def openapi(client: AsyncTestClient[Any]) -> dict[str, Any]:
-    r = await client.get("/schema/openapi.json")
-    assert r.status_code == 200, r.text
-    doc: dict[str, Any] = r.json()
-    return doc
-
-
 def operations(doc: dict[str, Any], prefix: str = "/v1") -> list[tuple[str, str, dict[str, Any]]]:
     out = []
     for path, item in doc["paths"].items():

@@ -878,17 +878,19 @@ async def generate(
         )
     await audit.record(
         session,
-        principal,
-        "timebank.generate",
-        timebank_id=tb.id,
-        target_type="timebank",
-        target_id=tb.id,
-        details={
-            "seed": seed,
-            "members": members,
-            "organisations": len(community.orgs),
-            "exchanges": len(exchange_rows),
-        },
+        audit.event(
+            principal,
+            "timebank.generate",
+            timebank_id=tb.id,
+            target_type="timebank",
+            target_id=tb.id,
+            details={
+                "seed": seed,
+                "members": members,
+                "organisations": len(community.orgs),
+                "exchanges": len(exchange_rows),
+            },
+        ),
     )
     if suspended is not None:
         progress("checks", 0, 1)

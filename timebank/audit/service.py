@@ -40,32 +40,9 @@ def event(
     }
 
 
-async def record(
-    session: AsyncSession,
-    principal: Principal,
-    action: str,
-    *,
-    timebank_id: uuid.UUID | None,
-    target_type: str,
-    target_id: Any,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Append an audit event in the caller's transaction."""
-    await record_many(
-        session,
-        [
-            event(
-                principal,
-                action,
-                timebank_id=timebank_id,
-                target_type=target_type,
-                target_id=target_id,
-                reason=reason,
-                details=details,
-            )
-        ],
-    )
+async def record(session: AsyncSession, row: dict[str, Any]) -> None:
+    """Append an audit event (a row from :func:`event`) in the caller's transaction."""
+    await record_many(session, [row])
 
 
 async def record_many(session: AsyncSession, events: list[dict[str, Any]]) -> None:

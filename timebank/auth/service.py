@@ -100,12 +100,14 @@ async def create_key(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "api_key.create",
-        timebank_id=timebank_id,
-        target_type="api_key",
-        target_id=key.id,
-        details={"role": role.value},
+        audit.event(
+            principal,
+            "api_key.create",
+            timebank_id=timebank_id,
+            target_type="api_key",
+            target_id=key.id,
+            details={"role": role.value},
+        ),
     )
     return CreatedKey(key, secret)
 
@@ -179,11 +181,13 @@ async def revoke_key(
         key.revoked_at = utcnow()
         await audit.record(
             session,
-            principal,
-            "api_key.revoke",
-            timebank_id=key.timebank_id,
-            target_type="api_key",
-            target_id=key.id,
+            audit.event(
+                principal,
+                "api_key.revoke",
+                timebank_id=key.timebank_id,
+                target_type="api_key",
+                target_id=key.id,
+            ),
         )
     return key
 

@@ -199,12 +199,14 @@ async def decide(
         raise NotPending("This exchange was decided by someone else just now")
     await audit.record(
         session,
-        principal,
-        f"exchange.{decision.value}",
-        timebank_id=tb.id,
-        target_type="exchange",
-        target_id=exchange_id,
-        reason=reason,
+        audit.event(
+            principal,
+            f"exchange.{decision.value}",
+            timebank_id=tb.id,
+            target_type="exchange",
+            target_id=exchange_id,
+            reason=reason,
+        ),
     )
     fresh = (
         await session.execute(

@@ -412,27 +412,20 @@ class Lookup:
         refs = [r for data in requests for r in _party_refs(data)]
         member_ids = {r.member_id for r in refs if r.member_id is not None}
         org_ids = {r.organisation_id for r in refs if r.organisation_id is not None}
-        queries: list[Any] = []
-        if member_ids:
-            queries.append(
-                select(
-                    Member.id,
-                    Member.timebank_id,
-                    Member.account_id,
-                    (Member.status == MemberStatus.active).label("active"),
-                    literal(OwnerType.member.value).label("owner_type"),
-                ).where(Member.id.in_(member_ids))
+        queries = [
+            select(
+                model.id,
+                model.timebank_id,
+                model.account_id,
+                (model.status == active).label("active"),
+                literal(owner_type.value).label("owner_type"),
+            ).where(model.id.in_(ids))
+            for model, ids, active, owner_type in (
+                (Member, member_ids, MemberStatus.active, OwnerType.member),
+                (Organisation, org_ids, OrganisationStatus.active, OwnerType.organisation),
             )
-        if org_ids:
-            queries.append(
-                select(
-                    Organisation.id,
-                    Organisation.timebank_id,
-                    Organisation.account_id,
-                    (Organisation.status == OrganisationStatus.active).label("active"),
-                    literal(OwnerType.organisation.value).label("owner_type"),
-                ).where(Organisation.id.in_(org_ids))
-            )
+            if ids
+        ]
         parties: dict[uuid.UUID, Party] = {}
         if queries:
             stmt: Any = queries[0] if len(queries) == 1 else union_all(*queries)
@@ -685,12 +678,14 @@ async def propose_exchange(
         raise duplicate_ref(data.external_ref) from exc
     await audit.record(
         session,
-        principal,
-        "exchange.propose",
-        timebank_id=tb.id,
-        target_type="exchange",
-        target_id=exchange.id,
-        details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
+        audit.event(
+            principal,
+            "exchange.propose",
+            timebank_id=tb.id,
+            target_type="exchange",
+            target_id=exchange.id,
+            details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
+        ),
     )
     return Posted(exchange, [], prepared.category.slug if prepared.category else None)
 
@@ -735,13 +730,15 @@ async def reverse_exchange(
     )
     await audit.record(
         session,
-        principal,
-        "exchange.reverse",
-        timebank_id=tb.id,
-        target_type="exchange",
-        target_id=original.id,
-        reason=reason,
-        details={"reversal_id": str(posted.exchange.id)},
+        audit.event(
+            principal,
+            "exchange.reverse",
+            timebank_id=tb.id,
+            target_type="exchange",
+            target_id=original.id,
+            reason=reason,
+            details={"reversal_id": str(posted.exchange.id)},
+        ),
     )
     return posted
 
@@ -967,12 +964,14 @@ async def patch_account(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "account.limits",
-        timebank_id=tb.id,
-        target_type="account",
-        target_id=acc.id,
-        details={"fields": sorted(fields)},
+        audit.event(
+            principal,
+            "account.limits",
+            timebank_id=tb.id,
+            target_type="account",
+            target_id=acc.id,
+            details={"fields": sorted(fields)},
+        ),
     )
     return acc
 

@@ -118,12 +118,14 @@ async def create_member(
         details["starting_grant_exchange_id"] = str(posted.exchange.id)
     await audit.record(
         session,
-        principal,
-        "member.create",
-        timebank_id=tb.id,
-        target_type="member",
-        target_id=member.id,
-        details=details,
+        audit.event(
+            principal,
+            "member.create",
+            timebank_id=tb.id,
+            target_type="member",
+            target_id=member.id,
+            details=details,
+        ),
     )
     return member
 
@@ -190,12 +192,14 @@ async def update_member(
     fields = sorted(patch.model_fields_set)
     await audit.record(
         session,
-        principal,
-        "member.update",
-        timebank_id=tb.id,
-        target_type="member",
-        target_id=member.id,
-        details={"fields": fields},
+        audit.event(
+            principal,
+            "member.update",
+            timebank_id=tb.id,
+            target_type="member",
+            target_id=member.id,
+            details={"fields": fields},
+        ),
     )
     return member
 
@@ -295,12 +299,14 @@ async def erase_member(
     )
     await audit.record(
         session,
-        principal,
-        "member.erase",
-        timebank_id=tb.id,
-        target_type="member",
-        target_id=member.id,
-        details={"fields": [*PERSONAL_FIELDS, "display_name"]},
+        audit.event(
+            principal,
+            "member.erase",
+            timebank_id=tb.id,
+            target_type="member",
+            target_id=member.id,
+            details={"fields": [*PERSONAL_FIELDS, "display_name"]},
+        ),
     )
     return member
 

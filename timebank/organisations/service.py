@@ -45,11 +45,13 @@ async def create_organisation(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "organisation.create",
-        timebank_id=tb.id,
-        target_type="organisation",
-        target_id=org.id,
+        audit.event(
+            principal,
+            "organisation.create",
+            timebank_id=tb.id,
+            target_type="organisation",
+            target_id=org.id,
+        ),
     )
     return org
 
@@ -82,12 +84,14 @@ async def update_organisation(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "organisation.update",
-        timebank_id=tb.id,
-        target_type="organisation",
-        target_id=org.id,
-        details={"fields": sorted(changes)},
+        audit.event(
+            principal,
+            "organisation.update",
+            timebank_id=tb.id,
+            target_type="organisation",
+            target_id=org.id,
+            details={"fields": sorted(changes)},
+        ),
     )
     return org
 

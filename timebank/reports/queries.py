@@ -273,21 +273,7 @@ def activity_rows(
     month, owner_type, exchanges, led, given, received. Without ``correct`` (nothing
     recorded after ``as_of``) one row per account and month, each with exchanges > 0; with
     it, correction rows follow, so sum by what you need and keep sums of exchanges > 0."""
-    r = ActivityMonth
-    conditions = [r.timebank_id.in_(banks), r.month < end]
-    if start is not None:
-        conditions.append(r.month >= start)
-    rollup = select(
-        r.account_id,
-        r.owner_type,
-        r.month,
-        r.exchanges,
-        r.led,
-        r.given_minutes.label("given"),
-        r.received_minutes.label("received"),
-    ).where(*conditions)
-    fixes = _corrections(banks, start, end, as_of, dialect, by_category=False)
-    return _rollup(rollup, fixes, correct)
+    return _month_rows(banks, start, end, as_of, dialect, correct, by_category=False)
 
 
 def category_rows(
@@ -299,22 +285,35 @@ def category_rows(
     correct: bool,
 ) -> Subquery:
     """As :func:`activity_rows`, by category_id and kind too."""
-    r = CategoryMonth
+    return _month_rows(banks, start, end, as_of, dialect, correct, by_category=True)
+
+
+def _month_rows(
+    banks: list[uuid.UUID],
+    start: date | None,
+    end: date,
+    as_of: datetime,
+    dialect: str,
+    correct: bool,
+    *,
+    by_category: bool,
+) -> Subquery:
+    r: type[ActivityMonth] | type[CategoryMonth] = CategoryMonth if by_category else ActivityMonth
     conditions = [r.timebank_id.in_(banks), r.month < end]
     if start is not None:
         conditions.append(r.month >= start)
+    keys = [CategoryMonth.category_id, CategoryMonth.kind] if by_category else []
     rollup = select(
         r.account_id,
         r.owner_type,
         r.month,
-        r.category_id,
-        r.kind,
+        *keys,
         r.exchanges,
         r.led,
         r.given_minutes.label("given"),
         r.received_minutes.label("received"),
     ).where(*conditions)
-    fixes = _corrections(banks, start, end, as_of, dialect, by_category=True)
+    fixes = _corrections(banks, start, end, as_of, dialect, by_category=by_category)
     return _rollup(rollup, fixes, correct)
 
 

@@ -104,12 +104,14 @@ async def create_timebank(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "timebank.create",
-        timebank_id=tb.id,
-        target_type="timebank",
-        target_id=tb.id,
-        details={"fields": sorted(settings)},
+        audit.event(
+            principal,
+            "timebank.create",
+            timebank_id=tb.id,
+            target_type="timebank",
+            target_id=tb.id,
+            details={"fields": sorted(settings)},
+        ),
     )
     return tb
 
@@ -128,12 +130,14 @@ async def update_timebank(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "timebank.update",
-        timebank_id=tb.id,
-        target_type="timebank",
-        target_id=tb.id,
-        details={"fields": sorted(settings) + (["name"] if "name" in changes else [])},
+        audit.event(
+            principal,
+            "timebank.update",
+            timebank_id=tb.id,
+            target_type="timebank",
+            target_id=tb.id,
+            details={"fields": sorted(settings) + (["name"] if "name" in changes else [])},
+        ),
     )
     return tb
 
@@ -175,11 +179,13 @@ async def create_category(
     await session.flush()
     await audit.record(
         session,
-        principal,
-        "category.create",
-        timebank_id=tb.id,
-        target_type="category",
-        target_id=cat.id,
+        audit.event(
+            principal,
+            "category.create",
+            timebank_id=tb.id,
+            target_type="category",
+            target_id=cat.id,
+        ),
     )
     return cat
 
