@@ -23,13 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from alembic import command
 from tests.pg import Cluster, find_pg_bin, start_cluster
+from timebank.access import SYSTEM, Role
 from timebank.app import create_app
-from timebank.auth.models import Role
-from timebank.auth.principal import SYSTEM
 from timebank.auth.service import create_key
 from timebank.config import Settings
 from timebank.db import create_engine
-from timebank.ops import alembic_config
+from timebank.migrations import alembic_config
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from timebank.ledger.models import Exchange, ExchangeStatus, Posting
-from timebank.ledger.service import SERVICE_KINDS
+from timebank.ledger.rules import SERVICE_KINDS
 from timebank.reports.models import ActivityMonth
 from timebank.reports.rollups import rollup_mismatches
 

@@ -32,14 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import Api, simple
 from tests.test_errors import assert_problem, assert_validation
+from timebank.access import SYSTEM, Role
 from timebank.app import create_app
-from timebank.auth.models import ApiKey, Role
-from timebank.auth.principal import SYSTEM
+from timebank.auth.models import ApiKey
 from timebank.auth.service import create_key
 from timebank.config import Settings
 from timebank.db import create_engine, utcnow
-from timebank.ratelimit import TokenBuckets
 from timebank.timebanks.models import TimeBank
+from timebank.web.ratelimit import TokenBuckets
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEBANK_CLI = str(ROOT / ".venv" / "bin" / "timebank")

@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import timebank.models
 from tests.conftest import Api, simple
 from tests.pg import Cluster
-from timebank import backup as backups
 from timebank.app import create_app
 from timebank.config import Settings
 from timebank.db import create_engine
 from timebank.ledger.models import Account, Exchange
+from timebank.tools import backup as backups
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEBANK_CLI = str(ROOT / ".venv" / "bin" / "timebank")

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.conftest import Api
 from tests.rollup_checks import assert_activity_rollup_matches_a_recount, assert_rollups_ok
 from tests.test_concurrency import TIMEBANK_CLI, _assert_ledger_consistent
-from timebank import demo
 from timebank.config import Settings
 from timebank.db import create_engine
-from timebank.demo import generate, get_or_create_bank
 from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType, Posting
 from timebank.members.models import Member, MemberStatus
+from timebank.tools import demo
+from timebank.tools.demo import generate, get_or_create_bank
 
 Maker = async_sessionmaker[AsyncSession]
 

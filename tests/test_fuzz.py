@@ -48,9 +48,8 @@ from schemathesis.python import asgi
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.pg import Cluster
+from timebank.access import SYSTEM, Role
 from timebank.app import create_app
-from timebank.auth.models import Role
-from timebank.auth.principal import SYSTEM
 from timebank.auth.service import create_key
 from timebank.config import Settings
 from timebank.db import create_engine

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api, simple
-from timebank.ledger import service as ledger_service
+from timebank.idempotency import Claim
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -140,18 +140,17 @@ async def test_server_error_is_not_stored_and_same_key_retry_records_once(
 ) -> None:
     slug, ann, bob = await bank_with_two_members(api)
     body = simple(ann, bob, 50)
-    real = ledger_service.record_exchange
+    real = Claim.settle
     calls = 0
 
-    async def fails_after_the_effect(*args: Any, **kwargs: Any) -> Any:
+    async def fails_after_the_effect(self: Claim, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
-        posted = await real(*args, **kwargs)
-        if calls == 1:
+        if calls == 1:  # the postings are written, the commit not yet made
             raise RuntimeError("crash after the postings were written")
-        return posted
+        return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(ledger_service, "record_exchange", fails_after_the_effect)
+    monkeypatch.setattr(Claim, "settle", fails_after_the_effect)
 
     crashed = await api.exchange(slug, body, headers=key("flaky"))
     assert crashed.status_code == 500, crashed.text

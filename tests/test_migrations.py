@@ -32,15 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from alembic import command
 from tests.conftest import Api, simple
+from timebank.access import SYSTEM, Role
 from timebank.app import create_app
-from timebank.auth.models import Role
-from timebank.auth.principal import SYSTEM
 from timebank.auth.service import create_key
 from timebank.config import Settings
 from timebank.db import create_engine
 from timebank.ledger.models import Exchange, Posting
+from timebank.migrations import alembic_config, head_revisions
 from timebank.models import Base
-from timebank.ops import alembic_config, head_revisions
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEBANK_CLI = str(ROOT / ".venv" / "bin" / "timebank")

@@ -54,10 +54,9 @@ from sqlalchemy.pool import NullPool
 
 from tests.conftest import CI, Api, party, simple
 from tests.test_errors import assert_problem
+from timebank.access import SYSTEM, Role
 from timebank.app import create_app
 from timebank.audit.models import AuditEvent
-from timebank.auth.models import Role
-from timebank.auth.principal import SYSTEM
 from timebank.auth.service import create_key
 from timebank.config import Settings
 from timebank.ledger.models import Account, Exchange, Posting

@@ -16,23 +16,25 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from timebank.audit.controller import audit_events
-from timebank.auth.controller import ApiKeyController, GlobalApiKeyController
+from timebank.api.audit import audit_events
+from timebank.api.exchanges import ExchangeController
+from timebank.api.keys import ApiKeyController, GlobalApiKeyController
+from timebank.api.members import MemberController, directory
+from timebank.api.organisations import OrganisationController
+from timebank.api.reports import cross_bank_report, timebank_report
+from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.db import create_engine
-from timebank.errors import exception_handlers
-from timebank.http import complete_allow_header, provide_principal
-from timebank.ledger.controller import ExchangeController
-from timebank.logs import RequestIdMiddleware, configure_logging
-from timebank.members.controller import MemberController, directory
-from timebank.openapi import render_plugins
-from timebank.ops import health, ready
-from timebank.organisations.controller import OrganisationController
-from timebank.ratelimit import RateLimiter, RateLimitMiddleware
-from timebank.reports.controller import cross_bank_report, timebank_report
-from timebank.security import add_security_headers, cors_config
-from timebank.server import BodyTimeoutMiddleware
-from timebank.timebanks.controller import TimeBankController
+from timebank.logs import configure_logging
+from timebank.web.allow import complete_allow_header
+from timebank.web.auth import provide_principal
+from timebank.web.openapi import render_plugins
+from timebank.web.ops import health, ready
+from timebank.web.problems import exception_handlers
+from timebank.web.ratelimit import RateLimiter, RateLimitMiddleware
+from timebank.web.requestid import RequestIdMiddleware
+from timebank.web.security import add_security_headers, cors_config
+from timebank.web.server import BodyTimeoutMiddleware
 
 API_DESCRIPTION = """A time-banking ledger: one hour of anyone's time earns one time credit.
 

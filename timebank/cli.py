@@ -33,7 +33,7 @@ def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 def _upgrade() -> None:
     from alembic import command
-    from timebank.ops import alembic_config
+    from timebank.migrations import alembic_config
 
     command.upgrade(alembic_config(get_settings().database_url), "head")
 
@@ -55,7 +55,7 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     TIMEBANK_MAX_CONNECTIONS per worker); see docs/security.md."""
     import uvicorn
 
-    from timebank.server import uvicorn_options
+    from timebank.web.server import uvicorn_options
 
     _upgrade()
     if demo:
@@ -71,11 +71,10 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
 
 
 def _demo(host: str, port: int) -> None:
-    from timebank.auth.models import Role
-    from timebank.auth.principal import SYSTEM
+    from timebank.access import SYSTEM, Role
     from timebank.auth.service import create_key
-    from timebank.demo import create_demo
     from timebank.timebanks.models import TimeBank
+    from timebank.tools.demo import create_demo
 
     async def run(session: AsyncSession) -> tuple[str, str, bool]:
         tb = (await session.execute(select(TimeBank).where(TimeBank.slug == "demo"))).scalar()
@@ -107,7 +106,7 @@ def db() -> None:
 def upgrade(revision: str) -> None:
     """Upgrade to REVISION (default: head)."""
     from alembic import command
-    from timebank.ops import alembic_config
+    from timebank.migrations import alembic_config
 
     command.upgrade(alembic_config(get_settings().database_url), revision)
 
@@ -117,7 +116,7 @@ def upgrade(revision: str) -> None:
 def downgrade(revision: str) -> None:
     """Downgrade to REVISION (default: one step back; 'base' for an empty database)."""
     from alembic import command
-    from timebank.ops import alembic_config
+    from timebank.migrations import alembic_config
 
     command.downgrade(alembic_config(get_settings().database_url), revision)
 
@@ -126,7 +125,7 @@ def downgrade(revision: str) -> None:
 def current() -> None:
     """Show the current revision."""
     from alembic import command
-    from timebank.ops import alembic_config
+    from timebank.migrations import alembic_config
 
     command.current(alembic_config(get_settings().database_url), verbose=False)
 
@@ -141,7 +140,7 @@ def current() -> None:
 def backup(output: Path | None) -> None:
     """Write a consistent backup while the service runs (SQLite: online backup API;
     PostgreSQL: pg_dump -Fc). Prints the file's path."""
-    from timebank import backup as backups
+    from timebank.tools import backup as backups
 
     try:
         path = backups.backup(get_settings(), output)
@@ -156,7 +155,7 @@ def backup(output: Path | None) -> None:
 def restore(path: Path, force: bool) -> None:
     """Restore a backup into the configured (fresh, empty) database, then check the ledger.
     Stop the service first; `timebank serve` upgrades an older schema on start."""
-    from timebank import backup as backups
+    from timebank.tools import backup as backups
 
     settings = get_settings()
     try:
@@ -171,7 +170,7 @@ def restore(path: Path, force: bool) -> None:
 @db.command()
 def check() -> None:
     """Check the ledger invariants from the tables (exit status 1 if any is broken)."""
-    from timebank import backup as backups
+    from timebank.tools import backup as backups
 
     try:
         problems = backups.check(get_settings())
@@ -209,7 +208,7 @@ def demo_generate(slug: str, members: int, exchanges: int, seed: int) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from timebank.demo import generate, get_or_create_bank
+    from timebank.tools.demo import generate, get_or_create_bank
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,62}", slug):
         raise click.BadParameter(
@@ -254,7 +253,7 @@ def maintenance() -> None:
 @maintenance.command("expire-pending")
 def expire_pending() -> None:
     """Expire proposals older than each time bank's pending_expiry_days."""
-    from timebank.ledger.pending import expire_stale
+    from timebank.ledger.proposals import expire_stale
     from timebank.timebanks.models import TimeBank
 
     async def run(session: AsyncSession) -> int:
@@ -296,8 +295,7 @@ def keys() -> None:
 @click.option("--label", default=None)
 def keys_create(role: str, slug: str | None, label: str | None) -> None:
     """Create a key and print its secret alone on stdout."""
-    from timebank.auth.models import Role
-    from timebank.auth.principal import SYSTEM
+    from timebank.access import SYSTEM, Role
     from timebank.auth.service import create_key
     from timebank.errors import DomainError
     from timebank.timebanks.models import TimeBank
@@ -342,7 +340,7 @@ def keys_revoke(key_id: str) -> None:
     """Revoke a key by id."""
     import uuid
 
-    from timebank.auth.principal import SYSTEM
+    from timebank.access import SYSTEM
     from timebank.auth.service import revoke_key
     from timebank.errors import DomainError
 

@@ -3,7 +3,7 @@
 SQLite: WAL, foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for write
 transactions so that concurrent writers queue on the lock instead of failing on upgrade.
 PostgreSQL: READ COMMITTED plus explicit row locks; deadlocks and serialization failures
-are retried by :func:`run_write`. A failure to connect, or a session the server ended, is
+are retried by :func:`write`. A failure to connect, or a session the server ended, is
 treated as a disconnect (the pool drops the connection; the request gets 503
 ``unavailable``), so the same process recovers as soon as the database is back.
 """
@@ -54,9 +54,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 v7), so keyset pagination by id follows creation order."""
-    ms = time.time_ns() // 1_000_000
+def uuid7(*, at: datetime | None = None) -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 v7), so keyset pagination by id follows creation order;
+    ``at`` (the demo generator's history) instead of now. Its random bits are always
+    truly random: a seed makes generated figures repeatable, never the ids."""
+    ms = time.time_ns() // 1_000_000 if at is None else int(at.timestamp() * 1000)
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
@@ -182,33 +184,28 @@ async def end_read(session: AsyncSession) -> None:
         await session.rollback()
 
 
-async def run_write(
-    session: AsyncSession,
-    work: Callable[[AsyncSession], Awaitable[T]],
-    *,
-    retries: int = 8,
-) -> T:
-    """Run ``work`` in one write transaction and commit it; retry on deadlock/serialization.
+async def write(session: AsyncSession, attempt: Callable[[], Awaitable[T]], *, retries: int) -> T:
+    """Run a use case that writes and commits (``attempt``) in a write transaction; on a
+    deadlock or serialization failure roll back and run it again, up to ``retries`` times.
 
-    ``work`` must not commit. Any exception rolls the whole transaction back, so a refused
-    request leaves no trace. On PostgreSQL ``work`` runs in the transaction the request's
-    reads began (see :func:`end_read`); they had no effects to lose.
+    Any exception rolls the transaction back, so a refused request leaves no trace. On
+    PostgreSQL the attempt runs in the transaction the request's reads began (see
+    :func:`end_read`); they had no effects to lose. SQLite ends the read transaction first
+    (a commit, so loaded objects stay usable) so the write can begin with BEGIN IMMEDIATE.
     """
-    attempt = 0
+    tries = 0
     if session.in_transaction() and _is_sqlite(session):
-        await session.commit()  # end the read transaction; keeps loaded objects usable
+        await session.commit()
     while True:
         try:
             await begin_write(session)
-            result = await work(session)
-            await session.commit()
-            return result
+            return await attempt()
         except BaseException as exc:
             await session.rollback()
-            if attempt < retries and is_retryable(exc):
-                attempt += 1
-                delay = min(0.5, 0.005 * (2**attempt)) * random.random()
-                log.info("retrying write after %s (attempt %d)", type(exc).__name__, attempt)
+            if tries < retries and is_retryable(exc):
+                tries += 1
+                delay = min(0.5, 0.005 * (2**tries)) * random.random()
+                log.info("retrying write after %s (attempt %d)", type(exc).__name__, tries)
                 await asyncio.sleep(delay)
                 continue
             raise

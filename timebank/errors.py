@@ -1,38 +1,16 @@
-"""Domain errors (no HTTP in them) and their one mapping to RFC 9457 problem details."""
+"""Domain errors: a refused request, named by a stable ``code``. No HTTP here: the web layer
+(:mod:`timebank.web.problems`) maps each code to its status, in one table."""
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Sequence
 from typing import Any
-
-from litestar import Request, Response
-from litestar.exceptions import (
-    HTTPException,
-    NotAuthorizedException,
-    NotFoundException,
-    PermissionDeniedException,
-    ValidationException,
-)
-from litestar.openapi.datastructures import ResponseSpec
-from pydantic import BaseModel
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
-from timebank.db import session_ended, sqlstate
-from timebank.logs import request_id_var
-
-log = logging.getLogger("timebank.errors")
-
-PROBLEM_JSON = "application/problem+json"
 
 
 class DomainError(Exception):
-    """A refused request. Subclasses name a stable ``code``; the HTTP status is mapped here."""
+    """A refused request. Subclasses name a stable ``code`` and a short ``title``."""
 
     code = "error"
-    status = 400
     title = "Error"
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
@@ -41,26 +19,22 @@ class DomainError(Exception):
         self.extra = extra
 
 
-class MalformedRequest(DomainError):
-    code, status, title = "malformed_request", 400, "Malformed request"
-
-
 class Unauthorized(DomainError):
-    code, status, title = "unauthorized", 401, "Unauthorized"
+    code, title = "unauthorized", "Unauthorized"
 
 
 class Forbidden(DomainError):
-    code, status, title = "forbidden", 403, "Forbidden"
+    code, title = "forbidden", "Forbidden"
 
 
 class NotFound(DomainError):
-    code, status, title = "not_found", 404, "Not found"
+    code, title = "not_found", "Not found"
 
 
 class InvalidInput(DomainError):
-    """422 with a list of ``{"field", "message"}``."""
+    """Invalid input, with a list of ``{"field", "message"}``."""
 
-    code, status, title = "validation_error", 422, "Validation error"
+    code, title = "validation_error", "Validation error"
 
     def __init__(self, field: str, message: str, *more: tuple[str, str]) -> None:
         errors = [{"field": field, "message": message}] + [
@@ -68,85 +42,66 @@ class InvalidInput(DomainError):
         ]
         super().__init__(f"{field}: {message}", errors=errors)
 
+    @classmethod
+    def of(cls, errors: list[dict[str, str]]) -> InvalidInput:
+        """One error for several ``{"field", "message"}`` at once."""
+        first, *more = errors
+        exc = cls(first["field"], first["message"], *((e["field"], e["message"]) for e in more))
+        exc.detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return exc
+
 
 class BalanceLimitExceeded(DomainError):
-    code, status, title = "balance_limit_exceeded", 409, "Balance limit exceeded"
+    code, title = "balance_limit_exceeded", "Balance limit exceeded"
 
 
 class PartyInactive(DomainError):
-    code, status, title = "party_inactive", 409, "Party inactive"
+    code, title = "party_inactive", "Party inactive"
 
 
 class AlreadyReversed(DomainError):
-    code, status, title = "already_reversed", 409, "Already reversed"
+    code, title = "already_reversed", "Already reversed"
 
 
 class NotReversible(DomainError):
-    code, status, title = "not_reversible", 409, "Not reversible"
+    code, title = "not_reversible", "Not reversible"
 
 
 class NotPending(DomainError):
-    code, status, title = "not_pending", 409, "Not pending"
+    code, title = "not_pending", "Not pending"
 
 
 class IdempotencyKeyReused(DomainError):
-    code, status, title = "idempotency_key_reused", 422, "Idempotency key reused"
+    code, title = "idempotency_key_reused", "Idempotency key reused"
 
 
 class IdempotencyInFlight(DomainError):
-    code, status, title = "idempotency_in_flight", 409, "Idempotency key in flight"
+    code, title = "idempotency_in_flight", "Idempotency key in flight"
 
 
 class Duplicate(DomainError):
-    code, status, title = "duplicate", 409, "Duplicate"
+    code, title = "duplicate", "Duplicate"
 
 
-class PayloadTooLarge(DomainError):
-    code, status, title = "payload_too_large", 413, "Payload too large"
+class BatchAborted(DomainError):
+    """An item of an atomic batch that would have been recorded, had another not been refused."""
+
+    code, title = "batch_aborted", "Batch aborted"
 
 
 class RateLimited(DomainError):
-    code, status, title = "rate_limited", 429, "Rate limited"
+    code, title = "rate_limited", "Rate limited"
 
 
-class Unavailable(DomainError):
-    code, status, title = "unavailable", 503, "Service unavailable"
+class ReportTimeout(DomainError):
+    """A report query ran past ``TIMEBANK_REPORT_TIMEOUT_MS`` and was cancelled: the
+    database is busy or the request too large (many banks, a long period)."""
+
+    code, title = "report_timeout", "Report timed out"
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details, as every error response of this API."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    errors: list[dict[str, str]] | None = None
-    request_id: str | None = None
-
-
-def problem_response(
-    status: int, code: str, title: str, detail: str, **extra: Any
-) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "type": f"https://timebank.example/problems/{code.replace('_', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    body.update({k: v for k, v in extra.items() if v is not None})
-    rid = request_id_var.get()
-    if rid:
-        body.setdefault("request_id", rid)
-    headers = {}
-    if status == 429 and "retry_after" in extra:
-        headers["Retry-After"] = str(extra["retry_after"])
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-def _from_domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+class RequestTimeout(DomainError):
+    code, title = "request_timeout", "Request timeout"
 
 
 _NAMED = re.compile(r"^(?:Value error, )?([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
@@ -161,166 +116,3 @@ def field_error(field: str | None, message: str) -> dict[str, str]:
             return {"field": named.group(1), "message": named.group(2)}
         return {"field": "body", "message": message.removeprefix("Value error, ")}
     return {"field": field, "message": message.removeprefix("Value error, ")}
-
-
-def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
-    """The name a client used for a parameter: Litestar names a refused query or header
-    parameter by its Python name (``date_from``, ``idempotency_key``), not ``from`` or
-    ``Idempotency-Key``."""
-    try:
-        param = request.route_handler.parsed_fn_signature.parameters.get(key)
-    except Exception:  # no route (e.g. a 404 from the router)
-        return key
-    kwarg = getattr(param, "kwarg_definition", None)
-    for attr in ("query", "header", "cookie"):
-        alias = getattr(kwarg, attr, None)
-        if isinstance(alias, str) and alias:
-            return alias
-    return key
-
-
-def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    """Litestar's own refusals as problems, keeping the headers they carry (e.g. the
-    ``Allow`` of a 405, which RFC 9110 requires)."""
-    response = _problem_for_http(request, exc)
-    for name, value in (exc.headers or {}).items():
-        response.headers.setdefault(name, value)
-    return response
-
-
-def _problem_for_http(
-    request: Request[Any, Any, Any], exc: HTTPException
-) -> Response[dict[str, Any]]:
-    status = exc.status_code
-    if isinstance(exc, ValidationException):
-        errors = []
-        for item in exc.extra if isinstance(exc.extra, list) else []:
-            if isinstance(item, dict):
-                key = str(item.get("key") or "")
-                if key and item.get("source") != "body":
-                    key = _wire_name(request, key)
-                errors.append(field_error(key, str(item.get("message"))))
-        if not errors:
-            errors = [{"field": "body", "message": str(exc.detail)}]
-        return problem_response(
-            422,
-            "validation_error",
-            "Validation error",
-            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-            errors=errors,
-        )
-    if status == 413:
-        return problem_response(413, "payload_too_large", "Payload too large", "Body over limit")
-    if status == 400:
-        return problem_response(400, "malformed_request", "Malformed request", str(exc.detail))
-    if isinstance(exc, NotAuthorizedException) or status == 401:
-        return problem_response(401, "unauthorized", "Unauthorized", str(exc.detail))
-    if isinstance(exc, PermissionDeniedException) or status == 403:
-        return problem_response(403, "forbidden", "Forbidden", str(exc.detail))
-    if isinstance(exc, NotFoundException) or status == 404:
-        return problem_response(404, "not_found", "Not found", str(exc.detail))
-    if status == 405:
-        return problem_response(405, "method_not_allowed", "Method not allowed", str(exc.detail))
-    if status == 429:
-        return problem_response(429, "rate_limited", "Rate limited", str(exc.detail))
-    if status >= 500:
-        log.error("http error %s: %s", status, exc.detail)
-        return problem_response(status, "internal_error", "Internal error", "Internal error")
-    return problem_response(status, "http_error", "HTTP error", str(exc.detail))
-
-
-def _is_unique_violation(exc: IntegrityError) -> bool:
-    text = str(exc.orig).lower()
-    return "unique constraint" in text or "duplicate key" in text
-
-
-def _is_unavailable(exc: Exception) -> bool:
-    if isinstance(exc, PoolTimeoutError | ConnectionError | OSError | InterfaceError):
-        return True
-    if isinstance(exc, OperationalError):
-        return True
-    if isinstance(exc, DBAPIError):
-        # a lost or refused connection; or the server short of resources (class 53, e.g.
-        # too many connections) or failing outside the query (class 58): try again later
-        # The database stopping a statement (an operator's statement_timeout: 57014, or
-        # lock_timeout: 55P03) is the same: nothing was written, try again later.
-        state = sqlstate(exc)
-        stopped = state in ("57014", "55P03")
-        return (
-            exc.connection_invalidated
-            or session_ended(state)
-            or state[:2] in ("53", "58")
-            or stopped
-        )
-    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
-
-
-def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if isinstance(exc, RecursionError):
-        return problem_response(
-            400, "malformed_request", "Malformed request", "JSON is nested too deeply"
-        )
-    if isinstance(exc, DataError) or sqlstate(exc).startswith("22"):
-        # The database refused a value for its column (e.g. a NUL character in text).
-        log.info("data error: %s", exc.__class__.__name__)
-        errors = [{"field": "body", "message": "a value is not acceptable to the database"}]
-        return problem_response(
-            422, "validation_error", "Validation error", errors[0]["message"], errors=errors
-        )
-    if isinstance(exc, IntegrityError) and _is_unique_violation(exc):
-        return problem_response(409, "duplicate", "Duplicate", "A unique field is already taken")
-    if _is_unavailable(exc):
-        log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-        return problem_response(503, "unavailable", "Service unavailable", "Database unreachable")
-    log.error("unexpected error", exc_info=exc)
-    return problem_response(
-        500, "internal_error", "Internal error", "An unexpected error occurred; see request_id."
-    )
-
-
-exception_handlers: dict[int | type[Exception], Any] = {
-    DomainError: _from_domain,
-    HTTPException: _from_http,
-    Exception: _from_unexpected,
-}
-
-
-_DESCRIPTIONS = {
-    400: "Malformed request (`malformed_request`): the body is not valid JSON",
-    # (query and path parameters that fail validation get 422 `validation_error`)
-    401: "Missing, unknown, revoked or expired API key (`unauthorized`)",
-    403: "The key's role or scope does not allow this (`forbidden`)",
-    404: "Unknown time bank or resource (`not_found`)",
-    409: "Conflict with the ledger's state (see `code`)",
-    413: "Body over 1 MiB (`payload_too_large`)",
-    422: "Invalid input (`validation_error`, `idempotency_key_reused`)",
-    429: "Rate limited (`rate_limited`), see Retry-After",
-    503: "Database unreachable (`unavailable`)",
-}
-
-
-KEYED_CONFLICTS = ("duplicate", "idempotency_in_flight")
-
-
-def problems(
-    *statuses: int, conflict: Sequence[str] = (), keyed: bool = False
-) -> dict[int, ResponseSpec]:
-    """OpenAPI error responses for a route: the given statuses plus 401, 429 (the per-key
-    rate limit) and 503, always. ``keyed``: the route takes ``Idempotency-Key``, so it may
-    answer 409 ``idempotency_in_flight`` (a retry while the first is running) and
-    ``duplicate`` (a retry after an erasure purged the stored response)."""
-    if keyed:
-        statuses = (*statuses, 409)
-        conflict = [*conflict, *(c for c in KEYED_CONFLICTS if c not in conflict)]
-    out: dict[int, ResponseSpec] = {}
-    for status in sorted({*statuses, 400, 401, 429, 503}):
-        desc = _DESCRIPTIONS[status]
-        if status == 409 and conflict:
-            desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)
-        out[status] = ResponseSpec(
-            data_container=Problem,
-            description=desc,
-            media_type=PROBLEM_JSON,
-            generate_examples=False,
-        )
-    return out

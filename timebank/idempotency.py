@@ -8,17 +8,16 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Integer, String, Text, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import Base, run_write, table_of, utcnow
+from timebank.db import Base, table_of, utcnow
 from timebank.errors import Duplicate, IdempotencyInFlight, IdempotencyKeyReused, InvalidInput
 from timebank.types import DateTimeUTC
 
@@ -90,66 +89,77 @@ async def _replay(
     return Outcome(row.status_code, row.response_body.encode(), replayed=True)
 
 
-async def run_idempotent(
-    session: AsyncSession,
-    *,
-    api_key_id: uuid.UUID,
-    key: str | None,
-    fp: str,
-    effect: Callable[[AsyncSession], Awaitable[tuple[int, Any]]],
-    subject_id: uuid.UUID | None = None,
-    retries: int = 8,
-    unstored_fields: tuple[str, ...] = (),
-) -> Outcome:
-    """Run ``effect`` (which must not commit) at most once per (API key, Idempotency-Key).
+class Replayed(Exception):
+    """The key was used before with the same request: here is its stored result."""
 
-    ``unstored_fields`` (e.g. a new key's ``secret``) are in the first response only: the
-    stored copy, and so every replay, leaves them out."""
-    if key is None:
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("replayed")
+        self.outcome = outcome
 
-        async def plain(s: AsyncSession) -> Outcome:
-            status, payload = await effect(s)
-            return Outcome(status, dump(payload))
 
-        return await run_write(session, plain, retries=retries)
+@dataclass
+class Claim:
+    """A use case's hold on an Idempotency-Key, taken at the start of its write transaction.
 
-    async def work(s: AsyncSession) -> Outcome:
-        earlier = await _replay(s, api_key_id, key, fp)
-        if earlier is not None:
-            return earlier
-        await s.execute(
-            insert(table_of(IdempotencyRecord)).values(
-                api_key_id=api_key_id,
-                key=key,
-                fingerprint=fp,
-                subject_id=subject_id,
-                created_at=utcnow(),
-            )
-        )
-        status, payload = await effect(s)
-        body = dump(payload)
-        stored = body
-        if unstored_fields and isinstance(payload, dict):
-            stored = dump({k: v for k, v in payload.items() if k not in unstored_fields})
-        await s.execute(
+    The use case calls :meth:`settle` with its result just before it commits: the result is
+    rendered (by the web layer's ``render``) and, for a keyed request, stored in the same
+    transaction, so the effect and its record commit or roll back together. Without a key
+    nothing is stored. A use case that refuses, or rolls back, never settles."""
+
+    api_key_id: uuid.UUID
+    key: str | None
+    status: int
+    render: Callable[[Any], Any]
+    unstored_fields: tuple[str, ...] = ()
+    body: bytes | None = None
+
+    async def settle(self, session: AsyncSession, result: Any) -> None:
+        payload = self.render(result)
+        self.body = dump(payload)
+        if self.key is None:
+            return
+        stored = self.body
+        if self.unstored_fields and isinstance(payload, dict):
+            stored = dump({k: v for k, v in payload.items() if k not in self.unstored_fields})
+        await session.execute(
             update(IdempotencyRecord)
-            .where(IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key)
-            .values(status_code=status, response_body=stored.decode())
+            .where(
+                IdempotencyRecord.api_key_id == self.api_key_id, IdempotencyRecord.key == self.key
+            )
+            .values(status_code=self.status, response_body=stored.decode())
         )
-        return Outcome(status, body)
 
-    for _ in range(3):
-        try:
-            return await run_write(session, work, retries=retries)
-        except IntegrityError as exc:
-            if "idempotency" not in str(exc.orig).lower():
-                raise
-            # A concurrent duplicate committed first: replay its stored result.
-            async with session.begin():
-                earlier = await _replay(session, api_key_id, key, fp)
-            if earlier is not None:
-                return earlier
-    raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed")
+
+async def claim(
+    session: AsyncSession, claim: Claim, fp: str, subject_id: uuid.UUID | None = None
+) -> Claim:
+    """Take ``claim`` in the current write transaction: raise :class:`Replayed` if the key
+    was used for this request before (409/422 if still running or for another request),
+    else insert the in-flight record, so a concurrent duplicate waits on its primary key."""
+    if claim.key is None:
+        return claim
+    earlier = await _replay(session, claim.api_key_id, claim.key, fp)
+    if earlier is not None:
+        raise Replayed(earlier)
+    await session.execute(
+        insert(table_of(IdempotencyRecord)).values(
+            api_key_id=claim.api_key_id,
+            key=claim.key,
+            fingerprint=fp,
+            subject_id=subject_id,
+            created_at=utcnow(),
+        )
+    )
+    return claim
+
+
+async def replay_after_race(
+    session: AsyncSession, api_key_id: uuid.UUID, key: str, fp: str
+) -> Outcome | None:
+    """After a concurrent duplicate committed first (the insert hit its primary key): its
+    stored result, read in a transaction of its own."""
+    async with session.begin():
+        return await _replay(session, api_key_id, key, fp)
 
 
 async def purge_expired(session: AsyncSession, older_than: datetime) -> int:

@@ -7,9 +7,8 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import Principal, Role
 from timebank.audit.models import AuditEvent
-from timebank.auth.models import Role
-from timebank.auth.principal import Principal
 from timebank.db import table_of, utcnow
 from timebank.logs import request_id_var
 

@@ -1,21 +1,14 @@
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from timebank.access import Role
 from timebank.db import Base, utcnow, uuid7
 from timebank.types import DateTimeUTC, str_enum
-
-
-class Role(enum.StrEnum):
-    admin = "admin"
-    broker = "broker"
-    member = "member"
-    funder = "funder"
 
 
 class ApiKey(Base):

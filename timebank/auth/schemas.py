@@ -6,7 +6,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.auth.models import Role
+from timebank.access import Role
 from timebank.bodies import JsonBody
 
 

@@ -8,16 +8,18 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import Principal, Role
 from timebank.audit import service as audit
-from timebank.auth.models import ApiKey, ApiKeyTimeBank, Role
-from timebank.auth.principal import Principal
+from timebank.auth.models import ApiKey, ApiKeyTimeBank
 from timebank.db import begin_write, end_read, utcnow, uuid7
 from timebank.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from timebank.idempotency import Claim
 from timebank.members.models import Member, MemberStatus
 from timebank.timebanks.models import TimeBank
 
@@ -165,6 +167,17 @@ async def _touch(session: AsyncSession, key_id: uuid.UUID | None, now: datetime)
         await session.rollback()
 
 
+async def issue_key(
+    session: AsyncSession, principal: Principal, claim: Claim | None = None, **kwargs: Any
+) -> CreatedKey:
+    """The use case behind ``POST …/api-keys``: :func:`create_key`, settled and committed."""
+    created = await create_key(session, principal, **kwargs)
+    if claim is not None:
+        await claim.settle(session, created)
+    await session.commit()
+    return created
+
+
 async def revoke_key(
     session: AsyncSession, principal: Principal, key_id: uuid.UUID, timebank_id: uuid.UUID | None
 ) -> ApiKey:
@@ -189,6 +202,7 @@ async def revoke_key(
                 target_id=key.id,
             ),
         )
+    await session.commit()
     return key
 
 

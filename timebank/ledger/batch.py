@@ -1,55 +1,65 @@
 """Batch import of exchanges (paper time sheets), applied in the given order as if recorded
 one after the other — an item refused by validation, party status, a duplicate
 ``external_ref`` or a limit is skipped with its error, and the items after it see the
-balances as they stand without it; ``atomic`` records all or none.
+balances and references as they stand without it; ``atomic`` records all or none.
 
 It is set-based, so a thousand lines cost about what one does: every item is validated
 against one lookup of the parties, categories and references it names (three queries),
 every account involved is locked once in id order, the limits are checked in memory on the
-locked balances in item order (:class:`timebank.ledger.service.Book`), and balances,
+locked balances in item order (:class:`timebank.ledger.posting.Book`), and balances,
 postings, exchanges and audit events are written with one statement each.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
-from timebank.auth.principal import STAFF, Principal
-from timebank.errors import DomainError, field_error
-from timebank.ledger import service as ledger
-from timebank.ledger.schemas import BatchError, BatchOut, BatchResult, ExchangeCreate
+from timebank.errors import BatchAborted, DomainError, InvalidInput, field_error
+from timebank.idempotency import Claim
+from timebank.ledger.posting import (
+    Book,
+    Draft,
+    duplicate_ref,
+    exchange_row,
+    insert_exchanges,
+    lock_accounts,
+    posted,
+    posting_rows,
+)
+from timebank.ledger.reads import view
+from timebank.ledger.record import recorded_event
+from timebank.ledger.schemas import ExchangeCreate, ExchangeOut
+from timebank.ledger.validate import Lookup, check_active, draft, validate
 from timebank.timebanks.models import TimeBank
 
 
-class BatchRejected(Exception):
-    """An atomic batch with a refused item: nothing is recorded; the results say why."""
+@dataclass
+class Line:
+    """One item's outcome: the exchange recorded, or the error that refused it."""
 
-    def __init__(self, out: BatchOut) -> None:
-        super().__init__("atomic batch rejected")
-        self.out = out
-
-
-def _validation_error(exc: ValidationError) -> BatchError:
-    errors = [field_error(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-    return BatchError(
-        code="validation_error",
-        title="Validation error",
-        detail="; ".join(f"{e['field']}: {e['message']}" for e in errors),
-        errors=errors,
-    )
+    index: int
+    exchange: ExchangeOut | None = None
+    error: DomainError | None = None
 
 
-def _refused(index: int, exc: DomainError) -> BatchResult:
-    return BatchResult(
-        index=index,
-        status=exc.status,
-        error=BatchError(
-            code=exc.code, title=exc.title, detail=exc.detail, errors=exc.extra.get("errors")
-        ),
+@dataclass
+class BatchOutcome:
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def recorded(self) -> bool:
+        return all(line.error is None for line in self.lines)
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    return InvalidInput.of(
+        [field_error(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
     )
 
 
@@ -59,58 +69,72 @@ async def record_batch(
     tb: TimeBank,
     items: list[dict[str, Any]],
     atomic: bool,
-) -> BatchOut:
+    claim: Claim | None = None,
+) -> BatchOutcome:
+    """Record a sheet of exchanges in order and commit; an atomic sheet with a refused item
+    records nothing (rolled back, its Idempotency-Key not stored), but every item still
+    gets its own verdict, limits included, so a broker sees every problem at once."""
     principal.require(tb.id, *STAFF)
-    results: dict[int, BatchResult] = {}
+    lines = [Line(i) for i in range(len(items))]
     requests: dict[int, ExchangeCreate] = {}
-    for index, raw in enumerate(items):
+    for line, raw in zip(lines, items, strict=True):
         try:
-            requests[index] = ExchangeCreate.model_validate(raw)
+            requests[line.index] = ExchangeCreate.model_validate(raw)
         except ValidationError as exc:
-            results[index] = BatchResult(index=index, status=422, error=_validation_error(exc))
+            line.error = _invalid(exc)
 
-    lookup = await ledger.Lookup.load(session, tb, list(requests.values()))
-    drafts: list[tuple[int, ExchangeCreate, ledger.Draft]] = []
-    refs: set[str] = set()
+    # validate against one lookup
+    lookup = await Lookup.load(session, tb, list(requests.values()))
+    drafts: list[tuple[Line, ExchangeCreate, Draft]] = []
     for index, data in requests.items():
         try:
-            prepared = ledger.validate(data, lookup)
-            ledger.check_active(prepared)
-            if data.external_ref is not None and data.external_ref in refs:
-                raise ledger.duplicate_ref(data.external_ref)  # twice in this batch
+            prepared = validate(data, lookup)
+            check_active(prepared)
         except DomainError as exc:
-            results[index] = _refused(index, exc)
+            lines[index].error = exc
             continue
-        if data.external_ref is not None:
-            refs.add(data.external_ref)
-        drafts.append((index, data, ledger.draft(data, prepared)))
+        drafts.append((lines[index], data, draft(data, prepared)))
 
-    aborted = BatchError(
-        code="batch_aborted",
-        title="Batch aborted",
-        detail="Not recorded: the batch is atomic and another item was refused",
+    # lock every account once, in id order; check each item's limits in order
+    book = Book(
+        tb, await lock_accounts(session, (g.account_id for *_, d in drafts for g in d.legs))
     )
-    # An atomic batch with an item refused already records nothing, but its limits are
-    # still checked, so the broker sees every problem on the sheet at once.
-    outcomes = await ledger.post_many(
-        session,
-        principal,
-        tb,
-        [d for _, _, d in drafts],
-        all_or_nothing=atomic,
-        dry_run=atomic and bool(results),
-    )
-    events = []
-    for (index, data, _), outcome in zip(drafts, outcomes, strict=True):
-        if isinstance(outcome, DomainError):
-            results[index] = _refused(index, outcome)
-        else:
-            results[index] = BatchResult(index=index, status=201, exchange=ledger.view(outcome))
-            events.append(ledger.recorded_event(principal, tb, data, outcome))
-    if atomic and len(events) < len(items):  # a limit refused one: nothing was written
-        for r in results.values():
-            if r.status == 201:
-                r.status, r.exchange, r.error = 424, None, aborted
-        raise BatchRejected(BatchOut(results=[results[i] for i in range(len(items))]))
+    taken: set[str] = set()  # references of items recorded earlier in this batch
+    postings: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for line, data, d in drafts:
+        try:
+            if d.external_ref is not None and d.external_ref in taken:
+                raise duplicate_ref(d.external_ref)
+            after = book.apply(d.legs, enforce_limits=d.enforce_limits)
+        except DomainError as exc:
+            line.error = exc
+            continue
+        if d.external_ref is not None:
+            taken.add(d.external_ref)
+        row = exchange_row(principal, tb, d)
+        postings += posting_rows(row["id"], d.legs, after)
+        rows.append(row)
+        result = posted(row, d)
+        line.exchange = view(result)
+        events.append(recorded_event(principal, tb, data, result))
+
+    outcome = BatchOutcome(lines)
+    if atomic and not outcome.recorded:
+        for line in lines:
+            if line.error is None:
+                line.exchange, line.error = (
+                    None,
+                    BatchAborted("Not recorded: the batch is atomic and another item was refused"),
+                )
+        await session.rollback()  # nothing happened: nothing to store for a retry
+        return outcome
+    # insert exchanges and postings, update balances, audit, settle, commit
+    await insert_exchanges(session, postings, rows)
+    await book.save(session)
     await audit.record_many(session, events)
-    return BatchOut(results=[results[i] for i in range(len(items))])
+    if claim is not None:
+        await claim.settle(session, outcome)
+    await session.commit()
+    return outcome

@@ -7,53 +7,13 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
-from timebank.auth.principal import STAFF, Principal
-from timebank.db import contains_pattern, utcnow, uuid7
+from timebank.db import contains_pattern, utcnow
 from timebank.errors import InvalidInput, NotFound
-from timebank.ledger.models import Account, OwnerType
 from timebank.organisations.models import Organisation, OrganisationStatus
-from timebank.organisations.schemas import OrganisationCreate, OrganisationPatch
+from timebank.organisations.schemas import OrganisationPatch
 from timebank.timebanks.models import TimeBank
-
-
-async def create_organisation(
-    session: AsyncSession, principal: Principal, tb: TimeBank, data: OrganisationCreate
-) -> Organisation:
-    principal.require(tb.id, *STAFF)
-    now = utcnow()
-    org_id = uuid7()
-    account = Account(
-        id=uuid7(),
-        timebank_id=tb.id,
-        owner_type=OwnerType.organisation,
-        owner_id=org_id,
-        created_at=now,
-    )
-    session.add(account)
-    await session.flush()
-    org = Organisation(
-        id=org_id,
-        timebank_id=tb.id,
-        account_id=account.id,
-        status=OrganisationStatus.active,
-        created_at=now,
-        updated_at=now,
-        **data.model_dump(),
-    )
-    session.add(org)
-    await session.flush()
-    await audit.record(
-        session,
-        audit.event(
-            principal,
-            "organisation.create",
-            timebank_id=tb.id,
-            target_type="organisation",
-            target_id=org.id,
-        ),
-    )
-    return org
 
 
 async def get_organisation(
@@ -93,6 +53,7 @@ async def update_organisation(
             details={"fields": sorted(changes)},
         ),
     )
+    await session.commit()
     return org
 
 

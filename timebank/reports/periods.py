@@ -14,14 +14,12 @@ import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from timebank.auth.models import Role
-from timebank.auth.principal import Principal
+from timebank.access import Principal, Role
 from timebank.db import utcnow
 from timebank.errors import InvalidInput
 from timebank.timebanks.models import TimeBank
-from timebank.timebanks.service import today
+from timebank.timebanks.service import EARLIEST_DATE, today
 
-EARLIEST = date(1980, 1, 1)
 LATEST = date(2200, 1, 1)
 
 
@@ -65,8 +63,8 @@ def resolve_period(
     end = end or add_months(first_of_month(today(banks[0])), 1)
     start = start or add_months(end, -12)
     for name, value in (("from", start), ("to", end)):
-        if not EARLIEST <= value <= LATEST:
-            raise InvalidInput(name, f"must be between {EARLIEST} and {LATEST}")
+        if not EARLIEST_DATE <= value <= LATEST:
+            raise InvalidInput(name, f"must be between {EARLIEST_DATE} and {LATEST}")
     if start >= end:
         raise InvalidInput("from", "must be before to")
     funder = principal.role is Role.funder

@@ -47,11 +47,9 @@ from timebank.ledger.models import (
     OwnerType,
     Posting,
 )
+from timebank.ledger.rules import SERVICE_KINDS
 from timebank.members.models import Member, MemberStatus
 from timebank.reports.models import ActivityMonth, CategoryMonth
-
-SERVICE_KINDS = (ExchangeKind.p2p, ExchangeKind.p2o, ExchangeKind.o2p, ExchangeKind.o2o)
-POOL_KINDS = (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
 
 
 def counted(

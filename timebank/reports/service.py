@@ -32,9 +32,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.auth.models import Role
+from timebank.access import Role
 from timebank.errors import InvalidInput
 from timebank.ledger.models import Exchange, ExchangeKind, OwnerType
+from timebank.ledger.rules import POOL_KINDS, SERVICE_KINDS
 from timebank.members.models import Disability, Ethnicity, Gender, Member
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.reports import queries as q
@@ -121,7 +122,7 @@ class Ctx:
         start: date | None = None,
         end: date | None = None,
         owner: OwnerType | None = OwnerType.member,
-        kinds: tuple[ExchangeKind, ...] = q.SERVICE_KINDS,
+        kinds: tuple[ExchangeKind, ...] = SERVICE_KINDS,
         *,
         whole_period: bool = True,
     ) -> Any:
@@ -136,7 +137,7 @@ class Ctx:
             self.dialect,
         )
 
-    def counted(self, kinds: tuple[ExchangeKind, ...] = q.SERVICE_KINDS) -> Any:
+    def counted(self, kinds: tuple[ExchangeKind, ...] = SERVICE_KINDS) -> Any:
         p = self.period
         return q.counted(self.ids, p.start, p.end, p.as_of, kinds, self.dialect)
 
@@ -355,11 +356,11 @@ async def summary(ctx: Ctx) -> Built:
         kind: (int(n), int(m))
         for kind, n, m in await ctx.rows(
             select(Exchange.kind, func.count(), func.sum(Exchange.minutes))
-            .where(ctx.counted(q.POOL_KINDS))
+            .where(ctx.counted(POOL_KINDS))
             .group_by(Exchange.kind)
         )
     }
-    leg = ctx.legs(kinds=q.POOL_KINDS)
+    leg = ctx.legs(kinds=POOL_KINDS)
     helped = dict(
         await ctx.rows(
             select(leg.c.kind, func.count(distinct(leg.c.account_id))).group_by(leg.c.kind)
@@ -645,7 +646,7 @@ async def exchange_types(ctx: Ctx) -> Built:
             )
         )
     cells = []
-    for kind in q.SERVICE_KINDS:
+    for kind in SERVICE_KINDS:
         n, m = activity.get(kind, (0, 0))
         cells.append(d.cell(int(people.get(kind, 0)), m, **activity_figures(n, m)))
         b.rows.append(({"kind": kind.value}, [cells[-1]]))

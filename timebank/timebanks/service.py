@@ -8,17 +8,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import STAFF, Principal, Role
 from timebank.audit import service as audit
-from timebank.auth.models import Role
-from timebank.auth.principal import STAFF, Principal
 from timebank.db import utcnow, uuid7
 from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
-from timebank.ledger.models import Account, OwnerType
+from timebank.idempotency import Claim
 from timebank.timebanks.models import Category, TimeBank
-from timebank.timebanks.schemas import TimeBankSettings
 
 DEFAULT_CATEGORIES = [
     ("companionship", "Companionship"),
@@ -38,8 +35,20 @@ DEFAULT_CATEGORIES = [
 ]
 
 
+EARLIEST_DATE = date(1980, 1, 1)  # time banking began in the 1980s; older dates are typos
+
+
 def today(tb: TimeBank) -> date:
+    """Today in the time bank's time zone: the latest day anything may have happened on."""
     return datetime.now(ZoneInfo(tb.time_zone)).date()
+
+
+def check_date(field: str, value: date, tb: TimeBank) -> None:
+    """A day something happened on: not after today in the bank, not before 1980."""
+    if value > today(tb):
+        raise InvalidInput(field, "is after today in this time bank's time zone")
+    if value < EARLIEST_DATE:
+        raise InvalidInput(field, f"is before {EARLIEST_DATE.isoformat()}")
 
 
 async def get_by_slug(session: AsyncSession, principal: Principal, slug: str) -> TimeBank:
@@ -52,7 +61,7 @@ async def get_by_slug(session: AsyncSession, principal: Principal, slug: str) ->
     return tb
 
 
-def _check_settings(settings: dict[str, Any], principal: Principal) -> None:
+def check_settings(settings: dict[str, Any], principal: Principal) -> None:
     threshold = settings.get("suppression_threshold")
     if threshold is not None and threshold < 10 and not principal.is_global_admin:
         raise InvalidInput(
@@ -71,57 +80,12 @@ def _check_settings(settings: dict[str, Any], principal: Principal) -> None:
             raise InvalidInput(f"settings.{side}_min_balance_minutes", "greater than the max")
 
 
-async def create_timebank(
-    session: AsyncSession, principal: Principal, slug: str, name: str, settings: dict[str, Any]
-) -> TimeBank:
-    principal.require_global_admin()
-    _check_settings(settings, principal)
-    if (await session.execute(select(TimeBank.id).where(TimeBank.slug == slug))).first():
-        raise Duplicate(f"Time bank slug '{slug}' is taken")
-    # Every setting is given explicitly, unset ones from the schema's defaults: a column
-    # default would also replace an explicit null (unbounded), as SQLAlchemy fills None.
-    values = {**TimeBankSettings().model_dump(), **settings}
-    tb = TimeBank(id=uuid7(), slug=slug, name=name, created_at=utcnow(), **values)
-    session.add(tb)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Duplicate(f"Time bank slug '{slug}' is taken") from exc
-    pool = Account(
-        id=uuid7(),
-        timebank_id=tb.id,
-        owner_type=OwnerType.pool,
-        owner_id=tb.id,
-        created_at=utcnow(),
-    )
-    session.add(pool)
-    await session.flush()
-    tb.pool_account_id = pool.id
-    session.add_all(
-        Category(id=uuid7(), timebank_id=tb.id, slug=s, name=n, created_at=utcnow())
-        for s, n in DEFAULT_CATEGORIES
-    )
-    await session.flush()
-    await audit.record(
-        session,
-        audit.event(
-            principal,
-            "timebank.create",
-            timebank_id=tb.id,
-            target_type="timebank",
-            target_id=tb.id,
-            details={"fields": sorted(settings)},
-        ),
-    )
-    return tb
-
-
 async def update_timebank(
     session: AsyncSession, principal: Principal, tb: TimeBank, changes: dict[str, Any]
 ) -> TimeBank:
     principal.require(tb.id, Role.admin)
     settings = dict(changes.get("settings") or {})
-    _check_settings(settings, principal)
+    check_settings(settings, principal)
     if "name" in changes and changes["name"] is not None:
         tb.name = changes["name"]
     for field, value in settings.items():
@@ -139,6 +103,7 @@ async def update_timebank(
             details={"fields": sorted(settings) + (["name"] if "name" in changes else [])},
         ),
     )
+    await session.commit()
     return tb
 
 
@@ -166,7 +131,12 @@ async def list_categories(
 
 
 async def create_category(
-    session: AsyncSession, principal: Principal, tb: TimeBank, slug: str, name: str
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    slug: str,
+    name: str,
+    claim: Claim | None = None,
 ) -> Category:
     principal.require(tb.id, *STAFF)
     exists = await session.execute(
@@ -187,6 +157,9 @@ async def create_category(
             target_id=cat.id,
         ),
     )
+    if claim is not None:
+        await claim.settle(session, cat)
+    await session.commit()
     return cat
 
 

@@ -8,21 +8,23 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.auth.models import Role
-from timebank.auth.principal import STAFF, Principal
-from timebank.db import run_write
-from timebank.errors import Forbidden, problems
-from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
-from timebank.ledger import service as ledger
+from timebank.access import STAFF, Principal, Role
+from timebank.api.statements import statement_response
+from timebank.errors import Forbidden
+from timebank.idempotency import Claim
+from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
-from timebank.ledger.statements import statement_response
+from timebank.lifecycle import register
+from timebank.lifecycle.erase import erase_member
 from timebank.members import service
-from timebank.members.models import MemberStatus
+from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
-from timebank.openapi import ALSO_RETURNS
-from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
+from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, parse_uuid, view_as, write
+from timebank.web.openapi import ALSO_RETURNS
+from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.problems import problems
 
 
 def require_self_or_staff(
@@ -92,11 +94,11 @@ class MemberController(Controller):
         data: MemberCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[MemberOut]:
-        async def effect(s: AsyncSession) -> MemberOut:
-            bank = await get_by_slug(s, principal, tb)
-            return MemberOut.model_validate(await service.create_member(s, principal, bank, data))
+        async def use_case(claim: Claim) -> Member:
+            bank = await get_by_slug(db_session, principal, tb)
+            return await register.create_member(db_session, principal, bank, data, claim)
 
-        return await create_response(request, db_session, principal, effect)
+        return await idempotent(request, db_session, principal, use_case, render=view_as(MemberOut))
 
     @get("/", responses=problems(403, 404, 422))
     async def list_(
@@ -136,15 +138,20 @@ class MemberController(Controller):
         "is redacted; the member's keys are revoked. Repeating it changes nothing.",
     )
     async def erase(
-        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        member_id: uuid.UUID,
     ) -> MemberOut:
-        async def work(s: AsyncSession) -> MemberOut:
-            bank = await get_by_slug(s, principal, tb)
+        async def use_case() -> MemberOut:
+            bank = await get_by_slug(db_session, principal, tb)
             return MemberOut.model_validate(
-                await service.erase_member(s, principal, bank, member_id)
+                await erase_member(db_session, principal, bank, member_id)
             )
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)
 
     @patch(
         "/{member_id:uuid}",
@@ -153,18 +160,19 @@ class MemberController(Controller):
     )
     async def update(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
         member_id: uuid.UUID,
         data: MemberPatch,
     ) -> MemberOut:
-        async def work(s: AsyncSession) -> MemberOut:
-            bank = await get_by_slug(s, principal, tb)
-            m = await service.update_member(s, principal, bank, member_id, data)
+        async def use_case() -> MemberOut:
+            bank = await get_by_slug(db_session, principal, tb)
+            m = await service.update_member(db_session, principal, bank, member_id, data)
             return MemberOut.model_validate(m)
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)
 
     @get("/{member_id:uuid}/balance", responses=problems(403, 404))
     async def balance(
@@ -172,7 +180,7 @@ class MemberController(Controller):
     ) -> BalanceOut:
         bank = await get_by_slug(db_session, principal, tb)
         require_self_or_staff(principal, bank.id, member_id)
-        return await ledger.balance(db_session, bank, OwnerType.member, member_id)
+        return await reads.balance(db_session, bank, OwnerType.member, member_id)
 
     @get(
         "/{member_id:uuid}/statement",

@@ -6,15 +6,16 @@ from typing import Any
 from litestar import Controller, Request, Response, delete, get, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import Principal
 from timebank.auth import service
 from timebank.auth.models import ApiKey
-from timebank.auth.principal import Principal
 from timebank.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, GlobalApiKeyCreate
-from timebank.db import run_write
-from timebank.errors import problems
-from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
-from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.auth.service import CreatedKey
+from timebank.idempotency import Claim
 from timebank.timebanks.service import get_by_slug
+from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, parse_uuid, write
+from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.problems import problems
 
 
 def key_view(key: ApiKey, slug: str | None) -> ApiKeyOut:
@@ -51,23 +52,29 @@ class ApiKeyController(Controller):
         data: ApiKeyCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ApiKeyCreated]:
-        async def effect(s: AsyncSession) -> ApiKeyCreated:
-            bank = await get_by_slug(s, principal, tb)
-            created = await service.create_key(
-                s,
+        slug = ""
+
+        async def use_case(claim: Claim) -> CreatedKey:
+            nonlocal slug
+            bank = await get_by_slug(db_session, principal, tb)
+            slug = bank.slug
+            return await service.issue_key(
+                db_session,
                 principal,
+                claim,
                 role=data.role,
                 timebank_id=bank.id,
                 member_id=data.member_id,
                 label=data.label,
                 expires_at=data.expires_at,
             )
-            return ApiKeyCreated(
-                **key_view(created.key, bank.slug).model_dump(), secret=created.secret
-            )
 
-        return await create_response(
-            request, db_session, principal, effect, unstored_fields=("secret",)
+        def render(created: CreatedKey) -> Any:
+            view = key_view(created.key, slug)
+            return as_json(ApiKeyCreated(**view.model_dump(), secret=created.secret))
+
+        return await idempotent(
+            request, db_session, principal, use_case, render=render, unstored_fields=("secret",)
         )
 
     @get("/", responses=problems(403, 404, 422), summary="List keys (never secrets)")
@@ -94,13 +101,20 @@ class ApiKeyController(Controller):
         summary="Revoke a key, at once, in every worker",
     )
     async def revoke(
-        self, db_session: AsyncSession, principal: Principal, tb: str, key_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        key_id: uuid.UUID,
     ) -> ApiKeyOut:
-        async def work(s: AsyncSession) -> ApiKeyOut:
-            bank = await get_by_slug(s, principal, tb)
-            return key_view(await service.revoke_key(s, principal, key_id, bank.id), bank.slug)
+        async def use_case() -> ApiKeyOut:
+            bank = await get_by_slug(db_session, principal, tb)
+            return key_view(
+                await service.revoke_key(db_session, principal, key_id, bank.id), bank.slug
+            )
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)
 
 
 class GlobalApiKeyController(Controller):
@@ -120,24 +134,29 @@ class GlobalApiKeyController(Controller):
         data: GlobalApiKeyCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ApiKeyCreated]:
-        async def effect(s: AsyncSession) -> ApiKeyCreated:
+        banks: dict[str, uuid.UUID] = {}
+
+        async def use_case(claim: Claim) -> CreatedKey:
             principal.require_global_admin()
-            banks = await service.timebanks_by_slug(s, data.timebanks or [])
-            created = await service.create_key(
-                s,
+            banks.update(await service.timebanks_by_slug(db_session, data.timebanks or []))
+            return await service.issue_key(
+                db_session,
                 principal,
+                claim,
                 role=data.role,
                 timebank_id=None,
                 label=data.label,
                 expires_at=data.expires_at,
                 report_timebanks=list(banks.values()),
             )
+
+        def render(created: CreatedKey) -> Any:
             view = key_view(created.key, None)
             view.timebanks = list(banks) or None
-            return ApiKeyCreated(**view.model_dump(), secret=created.secret)
+            return as_json(ApiKeyCreated(**view.model_dump(), secret=created.secret))
 
-        return await create_response(
-            request, db_session, principal, effect, unstored_fields=("secret",)
+        return await idempotent(
+            request, db_session, principal, use_case, render=render, unstored_fields=("secret",)
         )
 
     @delete(
@@ -147,10 +166,14 @@ class GlobalApiKeyController(Controller):
         summary="Revoke any key by id (global admin), e.g. a funder key over several banks",
     )
     async def revoke(
-        self, db_session: AsyncSession, principal: Principal, key_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        key_id: uuid.UUID,
     ) -> ApiKeyOut:
-        async def work(s: AsyncSession) -> ApiKeyOut:
+        async def use_case() -> ApiKeyOut:
             principal.require_global_admin()
-            return key_view(await service.revoke_key(s, principal, key_id, None), None)
+            return key_view(await service.revoke_key(db_session, principal, key_id, None), None)
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)

@@ -6,15 +6,14 @@ from typing import Any
 from litestar import Controller, Request, Response, get, patch, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.auth.principal import STAFF, Principal
-from timebank.db import run_write
-from timebank.errors import InvalidInput, problems
-from timebank.http import IdempotencyKeyHeader, create_response
-from timebank.ledger import service as ledger
+from timebank.access import STAFF, Principal
+from timebank.errors import InvalidInput
+from timebank.idempotency import Claim
+from timebank.ledger import accounts
 from timebank.ledger.schemas import AccountOut, AccountPatch
-from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.lifecycle import register
 from timebank.timebanks import service
-from timebank.timebanks.models import TimeBank
+from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.schemas import (
     SETTING_FIELDS,
     CategoryCreate,
@@ -24,6 +23,9 @@ from timebank.timebanks.schemas import (
     TimeBankPatch,
     TimeBankSettings,
 )
+from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, write
+from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.problems import problems
 
 
 def timebank_view(tb: TimeBank) -> TimeBankOut:
@@ -57,11 +59,14 @@ class TimeBankController(Controller):
     ) -> Response[TimeBankOut]:
         settings = data.settings.model_dump(exclude_unset=True) if data.settings else {}
 
-        async def effect(s: AsyncSession) -> TimeBankOut:
-            tb = await service.create_timebank(s, principal, data.slug, data.name, settings)
-            return timebank_view(tb)
+        async def use_case(claim: Claim) -> TimeBank:
+            return await register.create_timebank(
+                db_session, principal, data.slug, data.name, settings, claim
+            )
 
-        return await create_response(request, db_session, principal, effect)
+        return await idempotent(
+            request, db_session, principal, use_case, render=lambda tb: as_json(timebank_view(tb))
+        )
 
     @get("/", responses=problems(403, 422), summary="Time banks in the key's scope")
     async def list_(
@@ -86,7 +91,12 @@ class TimeBankController(Controller):
         summary="Rename a time bank or change its settings (admin)",
     )
     async def update(
-        self, db_session: AsyncSession, principal: Principal, tb: str, data: TimeBankPatch
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        data: TimeBankPatch,
     ) -> TimeBankOut:
         changes: dict[str, Any] = {}
         if "name" in data.model_fields_set:
@@ -103,11 +113,13 @@ class TimeBankController(Controller):
                 if key in changes["settings"] and changes["settings"][key] is None:
                     raise InvalidInput(f"settings.{key}", "cannot be null")
 
-        async def work(s: AsyncSession) -> TimeBankOut:
-            bank = await service.get_by_slug(s, principal, tb)
-            return timebank_view(await service.update_timebank(s, principal, bank, changes))
+        async def use_case() -> TimeBankOut:
+            bank = await service.get_by_slug(db_session, principal, tb)
+            return timebank_view(
+                await service.update_timebank(db_session, principal, bank, changes)
+            )
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)
 
     @get("/{tb:str}/categories", responses=problems(403, 404, 422), tags=["categories"])
     async def categories(
@@ -139,12 +151,19 @@ class TimeBankController(Controller):
         data: CategoryCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[CategoryOut]:
-        async def effect(s: AsyncSession) -> CategoryOut:
-            bank = await service.get_by_slug(s, principal, tb)
-            cat = await service.create_category(s, principal, bank, data.slug, data.name)
-            return CategoryOut(slug=cat.slug, name=cat.name)
+        async def use_case(claim: Claim) -> Category:
+            bank = await service.get_by_slug(db_session, principal, tb)
+            return await service.create_category(
+                db_session, principal, bank, data.slug, data.name, claim
+            )
 
-        return await create_response(request, db_session, principal, effect)
+        return await idempotent(
+            request,
+            db_session,
+            principal,
+            use_case,
+            render=lambda cat: as_json(CategoryOut(slug=cat.slug, name=cat.name)),
+        )
 
     @get("/{tb:str}/accounts/{account_id:uuid}", responses=problems(403, 404), tags=["accounts"])
     async def account(
@@ -152,7 +171,7 @@ class TimeBankController(Controller):
     ) -> AccountOut:
         bank = await service.get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
-        return ledger.account_view(await ledger.get_account(db_session, bank, account_id), bank)
+        return accounts.account_view(await accounts.get_account(db_session, bank, account_id), bank)
 
     @patch(
         "/{tb:str}/accounts/{account_id:uuid}",
@@ -162,17 +181,18 @@ class TimeBankController(Controller):
     )
     async def patch_account(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
         account_id: uuid.UUID,
         data: AccountPatch,
     ) -> AccountOut:
-        async def work(s: AsyncSession) -> AccountOut:
-            bank = await service.get_by_slug(s, principal, tb)
-            acc = await ledger.patch_account(
-                s, principal, bank, account_id, data, set(data.model_fields_set)
+        async def use_case() -> AccountOut:
+            bank = await service.get_by_slug(db_session, principal, tb)
+            acc = await accounts.patch_account(
+                db_session, principal, bank, account_id, data, set(data.model_fields_set)
             )
-            return ledger.account_view(acc, bank)
+            return accounts.account_view(acc, bank)
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)

@@ -1,12 +1,21 @@
-"""Who is calling: the role and scope of the API key, and the checks every use case makes."""
+"""Who is calling: the role and scope of an API key (or, later, a console session), and the
+checks every use case makes. The base of access control: every domain imports it, it imports
+only the domain errors."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 
-from timebank.auth.models import Role
 from timebank.errors import Forbidden
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    broker = "broker"
+    member = "member"
+    funder = "funder"
 
 
 @dataclass(frozen=True)
@@ -27,9 +36,6 @@ class Principal:
             or self.timebank_id == timebank_id
             or timebank_id in self.report_timebanks
         )
-
-    def is_member(self, member_id: uuid.UUID) -> bool:
-        return self.role is Role.member and self.member_id == member_id
 
     def require(self, timebank_id: uuid.UUID | None, *roles: Role) -> None:
         """Refuse unless the key has one of ``roles`` and is scoped to ``timebank_id``."""

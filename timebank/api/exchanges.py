@@ -8,18 +8,20 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.auth.models import Role
-from timebank.auth.principal import Principal
-from timebank.db import run_write
-from timebank.errors import Forbidden, InvalidInput, problems
-from timebank.http import IdempotencyKeyHeader, create_response
-from timebank.ledger import service
-from timebank.ledger.batch import BatchRejected, record_batch
+from timebank.access import Principal, Role
+from timebank.errors import Forbidden, InvalidInput
+from timebank.idempotency import Claim
+from timebank.ledger import reads
+from timebank.ledger.batch import BatchOutcome, record_batch
 from timebank.ledger.models import ExchangeKind, ExchangeStatus
-from timebank.ledger.pending import Decision, decide, fresh_timebank
+from timebank.ledger.proposals import Decision, decide, propose_exchange
+from timebank.ledger.record import record_exchange
+from timebank.ledger.reversal import reverse_exchange
 from timebank.ledger.schemas import (
+    BatchError,
     BatchOut,
     BatchRequest,
+    BatchResult,
     DecisionRequest,
     ExchangeCreate,
     ExchangeOut,
@@ -27,8 +29,10 @@ from timebank.ledger.schemas import (
 )
 from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
-from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, encode_cursor
 from timebank.timebanks.service import get_by_slug
+from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, write
+from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, encode_cursor
+from timebank.web.problems import problems, status_of
 
 DECISION_CONFLICTS = ["not_pending", "balance_limit_exceeded", "party_inactive"]
 EXCHANGE_CONFLICTS = [
@@ -37,6 +41,27 @@ EXCHANGE_CONFLICTS = [
     "duplicate",
     "idempotency_in_flight",
 ]
+
+
+def render_batch(outcome: BatchOutcome) -> dict[str, Any]:
+    """A batch's answer: each item's own status (201 recorded, else its error's)."""
+    return BatchOut(
+        results=[
+            BatchResult(index=line.index, status=201, exchange=line.exchange)
+            if line.error is None
+            else BatchResult(
+                index=line.index,
+                status=status_of(line.error.code),
+                error=BatchError(
+                    code=line.error.code,
+                    title=line.error.title,
+                    detail=line.error.detail,
+                    errors=line.error.extra.get("errors"),
+                ),
+            )
+            for line in outcome.lines
+        ]
+    ).model_dump(mode="json")
 
 
 class ExchangeController(Controller):
@@ -60,13 +85,13 @@ class ExchangeController(Controller):
         data: ExchangeCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
-        async def effect(s: AsyncSession) -> ExchangeOut:
-            bank = await get_by_slug(s, principal, tb)
+        async def use_case(claim: Claim) -> ExchangeOut:
+            bank = await get_by_slug(db_session, principal, tb)
             if principal.role is Role.member:
-                return service.view(await service.propose_exchange(s, principal, bank, data))
-            return service.view(await service.record_exchange(s, principal, bank, data))
+                return await propose_exchange(db_session, principal, bank, data, claim)
+            return await record_exchange(db_session, principal, bank, data, claim)
 
-        return await create_response(request, db_session, principal, effect)
+        return await idempotent(request, db_session, principal, use_case)
 
     @post(
         "/batch",
@@ -86,14 +111,15 @@ class ExchangeController(Controller):
         data: BatchRequest,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[BatchOut]:
-        async def effect(s: AsyncSession) -> BatchOut:
-            bank = await get_by_slug(s, principal, tb)
-            return await record_batch(s, principal, bank, data.exchanges, data.atomic)
+        async def use_case(claim: Claim) -> BatchOutcome:
+            bank = await get_by_slug(db_session, principal, tb)
+            return await record_batch(
+                db_session, principal, bank, data.exchanges, data.atomic, claim
+            )
 
-        try:
-            return await create_response(request, db_session, principal, effect, status=200)
-        except BatchRejected as rejected:
-            return Response(rejected.out, status_code=200)
+        return await idempotent(
+            request, db_session, principal, use_case, status=200, render=render_batch
+        )
 
     @get("/", responses=problems(403, 404, 422))
     async def list_(
@@ -115,9 +141,9 @@ class ExchangeController(Controller):
         limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[ExchangeOut]:
-        bank = await fresh_timebank(db_session, principal, tb)
+        bank = await get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
-        filters = service.ExchangeFilters(
+        filters = reads.ExchangeFilters(
             category=category, status=status, kind=kind, date_from=date_from, date_to=date_to
         )
         if member_id is not None and organisation_id is not None:
@@ -143,7 +169,7 @@ class ExchangeController(Controller):
             after = uuid.UUID(raw) if raw else None
         except ValueError as exc:
             raise InvalidInput("cursor", "not a cursor this API gave out") from exc
-        rows = await service.list_exchanges(db_session, principal, bank, filters, after, n)
+        rows = await reads.list_exchanges(db_session, principal, bank, filters, after, n)
         nxt = None
         if len(rows) > n:
             rows = rows[:n]
@@ -152,13 +178,19 @@ class ExchangeController(Controller):
 
     @get("/{exchange_id:uuid}", responses=problems(403, 404))
     async def get_one(
-        self, db_session: AsyncSession, principal: Principal, tb: str, exchange_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        exchange_id: uuid.UUID,
     ) -> ExchangeOut:
-        bank = await fresh_timebank(db_session, principal, tb)
-        return await service.get_exchange(db_session, principal, bank, exchange_id)
+        bank = await get_by_slug(db_session, principal, tb)
+        return await reads.get_exchange(db_session, principal, bank, exchange_id)
 
     async def _decide(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
@@ -166,14 +198,12 @@ class ExchangeController(Controller):
         decision: Decision,
         data: DecisionRequest | None,
     ) -> ExchangeOut:
-        await fresh_timebank(db_session, principal, tb)
-
-        async def work(s: AsyncSession) -> ExchangeOut:
-            bank = await get_by_slug(s, principal, tb)
+        async def use_case() -> ExchangeOut:
+            bank = await get_by_slug(db_session, principal, tb)
             reason = data.reason if data else None
-            return await decide(s, principal, bank, exchange_id, decision, reason)
+            return await decide(db_session, principal, bank, exchange_id, decision, reason)
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)
 
     @post(
         "/{exchange_id:uuid}/confirm",
@@ -184,9 +214,16 @@ class ExchangeController(Controller):
         "confirmation leaves it pending.",
     )
     async def confirm(
-        self, db_session: AsyncSession, principal: Principal, tb: str, exchange_id: uuid.UUID
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        exchange_id: uuid.UUID,
     ) -> ExchangeOut:
-        return await self._decide(db_session, principal, tb, exchange_id, Decision.confirm, None)
+        return await self._decide(
+            request, db_session, principal, tb, exchange_id, Decision.confirm, None
+        )
 
     @post(
         "/{exchange_id:uuid}/reject",
@@ -196,13 +233,16 @@ class ExchangeController(Controller):
     )
     async def reject(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
         exchange_id: uuid.UUID,
         data: DecisionRequest | None = None,
     ) -> ExchangeOut:
-        return await self._decide(db_session, principal, tb, exchange_id, Decision.reject, data)
+        return await self._decide(
+            request, db_session, principal, tb, exchange_id, Decision.reject, data
+        )
 
     @post(
         "/{exchange_id:uuid}/cancel",
@@ -212,13 +252,16 @@ class ExchangeController(Controller):
     )
     async def cancel(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
         exchange_id: uuid.UUID,
         data: DecisionRequest | None = None,
     ) -> ExchangeOut:
-        return await self._decide(db_session, principal, tb, exchange_id, Decision.cancel, data)
+        return await self._decide(
+            request, db_session, principal, tb, exchange_id, Decision.cancel, data
+        )
 
     @post(
         "/{exchange_id:uuid}/reverse",
@@ -246,9 +289,10 @@ class ExchangeController(Controller):
         data: ReverseRequest,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
-        async def effect(s: AsyncSession) -> ExchangeOut:
-            bank = await get_by_slug(s, principal, tb)
-            posted = await service.reverse_exchange(s, principal, bank, exchange_id, data.reason)
-            return service.view(posted)
+        async def use_case(claim: Claim) -> ExchangeOut:
+            bank = await get_by_slug(db_session, principal, tb)
+            return await reverse_exchange(
+                db_session, principal, bank, exchange_id, data.reason, claim
+            )
 
-        return await create_response(request, db_session, principal, effect)
+        return await idempotent(request, db_session, principal, use_case)

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from timebank.errors import PROBLEM_JSON, Problem, problem_response
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def alembic_config(database_url: str | None = None) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
-    if database_url:
-        cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return cfg
-
-
-def head_revisions() -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+from timebank.migrations import head_revisions
+from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
 
 
 @get("/health", tags=["operations"])

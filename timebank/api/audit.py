@@ -6,12 +6,13 @@ from litestar import get
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import Principal
 from timebank.audit import service
 from timebank.audit.schemas import AuditEventOut
-from timebank.auth.principal import Principal
-from timebank.errors import InvalidInput, problems
-from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.errors import InvalidInput
 from timebank.timebanks.service import get_by_slug
+from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.problems import problems
 
 
 @get(

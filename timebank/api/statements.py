@@ -12,11 +12,11 @@ from litestar import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.errors import InvalidInput
-from timebank.ledger import service as ledger
+from timebank.ledger import reads
 from timebank.ledger.schemas import StatementEntry, StatementOut
-from timebank.pagination import check_limit, decode_cursor, encode_cursor
 from timebank.spreadsheets import safe_cell
 from timebank.timebanks.models import TimeBank
+from timebank.web.pagination import check_limit, decode_cursor, encode_cursor
 
 CSV_COLUMNS = [
     "entry_id",
@@ -66,7 +66,7 @@ async def statement_response(
         raise InvalidInput("from", "is after to")
     csv_out = wants_csv(request, fmt)
     n = None if csv_out else check_limit(limit)
-    opening, closing, entries, next_after = await ledger.statement(
+    opening, closing, entries, next_after = await reads.statement(
         session, tb, account_id, date_from, date_to, _after(cursor), n
     )
     if csv_out:

@@ -8,20 +8,21 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.auth.principal import STAFF, Principal
-from timebank.db import run_write
-from timebank.errors import problems
-from timebank.http import IdempotencyKeyHeader, create_response, parse_uuid
-from timebank.ledger import service as ledger
+from timebank.access import STAFF, Principal
+from timebank.api.statements import statement_response
+from timebank.idempotency import Claim
+from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
-from timebank.ledger.statements import statement_response
-from timebank.openapi import ALSO_RETURNS
+from timebank.lifecycle import register
 from timebank.organisations import service
-from timebank.organisations.models import OrganisationStatus
+from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
-from timebank.pagination import LimitParam, Page, check_limit, decode_cursor, page
 from timebank.timebanks.service import get_by_slug
+from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, parse_uuid, view_as, write
+from timebank.web.openapi import ALSO_RETURNS
+from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.problems import problems
 
 
 class OrganisationController(Controller):
@@ -42,12 +43,13 @@ class OrganisationController(Controller):
         data: OrganisationCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[OrganisationOut]:
-        async def effect(s: AsyncSession) -> OrganisationOut:
-            bank = await get_by_slug(s, principal, tb)
-            org = await service.create_organisation(s, principal, bank, data)
-            return OrganisationOut.model_validate(org)
+        async def use_case(claim: Claim) -> Organisation:
+            bank = await get_by_slug(db_session, principal, tb)
+            return await register.create_organisation(db_session, principal, bank, data, claim)
 
-        return await create_response(request, db_session, principal, effect)
+        return await idempotent(
+            request, db_session, principal, use_case, render=view_as(OrganisationOut)
+        )
 
     @get("/", responses=problems(403, 404, 422))
     async def list_(
@@ -81,18 +83,21 @@ class OrganisationController(Controller):
     @patch("/{organisation_id:uuid}", responses=problems(400, 403, 404, 413, 422))
     async def update(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
         organisation_id: uuid.UUID,
         data: OrganisationPatch,
     ) -> OrganisationOut:
-        async def work(s: AsyncSession) -> OrganisationOut:
-            bank = await get_by_slug(s, principal, tb)
-            org = await service.update_organisation(s, principal, bank, organisation_id, data)
+        async def use_case() -> OrganisationOut:
+            bank = await get_by_slug(db_session, principal, tb)
+            org = await service.update_organisation(
+                db_session, principal, bank, organisation_id, data
+            )
             return OrganisationOut.model_validate(org)
 
-        return await run_write(db_session, work)
+        return await write(request, db_session, use_case)
 
     @get("/{organisation_id:uuid}/balance", responses=problems(403, 404))
     async def balance(
@@ -100,7 +105,7 @@ class OrganisationController(Controller):
     ) -> BalanceOut:
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
-        return await ledger.balance(db_session, bank, OwnerType.organisation, organisation_id)
+        return await reads.balance(db_session, bank, OwnerType.organisation, organisation_id)
 
     @get(
         "/{organisation_id:uuid}/statement",

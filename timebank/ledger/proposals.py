@@ -14,29 +14,31 @@ import uuid
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import STAFF, Principal, Role
 from timebank.audit import service as audit
-from timebank.auth.models import Role
-from timebank.auth.principal import STAFF, Principal
-from timebank.db import run_write, table_of, utcnow
+from timebank.db import utcnow
 from timebank.errors import Forbidden, InvalidInput, NotPending, PartyInactive
-from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType, Posting
-from timebank.ledger.schemas import ExchangeOut
-from timebank.ledger.service import (
-    POOL_KINDS,
+from timebank.idempotency import Claim
+from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType
+from timebank.ledger.posting import (
     Book,
     Leg,
-    _get_exchange,
-    load_views,
+    Posted,
+    exchange_row,
+    insert_exchanges,
     lock_accounts,
-    party_members,
+    posting_rows,
 )
+from timebank.ledger.reads import find_exchange, is_stale, load_views, party_members, view
+from timebank.ledger.rules import POOL_KINDS
+from timebank.ledger.schemas import ExchangeCreate, ExchangeOut
+from timebank.ledger.validate import check_active, draft, load_and_validate
 from timebank.members.models import Member, MemberStatus
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.timebanks.models import Category, TimeBank
-from timebank.timebanks.service import get_by_slug
 
 
 class Decision(StrEnum):
@@ -45,35 +47,48 @@ class Decision(StrEnum):
     cancel = "cancel"
 
 
-async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_days: int) -> int:
-    """Mark this time bank's proposals older than ``expiry_days`` as expired (caller
-    commits). Idempotent; returns how many changed."""
-    cutoff = utcnow() - timedelta(days=expiry_days)
-    result = await session.execute(
-        update(Exchange)
-        .where(
-            Exchange.timebank_id == timebank_id,
-            Exchange.status == ExchangeStatus.pending,
-            Exchange.recorded_at < cutoff,
-        )
-        .values(status=ExchangeStatus.expired, decided_at=utcnow())
-        .execution_options(synchronize_session=False)
+async def propose_exchange(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    data: ExchangeCreate,
+    claim: Claim | None = None,
+) -> ExchangeOut:
+    """A member (through a partner app) proposes a simple exchange in which they are a
+    party. It is ``pending``: no postings, no balance moves, until it is confirmed."""
+    principal.require(tb.id, Role.member)
+    if data.is_group:
+        raise Forbidden("A member key may propose the simple form only")
+    if data.override_limits:
+        raise Forbidden("A member key cannot override limits")
+    prepared = await load_and_validate(session, tb, data)
+    own = [p for p in prepared.parties if p.owner_type is OwnerType.member]
+    if not any(p.owner_id == principal.member_id for p in own):
+        raise Forbidden("A member key may only propose exchanges in which the member is a party")
+    check_active(prepared)
+    d = draft(data, prepared)
+    row = exchange_row(
+        principal, tb, d, status=ExchangeStatus.pending, proposed_by=principal.member_id
     )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def has_stale(session: AsyncSession, tb: TimeBank) -> bool:
-    cutoff = utcnow() - timedelta(days=tb.pending_expiry_days)
-    row = await session.execute(
-        select(Exchange.id)
-        .where(
-            Exchange.timebank_id == tb.id,
-            Exchange.status == ExchangeStatus.pending,
-            Exchange.recorded_at < cutoff,
-        )
-        .limit(1)
+    await insert_exchanges(session, [], [row])  # no postings until it is confirmed
+    assert d.simple_parties is not None
+    provider, recipient = d.simple_parties
+    await audit.record(
+        session,
+        audit.event(
+            principal,
+            "exchange.propose",
+            timebank_id=tb.id,
+            target_type="exchange",
+            target_id=row["id"],
+            details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
+        ),
     )
-    return row.first() is not None
+    out = view(Posted(Exchange(**row), [], d.category.slug if d.category else None))
+    if claim is not None:
+        await claim.settle(session, out)
+    await session.commit()
+    return out
 
 
 async def _owner(session: AsyncSession, account_id: uuid.UUID) -> Account:
@@ -141,9 +156,11 @@ async def decide(
     decision: Decision,
     reason: str | None = None,
 ) -> ExchangeOut:
-    """Confirm, reject or cancel a pending exchange (caller commits)."""
+    """Confirm, reject or cancel a pending exchange, and commit. Confirming posts it
+    (re-checking party status, limits and category); a refused confirmation leaves it
+    pending. A proposal past the bank's expiry counts as expired: 409 ``not_pending``."""
     principal.require(tb.id, Role.admin, Role.broker, Role.member)
-    ex = await _get_exchange(session, tb, exchange_id)
+    ex = await find_exchange(session, tb, exchange_id)
     if principal.role is Role.member and principal.member_id not in await party_members(
         session, ex
     ):
@@ -157,6 +174,8 @@ async def decide(
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
+    if is_stale(locked, tb):
+        raise NotPending("This exchange is expired, not pending")
     if locked.status is not ExchangeStatus.pending:
         raise NotPending(f"This exchange is {locked.status.value}, not pending")
     now = utcnow()
@@ -169,21 +188,12 @@ async def decide(
             Leg(locked.provider_account_id, locked.minutes),
             Leg(locked.recipient_account_id, -locked.minutes),
         ]
+        # the posting step for an exchange that exists: lock, check limits, postings,
+        # balances; the exchange row turns recorded below
         book = Book(tb, await lock_accounts(session, (leg.account_id for leg in legs)))
         after = book.apply(legs, enforce_limits=True)
+        await insert_exchanges(session, posting_rows(locked.id, legs, after), [])
         await book.save(session)
-        await session.execute(
-            insert(table_of(Posting)),
-            [
-                {
-                    "exchange_id": locked.id,
-                    "account_id": leg.account_id,
-                    "minutes": leg.minutes,
-                    "balance_after_minutes": after[leg.account_id],
-                }
-                for leg in legs
-            ],
-        )
         values.update(status=ExchangeStatus.recorded, recorded_at=now)
     elif decision is Decision.reject:
         values.update(status=ExchangeStatus.rejected, reason=reason)
@@ -215,18 +225,27 @@ async def decide(
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
-    return (await load_views(session, [fresh]))[0]
+    out = (await load_views(session, tb, [fresh]))[0]
+    await session.commit()
+    return out
 
 
-async def fresh_timebank(session: AsyncSession, principal: Principal, slug: str) -> TimeBank:
-    """The time bank in the path, after lazily expiring its stale proposals (a small write,
-    made only when there is something to expire)."""
-    tb = await get_by_slug(session, principal, slug)
-    if await has_stale(session, tb):
-        tb_id, days = tb.id, tb.pending_expiry_days
-
-        async def work(s: AsyncSession) -> int:
-            return await expire_stale(s, tb_id, days)
-
-        await run_write(session, work)
-    return tb
+async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_days: int) -> int:
+    """Store ``expired`` on this time bank's proposals older than ``expiry_days`` (the
+    maintenance command; reads already show them expired). ``decided_at`` is the moment each
+    expired, as reads show it. Caller commits. Idempotent; returns how many changed."""
+    cutoff = utcnow() - timedelta(days=expiry_days)
+    result = await session.execute(
+        update(Exchange)
+        .where(
+            Exchange.timebank_id == timebank_id,
+            Exchange.status == ExchangeStatus.pending,
+            Exchange.recorded_at < cutoff,
+        )
+        .values(
+            status=ExchangeStatus.expired,
+            decided_at=Exchange.recorded_at + timedelta(days=expiry_days),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

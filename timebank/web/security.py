@@ -8,7 +8,8 @@ from litestar.enums import ScopeType
 from litestar.types import Message, Scope
 
 from timebank.config import Settings
-from timebank.logs import request_id_from, request_id_var
+from timebank.logs import request_id_var
+from timebank.web.requestid import request_id_from
 
 _ALWAYS = {
     "X-Content-Type-Options": "nosniff",

@@ -39,11 +39,8 @@ from litestar.types import (
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from timebank.config import Settings, get_settings
-from timebank.errors import PROBLEM_JSON, DomainError
-
-
-class RequestTimeout(DomainError):
-    code, status, title = "request_timeout", 408, "Request timeout"
+from timebank.errors import RequestTimeout
+from timebank.web.problems import PROBLEM_JSON
 
 
 def _problem_body(status: int, code: str, title: str, detail: str) -> bytes:
@@ -258,7 +255,7 @@ class BodyTimeoutMiddleware:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn settings ``timebank serve`` uses (besides host, port and workers)."""
     return {
-        "http": "timebank.server:HttpProtocol",
+        "http": "timebank.web.server:HttpProtocol",
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         "log_config": None,
         "access_log": False,

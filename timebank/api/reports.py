@@ -12,15 +12,16 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.auth.principal import Principal
+from timebank.access import Principal
 from timebank.config import Settings
 from timebank.db import utcnow
-from timebank.errors import PROBLEM_JSON, DomainError, InvalidInput, NotFound, Problem, problems
-from timebank.openapi import ALSO_RETURNS
+from timebank.errors import InvalidInput, NotFound, ReportTimeout
 from timebank.reports import render, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
+from timebank.web.openapi import ALSO_RETURNS
+from timebank.web.problems import PROBLEM_JSON, Problem, problems
 
 REPORT_WORK_MEM = "64MB"
 MAX_RATE_PENCE = 100_000
@@ -52,13 +53,6 @@ SUCCESS = {
     )
 }
 QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
-
-
-class ReportTimeout(DomainError):
-    """A report query ran past ``TIMEBANK_REPORT_TIMEOUT_MS`` and was cancelled: the
-    database is busy or the request too large (many banks, a long period)."""
-
-    code, status, title = "report_timeout", 503, "Report timed out"
 
 
 def _responses() -> dict[int, ResponseSpec]:

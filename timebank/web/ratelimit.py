@@ -30,7 +30,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from timebank.auth.service import hash_secret
-from timebank.errors import DomainError, RateLimited, problem_response
+from timebank.errors import DomainError, RateLimited
+from timebank.web.problems import domain_problem
 
 WINDOW_SECONDS = 60.0
 UNLIMITED_PATHS = frozenset({"/health", "/ready"})
@@ -104,7 +105,7 @@ def _address(scope: Scope) -> str:
 async def send_problem(scope: Scope, receive: Receive, send: Send, error: DomainError) -> None:
     """Answer with ``error``'s problem+json from a middleware, through the inner ``send``
     (so the request is logged with its status and carries its request id)."""
-    response = problem_response(error.status, error.code, error.title, error.detail, **error.extra)
+    response = domain_problem(error)
     asgi = response.to_asgi_response(app=None, request=Request(scope, receive, send))
     await asgi(scope, receive, send)
 

@@ -9,7 +9,7 @@ references, and about 1 % of exchanges reversed some days later.
 
 The history is simulated in memory, in ledger order (``recorded_at``), under the ledger's
 own rules: kinds derived from the parties, limits checked with
-:func:`timebank.ledger.service.effective_limits` and the same "no further outside" rule
+:func:`timebank.ledger.rules.effective_limits` and the same "no further outside" rule
 (an exchange that would break one is turned round or given to an organisation, as a broker
 would), reversals exempt, every exchange's postings summing to zero with their balance
 after. It is then written in bulk (COPY on PostgreSQL) in ONE transaction, so a failed run
@@ -19,7 +19,7 @@ A bulk load is the one place where the per-row triggers (the zero-sum and sealed
 checks, the rollup maintenance) are switched off: inside that transaction, on the postings
 and exchanges tables only (other writers and readers of those tables wait for the run). Before
 the commit the same invariants are checked set-based over the whole ledger
-(:func:`timebank.backup.ledger_problems`, as ``timebank db check`` does) and the bank's report
+(:func:`timebank.tools.backup.ledger_problems`, as ``timebank db check`` does) and the bank's report
 rollups are recomputed from its ledger; any problem rolls the run back. Row by row, the
 triggers cost three quarters of a million-exchange run. Where the database role may not
 alter the tables, the triggers stay on and check every row.
@@ -40,10 +40,9 @@ from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.access import SYSTEM, Principal
 from timebank.audit import service as audit
-from timebank.auth.principal import SYSTEM, Principal
-from timebank.backup import ledger_problems
-from timebank.db import begin_write, utcnow
+from timebank.db import begin_write, utcnow, uuid7
 from timebank.ledger.models import (
     Account,
     Exchange,
@@ -52,12 +51,14 @@ from timebank.ledger.models import (
     OwnerType,
     Posting,
 )
-from timebank.ledger.service import SERVICE_KINDS, effective_limits
+from timebank.ledger.rules import effective_limits, kind_of, refused
+from timebank.lifecycle.register import create_timebank
 from timebank.members.models import Disability, Ethnicity, Gender, Member, MemberStatus
 from timebank.organisations.models import Organisation, OrganisationKind
 from timebank.reports.rollups import rebuild_rollups
 from timebank.timebanks.models import Category, TimeBank
-from timebank.timebanks.service import create_timebank, today
+from timebank.timebanks.service import today
+from timebank.tools.backup import ledger_problems
 
 FIRST = [
     "Aisha",
@@ -270,10 +271,7 @@ class Party:
     spent: int = 0
 
     def allows(self, delta: int) -> bool:
-        after = self.balance + delta
-        if delta < 0 and self.lo is not None and after < self.lo:
-            return False
-        return not (delta > 0 and self.hi is not None and after > self.hi)
+        return not refused(self.balance, delta, self.lo, self.hi)
 
     def move(self, delta: int) -> int:
         self.balance += delta
@@ -323,15 +321,6 @@ def _no_progress(_phase: str, _done: int, _total: int) -> None:
     return None
 
 
-def uuid7_at(moment: datetime) -> uuid.UUID:
-    """A UUIDv7 for ``moment``, so ids sort like the history they were made for. Its random
-    bits are truly random: a seed makes the figures repeatable, never the ids."""
-    ms = int(moment.timestamp() * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
-    return uuid.UUID(int=value | (rand & ((1 << 62) - 1)))
-
-
 class Community:
     """Draws a community and its history; :meth:`settle` applies the ledger rules."""
 
@@ -359,7 +348,8 @@ class Community:
 
     def _limits(self, owner_type: OwnerType) -> tuple[int | None, int | None]:
         probe = Account(owner_type=owner_type, custom_limits=False)
-        return effective_limits(probe, self.tb)
+        lo, hi = effective_limits(probe, self.tb)
+        return lo, hi
 
     def draw_people(self) -> None:
         rng, tb = self.rng, self.tb
@@ -382,7 +372,7 @@ class Community:
                     status, last_day = MemberStatus.suspended, since
             trades = rng.random() >= NEVER_TRADE
             weight = min(rng.paretovariate(1.3), 60.0) if trades else 0.0
-            member_id, account_id = uuid7_at(joined_at), uuid7_at(joined_at)
+            member_id, account_id = uuid7(at=joined_at), uuid7(at=joined_at)
             party = Party(
                 OwnerType.member, member_id, account_id, joined, last_day, weight, lo=lo, hi=hi
             )
@@ -429,7 +419,7 @@ class Community:
             name = f"{town} {ORG_NAMES[i % len(ORG_NAMES)]}"
             if i >= len(LOCALITIES) * len(ORG_NAMES):
                 name = f"{name} {i}"
-            org_id, account_id = uuid7_at(created), uuid7_at(created)
+            org_id, account_id = uuid7(at=created), uuid7(at=created)
             weight = min(rng.paretovariate(1.2), 40.0)
             self.orgs.append(
                 Party(
@@ -609,7 +599,7 @@ class Community:
                 out.append(d)
             else:
                 continue
-            out[-1].id = uuid7_at(out[-1].recorded_at)
+            out[-1].id = uuid7(at=out[-1].recorded_at)
             if out[-1].reverses is not None:
                 out[-1].description = f"Reversal of {out[-1].reverses.id}"
         progress("ledger", len(events), len(events))
@@ -666,12 +656,7 @@ def _pick(rng: random.Random, weighted: dict[str, int]) -> str:
 def _kind(d: Draft) -> ExchangeKind:
     if d.reverses is not None:
         return ExchangeKind.reversal
-    side = {d.providers[0][0].owner_type, d.recipients[0][0].owner_type}
-    if OwnerType.pool in side:
-        if d.recipients[0][0].owner_type is OwnerType.pool:
-            return ExchangeKind.pool_grant
-        return ExchangeKind.pool_donation
-    return SERVICE_KINDS[(d.providers[0][0].owner_type, d.recipients[0][0].owner_type)]
+    return kind_of(d.providers[0][0].owner_type, d.recipients[0][0].owner_type)
 
 
 # --- writing -----------------------------------------------------------------------------

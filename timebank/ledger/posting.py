@@ -1,0 +1,274 @@
+"""The posting step every write of the ledger shares: lock the accounts in id order, check
+the limits on the locked balances, build the exchange and posting rows, insert them, save
+the balances. Recording, batches, confirmations, reversals and starting grants all go
+through here; none writes a posting or a balance another way.
+
+Postings go in before their exchange rows: the database checks, when a recorded exchange
+appears, that its postings are at least two and sum to zero. Posting ids follow the order
+given, which is the ledger order, and ``balance_after_minutes`` with them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.access import Principal
+from timebank.db import table_of, utcnow, uuid7
+from timebank.errors import AlreadyReversed, BalanceLimitExceeded, Duplicate
+from timebank.ledger.models import Account, Exchange, ExchangeKind, ExchangeStatus, Posting
+from timebank.ledger.rules import effective_limits, refused
+from timebank.ledger.schemas import PostingOut
+from timebank.timebanks.models import Category, TimeBank
+
+
+@dataclass
+class Leg:
+    account_id: uuid.UUID
+    minutes: int  # signed: + credited, − debited
+
+
+@dataclass
+class Draft:
+    """An exchange to record: its kind, signed legs and what it says."""
+
+    kind: ExchangeKind
+    legs: list[Leg]
+    occurred_on: date
+    category: Category | None = None
+    description: str | None = None
+    external_ref: str | None = None
+    reverses: uuid.UUID | None = None
+    override_reason: str | None = None
+    reason: str | None = None
+    enforce_limits: bool = True
+    simple_parties: tuple[uuid.UUID, uuid.UUID] | None = None
+
+    @property
+    def minutes(self) -> int:
+        return sum(leg.minutes for leg in self.legs if leg.minutes > 0)
+
+
+@dataclass
+class Posted:
+    exchange: Exchange
+    postings: list[PostingOut] = field(default_factory=list)
+    category: str | None = None
+    reversed_by: uuid.UUID | None = None
+
+
+async def lock_accounts(
+    session: AsyncSession, ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Account]:
+    """The accounts, locked in id order (PostgreSQL: FOR UPDATE, so concurrent writers
+    queue in the same order and never deadlock; SQLite: the write transaction holds the
+    whole database)."""
+    ordered = sorted(set(ids))
+    found = await session.execute(
+        select(Account)
+        .where(Account.id.in_(ordered))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {a.id: a for a in found.scalars()}
+
+
+class Book:
+    """The balances of locked accounts as a run of exchanges moves them, one after the other
+    (the limit rule is :func:`timebank.ledger.rules.refused`). The accounts are locked, so
+    what the book decides is what the database will hold; :meth:`save` writes the final
+    balances with one UPDATE that is conditional on the balances the book started from."""
+
+    def __init__(self, tb: TimeBank, accounts: dict[uuid.UUID, Account]) -> None:
+        self.tb = tb
+        self.accounts = accounts
+        self.start = {a.id: a.balance_minutes for a in accounts.values()}
+        self.balance = dict(self.start)
+        self.earned = {a.id: a.earned_minutes for a in accounts.values()}
+        self.spent = {a.id: a.spent_minutes for a in accounts.values()}
+
+    def apply(self, legs: Sequence[Leg], *, enforce_limits: bool) -> dict[uuid.UUID, int]:
+        """Move the balances by ``legs`` and return each account's balance after, or raise
+        :class:`BalanceLimitExceeded` and move nothing."""
+        deltas: dict[uuid.UUID, int] = defaultdict(int)
+        for leg in legs:
+            deltas[leg.account_id] += leg.minutes
+        for account_id in sorted(deltas):
+            delta, balance = deltas[account_id], self.balance[account_id]
+            lo, hi = effective_limits(self.accounts[account_id], self.tb)
+            if enforce_limits and refused(balance, delta, lo, hi):
+                low = "unbounded" if lo is None else lo
+                high = "unbounded" if hi is None else hi
+                raise BalanceLimitExceeded(
+                    f"Account {account_id} would move further outside its limits "
+                    f"[{low}, {high}] (balance {balance}, change {delta:+d})",
+                    account_id=str(account_id),
+                )
+        for account_id, delta in deltas.items():
+            self.balance[account_id] += delta
+            self.earned[account_id] += max(delta, 0)
+            self.spent[account_id] += max(-delta, 0)
+        return {account_id: self.balance[account_id] for account_id in deltas}
+
+    async def save(self, session: AsyncSession) -> None:
+        moved = [
+            a
+            for a, acc in self.accounts.items()
+            if (self.earned[a], self.spent[a]) != (acc.earned_minutes, acc.spent_minutes)
+        ]
+        if not moved:
+            return
+        # One statement, however many accounts, and the same text each time (prepared once):
+        # each row is written only if its balance is still the one read under the lock.
+        conn = await session.connection()
+        if conn.dialect.name == "postgresql":
+            result = await session.execute(
+                _PG_SAVE,
+                {
+                    "ids": moved,
+                    "starts": [self.start[a] for a in moved],
+                    "balances": [self.balance[a] for a in moved],
+                    "earned": [self.earned[a] for a in moved],
+                    "spent": [self.spent[a] for a in moved],
+                },
+            )
+            written = len(result.all())
+        else:  # SQLite counts the rows of an executemany
+            result = await session.execute(
+                _SQLITE_SAVE,
+                [
+                    {
+                        "id": a.hex,
+                        "start": self.start[a],
+                        "balance": self.balance[a],
+                        "earned": self.earned[a],
+                        "spent": self.spent[a],
+                    }
+                    for a in moved
+                ],
+            )
+            written = getattr(result, "rowcount", len(moved))
+        if written != len(moved):  # cannot happen while the rows are locked
+            raise RuntimeError("an account balance changed under its lock")
+
+
+_PG_SAVE = text(
+    """UPDATE accounts AS a
+       SET balance_minutes = v.balance, earned_minutes = v.earned, spent_minutes = v.spent
+       FROM unnest(CAST(:ids AS uuid[]), CAST(:starts AS bigint[]), CAST(:balances AS bigint[]),
+                   CAST(:earned AS bigint[]), CAST(:spent AS bigint[]))
+            AS v(id, start, balance, earned, spent)
+       WHERE a.id = v.id AND a.balance_minutes = v.start
+       RETURNING a.id"""
+)
+_SQLITE_SAVE = text(
+    """UPDATE accounts SET balance_minutes = :balance, earned_minutes = :earned,
+       spent_minutes = :spent WHERE id = :id AND balance_minutes = :start"""
+)
+
+
+def exchange_row(
+    principal: Principal,
+    tb: TimeBank,
+    d: Draft,
+    *,
+    status: ExchangeStatus = ExchangeStatus.recorded,
+    now: datetime | None = None,
+    proposed_by: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """The ``exchanges`` row of a draft: recorded (with postings) or a pending proposal."""
+    return {
+        "id": uuid7(),
+        "timebank_id": tb.id,
+        "status": status,
+        "kind": d.kind,
+        "minutes": d.minutes,
+        "category_id": d.category.id if d.category else None,
+        "occurred_on": d.occurred_on,
+        "recorded_at": now or utcnow(),
+        "description": d.description,
+        "external_ref": d.external_ref,
+        "reverses": d.reverses,
+        "provider_account_id": d.simple_parties[0] if d.simple_parties else None,
+        "recipient_account_id": d.simple_parties[1] if d.simple_parties else None,
+        "logged_by_key_id": principal.key_id,
+        "logged_by_role": principal.role.value,
+        "override_reason": d.override_reason,
+        "reason": d.reason,
+        "proposed_by": proposed_by,
+    }
+
+
+def posting_rows(
+    exchange_id: uuid.UUID, legs: Sequence[Leg], after: dict[uuid.UUID, int]
+) -> list[dict[str, Any]]:
+    """The ``postings`` rows of one exchange, with each account's balance after it."""
+    return [
+        {
+            "exchange_id": exchange_id,
+            "account_id": leg.account_id,
+            "minutes": leg.minutes,
+            "balance_after_minutes": after[leg.account_id],
+        }
+        for leg in legs
+    ]
+
+
+def posted(row: dict[str, Any], d: Draft) -> Posted:
+    """The response's view of a row just written (an ORM object not added to the session)."""
+    return Posted(
+        Exchange(**row),
+        [PostingOut(account_id=leg.account_id, minutes=leg.minutes) for leg in d.legs],
+        d.category.slug if d.category else None,
+    )
+
+
+async def insert_exchanges(
+    session: AsyncSession, postings: list[dict[str, Any]], exchanges: list[dict[str, Any]]
+) -> None:
+    """Insert postings, then their exchange rows, one statement each however many."""
+    if postings:
+        await session.execute(insert(table_of(Posting)), postings)
+    if not exchanges:
+        return
+    try:
+        # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues")
+        # rather than one execution per row, so the statement-level rollup trigger runs once
+        # per thousand exchanges, not once per exchange
+        table = table_of(Exchange)
+        await session.execute(insert(table).returning(table.c.id), exchanges)
+    except IntegrityError as exc:  # a concurrent writer took the external_ref or reversal
+        msg = str(exc.orig).lower()
+        if "external_ref" in msg:
+            refs = [r["external_ref"] for r in exchanges if r["external_ref"]]
+            raise duplicate_ref(refs[0] if len(refs) == 1 else None) from exc
+        if "reverses" in msg:
+            raise AlreadyReversed("This exchange was already reversed") from exc
+        raise
+
+
+def duplicate_ref(ref: str | None) -> Duplicate:
+    if ref is None:
+        return Duplicate("an external_ref was recorded meanwhile in this time bank")
+    return Duplicate(f"external_ref '{ref}' was already recorded in this time bank")
+
+
+async def post(session: AsyncSession, principal: Principal, tb: TimeBank, d: Draft) -> Posted:
+    """Post one exchange in the caller's transaction: lock its accounts in id order, check
+    its limits (409 ``balance_limit_exceeded``), insert it and its postings, save the
+    balances. The caller audits and commits."""
+    book = Book(tb, await lock_accounts(session, (leg.account_id for leg in d.legs)))
+    after = book.apply(d.legs, enforce_limits=d.enforce_limits)
+    row = exchange_row(principal, tb, d)
+    await insert_exchanges(session, posting_rows(row["id"], d.legs, after), [row])
+    await book.save(session)
+    return posted(row, d)

@@ -1,0 +1,69 @@
+"""The ledger's rules, as pure functions: which kind an exchange is, an account's limits, and
+when a movement is refused. The service, the demo generator and the reports all use these;
+none keeps a copy.
+
+Money-flow rules (SPEC §2): amounts are integer minutes; providers are credited (+),
+recipients debited (−). A movement is refused if it leaves an account outside its limits
+*and further outside than before*: a debit may not take a balance below the minimum, a
+credit may not take it above the maximum; a movement towards the range is always allowed.
+Reversals and audited broker overrides are exempt.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from timebank.ledger.models import ExchangeKind, OwnerType
+
+SERVICE_KINDS = (ExchangeKind.p2p, ExchangeKind.p2o, ExchangeKind.o2p, ExchangeKind.o2o)
+POOL_KINDS = (ExchangeKind.pool_grant, ExchangeKind.pool_donation)
+_BY_SIDES = {
+    (OwnerType.member, OwnerType.member): ExchangeKind.p2p,
+    (OwnerType.member, OwnerType.organisation): ExchangeKind.p2o,
+    (OwnerType.organisation, OwnerType.member): ExchangeKind.o2p,
+    (OwnerType.organisation, OwnerType.organisation): ExchangeKind.o2o,
+}
+
+
+def kind_of(provider: OwnerType, recipient: OwnerType) -> ExchangeKind:
+    """The kind of an exchange from the owner types of its provider and recipient sides. A
+    pool grant credits a member from the pool's account, so the pool is the recipient
+    (debited); a donation is the reverse; otherwise the member/organisation pair decides."""
+    if recipient is OwnerType.pool:
+        return ExchangeKind.pool_grant
+    if provider is OwnerType.pool:
+        return ExchangeKind.pool_donation
+    return _BY_SIDES[(provider, recipient)]
+
+
+class HasLimits(Protocol):
+    owner_type: OwnerType
+    custom_limits: bool
+    min_balance_minutes: int | None
+    max_balance_minutes: int | None
+
+
+class BankLimits(Protocol):
+    member_min_balance_minutes: int | None
+    member_max_balance_minutes: int | None
+    organisation_min_balance_minutes: int | None
+    organisation_max_balance_minutes: int | None
+
+
+def effective_limits(account: HasLimits, tb: BankLimits) -> tuple[int | None, int | None]:
+    """An account's (minimum, maximum) balance: its own if it has custom limits, else the
+    time bank's default for its owner type; the pool is unbounded. None means unbounded."""
+    if account.custom_limits:
+        return account.min_balance_minutes, account.max_balance_minutes
+    if account.owner_type is OwnerType.member:
+        return tb.member_min_balance_minutes, tb.member_max_balance_minutes
+    if account.owner_type is OwnerType.organisation:
+        return tb.organisation_min_balance_minutes, tb.organisation_max_balance_minutes
+    return None, None
+
+
+def refused(balance: int, delta: int, lo: int | None, hi: int | None) -> bool:
+    """Whether moving ``balance`` by ``delta`` takes it further outside [lo, hi]."""
+    below = delta < 0 and lo is not None and balance + delta < lo
+    above = delta > 0 and hi is not None and balance + delta > hi
+    return below or above

@@ -1,0 +1,126 @@
+"""Writes from the web: the retry discipline, and Idempotency-Key handling around a use case.
+
+A use case (a service function) writes and commits by itself. :func:`write` runs it in a
+write transaction and retries it on a deadlock or serialization failure, as configured.
+:func:`idempotent` does the same for a creating use case and hands it a
+:class:`~timebank.idempotency.Claim`: the key's record is inserted first, in the same
+transaction, and the use case settles it with its result before it commits — so a retry
+with the same key replays the stored bytes, and a concurrent duplicate waits and replays.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from litestar import Request, Response
+from litestar.params import Parameter
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank import db, idempotency
+from timebank.access import Principal
+from timebank.errors import IdempotencyInFlight, InvalidInput
+from timebank.idempotency import Claim, Outcome, Replayed
+
+T = TypeVar("T")
+
+IdempotencyKeyHeader = Parameter(
+    header="Idempotency-Key",
+    required=False,
+    min_length=1,
+    max_length=255,
+    pattern=idempotency.KEY_PATTERN,
+    description="1–255 printable ASCII characters; replays the first 2xx result for this API key.",
+)
+
+
+def retries(request: Request[Any, Any, Any]) -> int:
+    return int(request.app.state.settings.write_retries)
+
+
+async def write(
+    request: Request[Any, Any, Any], session: AsyncSession, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """Run a writing use case, retried as configured (``TIMEBANK_WRITE_RETRIES``)."""
+    return await db.write(session, attempt, retries=retries(request))
+
+
+def view_as(schema: type[BaseModel]) -> Callable[[Any], Any]:
+    """A renderer: the result (an ORM object) through its response schema, as JSON."""
+    return lambda result: schema.model_validate(result).model_dump(mode="json")
+
+
+def as_json(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return result
+
+
+async def idempotent(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    principal: Principal,
+    use_case: Callable[[Claim], Awaitable[Any]],
+    *,
+    status: int = 201,
+    render: Callable[[Any], Any] = as_json,
+    subject_id: uuid.UUID | None = None,
+    unstored_fields: tuple[str, ...] = (),
+) -> Response[Any]:
+    """Run a creating use case at most once per (API key, Idempotency-Key) and answer with
+    the bytes it settled, so that a replay is byte-identical."""
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    assert principal.key_id is not None or key is None
+    api_key_id = principal.key_id or uuid.UUID(int=0)
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        body = None
+    fp = idempotency.fingerprint(request.method, request.url.path, body)
+
+    async def attempt() -> Claim:
+        claim = Claim(api_key_id, key, status, render, unstored_fields)
+        await idempotency.claim(session, claim, fp, subject_id)
+        result = await use_case(claim)
+        if claim.body is None:  # refused as a whole and rolled back (an atomic batch)
+            claim.body = idempotency.dump(render(result))
+        return claim
+
+    outcome: Outcome | None = None
+    for _ in range(3):
+        try:
+            claim = await write(request, session, attempt)
+            outcome = Outcome(status, claim.body or b"null")
+            break
+        except Replayed as replayed:
+            outcome = replayed.outcome
+            break
+        except IntegrityError as exc:
+            if key is None or "idempotency" not in str(exc.orig).lower():
+                raise
+            # A concurrent duplicate committed first: replay its stored result.
+            outcome = await idempotency.replay_after_race(session, api_key_id, key, fp)
+            if outcome is not None:
+                break
+    if outcome is None:
+        raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed")
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return Response(
+        content=outcome.body,
+        status_code=outcome.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def parse_uuid(value: str | None, field: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise InvalidInput(field, "not a valid id") from exc
