@@ -570,6 +570,50 @@ async def test_garbage_cursor_is_refused_with_422_not_500(api: Api) -> None:
         assert_validation(r, "cursor")
 
 
+def b64(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+# Cursors this API never gave out: not base64, not ASCII inside ("wrI" is "²", which
+# str.isdigit accepts), a number too large for a 64-bit column, negative, an id of the
+# wrong shape.
+BAD_CURSORS = ["%%%not-a-cursor", "wrI", b64("9" * 30), b64("-5"), b64("12a"), b64("not-a-uuid")]
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS)
+async def test_every_listing_refuses_a_malformed_cursor_with_422(api: Api, cursor: str) -> None:
+    tb = await api.timebank()
+    ann = await api.member(tb["slug"], "Ann")
+    org = await api.organisation(tb["slug"], "Food Bank")
+    for listing in (
+        "/members",
+        "/organisations",
+        "/directory",
+        "/exchanges",
+        "/categories",
+        "/api-keys",
+        "/audit-events",
+        f"/members/{ann['id']}/statement",
+        f"/organisations/{org['id']}/statement",
+    ):
+        r = await api.get(f"/v1/timebanks/{tb['slug']}{listing}", params={"cursor": cursor})
+        assert_validation(r, "cursor")
+    assert_validation(await api.get("/v1/timebanks", params={"cursor": cursor}), "cursor")
+
+
+async def test_a_member_key_with_a_malformed_cursor_gets_the_403_it_would_get_anyway(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    ann = await api.member(tb["slug"], "Ann")
+    member = api.as_key(await api.key(tb["slug"], "member", member_id=ann["id"]))
+    r = await member.get(f"/v1/timebanks/{tb['slug']}/audit-events", params={"cursor": "wrI"})
+    assert r.status_code == 403, r.text
+    assert r.json()["code"] == "forbidden"
+
+
 # --- 409 balance_limit_exceeded -------------------------------------------------------------
 
 

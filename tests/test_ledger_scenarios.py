@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -1411,6 +1412,45 @@ async def test_atomic_batch_with_one_bad_item_records_nothing_and_aborts_the_oth
     assert await balances(api, slug, ann, bob) == [-60 + 30 + 10, 60 - 10]
     assert (await org_balance(api, slug, charity))["balance_minutes"] == -30
     assert await exchange_ids(api, slug) == {x["exchange"]["id"] for x in results}
+    await assert_ledger_invariants(session_maker)
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+async def test_refused_batch_line_leaves_its_external_ref_free_for_the_corrected_line(
+    api: Api, session_maker: Maker, atomic: bool
+) -> None:
+    """Issue 18, found by the state machine: lines refused by a limit record nothing, so the
+    broker's corrected copy of line 3 (same ref, ``override_limits``) is recorded."""
+    slug = (await api.timebank(member_min_balance_minutes=0))["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    items = [
+        simple(ann, bob, 1),
+        simple(ann, bob, 1),
+        simple(ann, bob, 1, external_ref="sheet/1"),
+        simple(
+            ann,
+            bob,
+            1,
+            external_ref="sheet/1",
+            override_limits=True,
+            override_reason="typed from the corrected sheet",
+        ),
+    ]
+    results = await batch(api, slug, items, atomic=atomic)
+    codes = [(x["status"], x["error"]["code"] if x["error"] else None) for x in results]
+    refused = [(409, "balance_limit_exceeded")] * 3
+    if atomic:  # the batch's rule for a refused item: nothing is recorded
+        assert codes == [*refused, (424, "batch_aborted")]
+        assert await list_exchanges(api, slug) == []
+        assert await balances(api, slug, ann, bob) == [0, 0]
+    else:
+        assert codes == [*refused, (201, None)]
+        assert results[3]["exchange"]["external_ref"] == "sheet/1"
+        assert await balances(api, slug, ann, bob) == [1, -1]
+        # the ref is now taken: a later line with it is a duplicate
+        again = await batch(api, slug, [items[3]], atomic=False)
+        assert [(x["status"], x["error"]["code"]) for x in again] == [(409, "duplicate")]
     await assert_ledger_invariants(session_maker)
 
 

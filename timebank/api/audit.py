@@ -6,12 +6,11 @@ from litestar import get
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.access import Principal
+from timebank.access import Principal, Role
 from timebank.audit import service
 from timebank.audit.schemas import AuditEventOut
-from timebank.errors import InvalidInput
 from timebank.timebanks.service import get_by_slug
-from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.pagination import LimitParam, Page, check_limit, page, seq_cursor
 from timebank.web.problems import problems
 
 
@@ -35,10 +34,8 @@ async def audit_events(
     cursor: str | None = None,
 ) -> Page[AuditEventOut]:
     bank = await get_by_slug(db_session, principal, tb)
+    principal.require(bank.id, Role.admin)
     n = check_limit(limit)
-    raw = decode_cursor(cursor)
-    if raw is not None and not raw.isdigit():
-        raise InvalidInput("cursor", "not a cursor this API gave out")
     rows = await service.list_events(
         db_session,
         principal,
@@ -47,7 +44,7 @@ async def audit_events(
         target=target,
         date_from=date_from,
         date_to=date_to,
-        after=int(raw) if raw else None,
+        after=seq_cursor(cursor),
         limit=n,
     )
     items, nxt = page(rows, n, lambda e: e.id)

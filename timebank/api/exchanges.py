@@ -31,7 +31,7 @@ from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
 from timebank.timebanks.service import get_by_slug
 from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, write
-from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, encode_cursor
+from timebank.web.pagination import LimitParam, Page, check_limit, encode_cursor, id_cursor
 from timebank.web.problems import problems, status_of
 
 DECISION_CONFLICTS = ["not_pending", "balance_limit_exceeded", "party_inactive"]
@@ -164,11 +164,7 @@ class ExchangeController(Controller):
         if organisation_id is not None:
             org = await get_organisation(db_session, bank, organisation_id)
             filters.account_id = org.account_id
-        raw = decode_cursor(cursor)
-        try:
-            after = uuid.UUID(raw) if raw else None
-        except ValueError as exc:
-            raise InvalidInput("cursor", "not a cursor this API gave out") from exc
+        after = id_cursor(cursor)
         rows = await reads.list_exchanges(db_session, principal, bank, filters, after, n)
         nxt = None
         if len(rows) > n:

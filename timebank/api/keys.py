@@ -13,8 +13,8 @@ from timebank.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Global
 from timebank.auth.service import CreatedKey
 from timebank.idempotency import Claim
 from timebank.timebanks.service import get_by_slug
-from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, parse_uuid, write
-from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, write
+from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
 
 
@@ -88,9 +88,7 @@ class ApiKeyController(Controller):
     ) -> Page[ApiKeyOut]:
         bank = await get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
-        rows = await service.list_keys(
-            db_session, principal, bank.id, parse_uuid(decode_cursor(cursor), "cursor"), n
-        )
+        rows = await service.list_keys(db_session, principal, bank.id, id_cursor(cursor), n)
         items, nxt = page(rows, n, lambda k: k.id)
         return Page(items=[key_view(k, bank.slug) for k in items], next_cursor=nxt)
 

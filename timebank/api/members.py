@@ -21,9 +21,9 @@ from timebank.members import service
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
 from timebank.timebanks.service import get_by_slug
-from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, parse_uuid, view_as, write
+from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, view_as, write
 from timebank.web.openapi import ALSO_RETURNS
-from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
 
 
@@ -57,9 +57,7 @@ async def directory(
     bank = await get_by_slug(db_session, principal, tb)
     principal.require(bank.id, Role.admin, Role.broker, Role.member)
     n = check_limit(limit)
-    rows = await service.directory(
-        db_session, bank, q, parse_uuid(decode_cursor(cursor), "cursor"), n
-    )
+    rows = await service.directory(db_session, bank, q, id_cursor(cursor), n)
     items, nxt = page(rows, n, lambda r: r[1])
     return Page(
         items=[DirectoryEntry(type=t, id=i, display_name=name) for t, i, name in items],
@@ -114,9 +112,7 @@ class MemberController(Controller):
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
         n = check_limit(limit)
-        rows = await service.list_members(
-            db_session, bank, status, q, parse_uuid(decode_cursor(cursor), "cursor"), n
-        )
+        rows = await service.list_members(db_session, bank, status, q, id_cursor(cursor), n)
         items, nxt = page(rows, n, lambda m: m.id)
         return Page(items=[MemberOut.model_validate(m) for m in items], next_cursor=nxt)
 

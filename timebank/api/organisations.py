@@ -19,9 +19,9 @@ from timebank.organisations import service
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
 from timebank.timebanks.service import get_by_slug
-from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, parse_uuid, view_as, write
+from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, view_as, write
 from timebank.web.openapi import ALSO_RETURNS
-from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
 
 
@@ -65,9 +65,7 @@ class OrganisationController(Controller):
         bank = await get_by_slug(db_session, principal, tb)
         principal.require(bank.id, *STAFF)
         n = check_limit(limit)
-        rows = await service.list_organisations(
-            db_session, bank, status, q, parse_uuid(decode_cursor(cursor), "cursor"), n
-        )
+        rows = await service.list_organisations(db_session, bank, status, q, id_cursor(cursor), n)
         items, nxt = page(rows, n, lambda o: o.id)
         return Page(items=[OrganisationOut.model_validate(o) for o in items], next_cursor=nxt)
 

@@ -8,14 +8,12 @@ from typing import Any, Literal
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
-from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
 from timebank.config import Settings
 from timebank.db import utcnow
-from timebank.errors import InvalidInput, NotFound, ReportTimeout
+from timebank.errors import InvalidInput, NotFound
 from timebank.reports import render, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
@@ -23,7 +21,6 @@ from timebank.timebanks.service import get_by_slug
 from timebank.web.openapi import ALSO_RETURNS
 from timebank.web.problems import PROBLEM_JSON, Problem, problems
 
-REPORT_WORK_MEM = "64MB"
 MAX_RATE_PENCE = 100_000
 ReportFormat = Literal["json", "csv", "xlsx"]
 Interval = Literal["week", "month", "quarter"]
@@ -52,7 +49,6 @@ SUCCESS = {
         generate_examples=False,
     )
 }
-QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
 
 
 def _responses() -> dict[int, ResponseSpec]:
@@ -64,14 +60,6 @@ def _responses() -> dict[int, ResponseSpec]:
         "report statement timeout (`report_timeout`; try a shorter period or later)",
     )
     return out
-
-
-def _is_query_canceled(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    for candidate in (orig, getattr(orig, "__cause__", None)):
-        if getattr(candidate, "sqlstate", None) == QUERY_CANCELED:
-            return True
-    return False
 
 
 def _format(request: Request[Any, Any, Any], fmt: str | None) -> str:
@@ -129,17 +117,9 @@ async def _report(
     out = _format(request, fmt)
     period = resolve_period(principal, banks, date_from, date_to, as_of)
     settings: Settings = request.app.state.settings
-    try:
-        await _read_snapshot(session, settings.report_timeout_ms)
-        built, threshold = await service.build(session, name, banks, period, options)
-    except DBAPIError as exc:
-        if not _is_query_canceled(exc):
-            raise
-        await session.rollback()
-        raise ReportTimeout(
-            f"The report took longer than {settings.report_timeout_ms} ms and was stopped; "
-            "try a shorter period, fewer time banks, or later"
-        ) from exc
+    built, threshold = await service.build(
+        session, name, banks, period, options, timeout_ms=settings.report_timeout_ms
+    )
     meta: dict[str, Any] = {
         "report": name,
         "timebanks": [b.slug for b in banks],
@@ -165,19 +145,6 @@ async def _report(
             headers={"Content-Disposition": f'attachment; filename="{filename}.xlsx"'},
         )
     return Response(render.as_json(meta, built))
-
-
-async def _read_snapshot(session: AsyncSession, timeout_ms: int) -> None:
-    """Every query of a report reads one snapshot, under a statement timeout (PostgreSQL;
-    SQLite has none)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    if session.in_transaction():
-        await session.commit()
-    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
-    # report queries sort and hash tens of thousands of rollup rows: keep that in memory
-    await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
 
 
 @get(
@@ -242,20 +209,11 @@ async def cross_bank_report(
     slugs = list(dict.fromkeys(timebank))
     if not slugs or len(slugs) > 50:
         raise InvalidInput("timebank", "give 1 to 50 time banks")
-    found = {
-        b.slug: b
-        for b in (
-            await db_session.execute(select(TimeBank).where(TimeBank.slug.in_(slugs)))
-        ).scalars()
-    }
-    missing = [s for s in slugs if s not in found]
-    if missing:
-        raise NotFound(f"No time bank '{missing[0]}'")
     return await _report(
         request,
         db_session,
         principal,
-        [found[s] for s in slugs],
+        await service.banks_by_slug(db_session, slugs),
         name,
         date_from=date_from,
         date_to=date_to,

@@ -16,7 +16,7 @@ from timebank.ledger import reads
 from timebank.ledger.schemas import StatementEntry, StatementOut
 from timebank.spreadsheets import safe_cell
 from timebank.timebanks.models import TimeBank
-from timebank.web.pagination import check_limit, decode_cursor, encode_cursor
+from timebank.web.pagination import check_limit, encode_cursor, seq_cursor
 
 CSV_COLUMNS = [
     "entry_id",
@@ -40,15 +40,6 @@ def wants_csv(request: Request[Any, Any, Any], fmt: str | None) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
-def _after(cursor: str | None) -> int | None:
-    raw = decode_cursor(cursor)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise InvalidInput("cursor", "not a cursor this API gave out")
-    return int(raw)
-
-
 async def statement_response(
     request: Request[Any, Any, Any],
     session: AsyncSession,
@@ -67,7 +58,7 @@ async def statement_response(
     csv_out = wants_csv(request, fmt)
     n = None if csv_out else check_limit(limit)
     opening, closing, entries, next_after = await reads.statement(
-        session, tb, account_id, date_from, date_to, _after(cursor), n
+        session, tb, account_id, date_from, date_to, seq_cursor(cursor), n
     )
     if csv_out:
         buf = io.StringIO()

@@ -24,7 +24,7 @@ from timebank.timebanks.schemas import (
     TimeBankSettings,
 )
 from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, write
-from timebank.web.pagination import LimitParam, Page, check_limit, decode_cursor, page
+from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
 
 
@@ -77,7 +77,7 @@ class TimeBankController(Controller):
         cursor: str | None = None,
     ) -> Page[TimeBankOut]:
         n = check_limit(limit)
-        rows = await service.list_timebanks(db_session, principal, decode_cursor(cursor), n)
+        rows = await service.list_timebanks(db_session, principal, id_cursor(cursor), n)
         items, nxt = page(rows, n, lambda t: t.id)
         return Page(items=[timebank_view(t) for t in items], next_cursor=nxt)
 
@@ -132,7 +132,7 @@ class TimeBankController(Controller):
     ) -> Page[CategoryOut]:
         bank = await service.get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
-        rows = await service.list_categories(db_session, bank, decode_cursor(cursor), n)
+        rows = await service.list_categories(db_session, bank, id_cursor(cursor), n)
         items, nxt = page(rows, n, lambda c: c.id)
         return Page(items=[CategoryOut(slug=c.slug, name=c.name) for c in items], next_cursor=nxt)
 

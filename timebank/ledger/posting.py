@@ -184,10 +184,12 @@ def exchange_row(
     status: ExchangeStatus = ExchangeStatus.recorded,
     now: datetime | None = None,
     proposed_by: uuid.UUID | None = None,
+    exchange_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """The ``exchanges`` row of a draft: recorded (with postings) or a pending proposal."""
+    """The ``exchanges`` row of a draft: recorded (with postings) or a pending proposal.
+    (The demo generator gives its own ``exchange_id`` and ``now``: a history in the past.)"""
     return {
-        "id": uuid7(),
+        "id": exchange_id or uuid7(),
         "timebank_id": tb.id,
         "status": status,
         "kind": d.kind,
@@ -205,6 +207,8 @@ def exchange_row(
         "override_reason": d.override_reason,
         "reason": d.reason,
         "proposed_by": proposed_by,
+        "decided_by": None,
+        "decided_at": None,
     }
 
 

@@ -14,12 +14,12 @@ import uuid
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal, Role
 from timebank.audit import service as audit
-from timebank.db import utcnow
+from timebank.db import table_of, utcnow
 from timebank.errors import Forbidden, InvalidInput, NotPending, PartyInactive
 from timebank.idempotency import Claim
 from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType
@@ -234,18 +234,23 @@ async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_day
     """Store ``expired`` on this time bank's proposals older than ``expiry_days`` (the
     maintenance command; reads already show them expired). ``decided_at`` is the moment each
     expired, as reads show it. Caller commits. Idempotent; returns how many changed."""
-    cutoff = utcnow() - timedelta(days=expiry_days)
-    result = await session.execute(
-        update(Exchange)
-        .where(
-            Exchange.timebank_id == timebank_id,
-            Exchange.status == ExchangeStatus.pending,
-            Exchange.recorded_at < cutoff,
+    expiry = timedelta(days=expiry_days)
+    stale = (
+        await session.execute(
+            select(Exchange.id, Exchange.recorded_at).where(
+                Exchange.timebank_id == timebank_id,
+                Exchange.status == ExchangeStatus.pending,
+                Exchange.recorded_at < utcnow() - expiry,
+            )
         )
-        .values(
-            status=ExchangeStatus.expired,
-            decided_at=Exchange.recorded_at + timedelta(days=expiry_days),
-        )
-        .execution_options(synchronize_session=False)
+    ).all()
+    if not stale:
+        return 0
+    table = table_of(Exchange)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("ex_id"), table.c.status == ExchangeStatus.pending)
+        .values(status=ExchangeStatus.expired, decided_at=bindparam("expired_at")),
+        [{"ex_id": ex_id, "expired_at": at + expiry} for ex_id, at in stale],
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return len(stale)

@@ -28,12 +28,15 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     union,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Role
-from timebank.errors import InvalidInput
+from timebank.db import sqlstate
+from timebank.errors import InvalidInput, NotFound, ReportTimeout
 from timebank.ledger.models import Exchange, ExchangeKind, OwnerType
 from timebank.ledger.rules import POOL_KINDS, SERVICE_KINDS
 from timebank.members.models import Disability, Ethnicity, Gender, Member
@@ -1162,19 +1165,61 @@ REPORTS: dict[str, Builder] = {
 }
 
 
+async def banks_by_slug(session: AsyncSession, slugs: list[str]) -> list[TimeBank]:
+    """The time banks of a cross-bank report, in the order asked; 404 for an unknown one."""
+    found = {
+        b.slug: b
+        for b in (await session.execute(select(TimeBank).where(TimeBank.slug.in_(slugs)))).scalars()
+    }
+    missing = [s for s in slugs if s not in found]
+    if missing:
+        raise NotFound(f"No time bank '{missing[0]}'")
+    return [found[s] for s in slugs]
+
+
 async def build(
     session: AsyncSession,
     name: str,
     banks: list[TimeBank],
     period: Period,
     options: Options,
+    *,
+    timeout_ms: int,
 ) -> tuple[Built, int]:
-    """Run report ``name`` and its disclosure control; the threshold is the highest of the
-    banks' (never below 5)."""
+    """Run report ``name`` and its disclosure control in one snapshot, stopped (503
+    ``report_timeout``) past ``timeout_ms`` on PostgreSQL; the threshold is the highest of
+    the banks' (never below 5)."""
     threshold = max(5, *(b.suppression_threshold for b in banks))
     dialect = session.get_bind().dialect.name
-    ctx = Ctx(session, banks, period, threshold, dialect, options)
-    ctx.correct = bool(await session.scalar(q.later_writes(ctx.ids, period.as_of)))
-    built = await REPORTS[name](ctx)
+    try:
+        await _read_snapshot(session, timeout_ms)
+        ctx = Ctx(session, banks, period, threshold, dialect, options)
+        ctx.correct = bool(await session.scalar(q.later_writes(ctx.ids, period.as_of)))
+        built = await REPORTS[name](ctx)
+    except DBAPIError as exc:
+        if sqlstate(exc) != QUERY_CANCELED:
+            raise
+        await session.rollback()
+        raise ReportTimeout(
+            f"The report took longer than {timeout_ms} ms and was stopped; "
+            "try a shorter period, fewer time banks, or later"
+        ) from exc
     built.disclosure.apply()
     return built, threshold
+
+
+QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
+REPORT_WORK_MEM = "64MB"
+
+
+async def _read_snapshot(session: AsyncSession, timeout_ms: int) -> None:
+    """Every query of a report reads one snapshot, under a statement timeout (PostgreSQL;
+    SQLite has none)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if session.in_transaction():
+        await session.commit()
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
+    # report queries sort and hash tens of thousands of rollup rows: keep that in memory
+    await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))

@@ -108,25 +108,25 @@ async def update_timebank(
 
 
 async def list_timebanks(
-    session: AsyncSession, principal: Principal, after: str | None, limit: int
+    session: AsyncSession, principal: Principal, after: uuid.UUID | None, limit: int
 ) -> list[TimeBank]:
     stmt = select(TimeBank).order_by(TimeBank.id).limit(limit + 1)
     if not principal.is_global_admin:
         scope = {principal.timebank_id, *principal.report_timebanks} - {None}
         stmt = stmt.where(TimeBank.id.in_(scope))
     if after:
-        stmt = stmt.where(TimeBank.id > _uuid(after))
+        stmt = stmt.where(TimeBank.id > after)
     return list((await session.execute(stmt)).scalars())
 
 
 async def list_categories(
-    session: AsyncSession, tb: TimeBank, after: str | None, limit: int
+    session: AsyncSession, tb: TimeBank, after: uuid.UUID | None, limit: int
 ) -> list[Category]:
     stmt = (
         select(Category).where(Category.timebank_id == tb.id).order_by(Category.id).limit(limit + 1)
     )
     if after:
-        stmt = stmt.where(Category.id > _uuid(after))
+        stmt = stmt.where(Category.id > after)
     return list((await session.execute(stmt)).scalars())
 
 
@@ -161,10 +161,3 @@ async def create_category(
         await claim.settle(session, cat)
     await session.commit()
     return cat
-
-
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise InvalidInput("cursor", "not a cursor this API gave out") from exc

@@ -40,7 +40,7 @@ from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.access import SYSTEM, Principal
+from timebank.access import SYSTEM, Principal, Role
 from timebank.audit import service as audit
 from timebank.db import begin_write, utcnow, uuid7
 from timebank.ledger.models import (
@@ -51,6 +51,9 @@ from timebank.ledger.models import (
     OwnerType,
     Posting,
 )
+from timebank.ledger.posting import Draft as LedgerDraft
+from timebank.ledger.posting import Leg, exchange_row
+from timebank.ledger.posting import posting_rows as ledger_postings
 from timebank.ledger.rules import effective_limits, kind_of, refused
 from timebank.lifecycle.register import create_timebank
 from timebank.members.models import Disability, Ethnicity, Gender, Member, MemberStatus
@@ -793,13 +796,12 @@ async def generate(
     community.draw_history(pool)
     ledger = community.settle(progress)
 
-    categories = dict(
-        (
-            await session.execute(
-                select(Category.slug, Category.id).where(Category.timebank_id == tb.id)
-            )
-        ).all()
-    )
+    categories = {
+        c.slug: c
+        for c in (
+            await session.execute(select(Category).where(Category.timebank_id == tb.id))
+        ).scalars()
+    }
     posting_id = int(
         (await session.execute(select(func.coalesce(func.max(Posting.id), 0)))).scalar_one()
     )
@@ -809,17 +811,12 @@ async def generate(
     for d in ledger:
         kind = _kind(d)
         by_kind[kind.value] = by_kind.get(kind.value, 0) + 1
-        for party, minutes, after in d.legs:
+        assert d.id is not None
+        legs = [Leg(party.account_id, minutes) for party, minutes, _ in d.legs]
+        after = {party.account_id: balance for party, _, balance in d.legs}
+        for row in ledger_postings(d.id, legs, after):
             posting_id += 1
-            posting_rows.append(
-                {
-                    "id": posting_id,
-                    "exchange_id": d.id,
-                    "account_id": party.account_id,
-                    "minutes": minutes,
-                    "balance_after_minutes": after,
-                }
-            )
+            posting_rows.append({"id": posting_id, **row})
         exchange_rows.append(_exchange_row(d, kind, tb, principal, categories))
 
     people = community.members + community.orgs
@@ -906,35 +903,44 @@ def _exchange_row(
     kind: ExchangeKind,
     tb: TimeBank,
     principal: Principal,
-    categories: dict[str, uuid.UUID],
+    categories: dict[str, Category],
 ) -> dict[str, Any]:
+    """The row the ledger's own builder makes for this draft, at its moment in the past."""
     simple = len(d.providers) == 1 and len(d.recipients) == 1
+    if d.legs:  # as settled (a reversal's are the original's, negated)
+        legs = [Leg(p.account_id, m) for p, m, _ in d.legs]
+    else:  # a proposal never settled
+        legs = [Leg(p.account_id, m) for p, m in d.providers]
+        legs += [Leg(p.account_id, -m) for p, m in d.recipients]
+    ledger_draft = LedgerDraft(
+        kind,
+        legs,
+        d.occurred_on,
+        categories[d.category] if d.category else None,
+        d.description,
+        d.external_ref,
+        reverses=d.reverses.id if d.reverses is not None else None,
+        reason="Entered twice from the time sheet" if d.reverses is not None else None,
+        simple_parties=(d.providers[0][0].account_id, d.recipients[0][0].account_id)
+        if simple
+        else None,
+    )
     proposal = d.proposed_by is not None
-    decided = d.status not in (ExchangeStatus.pending, ExchangeStatus.recorded)
-    return {
-        "id": d.id,
-        "timebank_id": tb.id,
-        "status": d.status,
-        "kind": kind,
-        "minutes": sum(m for _, m, _ in d.legs if m > 0)
-        if d.legs
-        else sum(m for _, m in d.providers),
-        "category_id": categories[d.category] if d.category else None,
-        "occurred_on": d.occurred_on,
-        "recorded_at": d.recorded_at,
-        "description": d.description,
-        "external_ref": d.external_ref,
-        "reverses": d.reverses.id if d.reverses is not None else None,
-        "provider_account_id": d.providers[0][0].account_id if simple else None,
-        "recipient_account_id": d.recipients[0][0].account_id if simple else None,
-        "logged_by_key_id": None if proposal else principal.key_id,
-        "logged_by_role": "member" if proposal else principal.role.value,
-        "proposed_by": d.proposed_by,
-        "decided_by": None,
-        "decided_at": d.recorded_at + timedelta(days=2) if decided else None,
-        "override_reason": None,
-        "reason": "Entered twice from the time sheet" if d.reverses is not None else None,
-    }
+    row = exchange_row(
+        PROPOSER if proposal else principal,
+        tb,
+        ledger_draft,
+        status=d.status,
+        now=d.recorded_at,
+        proposed_by=d.proposed_by,
+        exchange_id=d.id,
+    )
+    if d.status not in (ExchangeStatus.pending, ExchangeStatus.recorded):
+        row["decided_at"] = d.recorded_at + timedelta(days=2)
+    return row
+
+
+PROPOSER = Principal(key_id=None, role=Role.member)  # a partner app's proposal
 
 
 async def get_or_create_bank(

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank import db, idempotency
 from timebank.access import Principal
-from timebank.errors import IdempotencyInFlight, InvalidInput
+from timebank.errors import IdempotencyInFlight
 from timebank.idempotency import Claim, Outcome, Replayed
 
 T = TypeVar("T")
@@ -115,12 +115,3 @@ async def idempotent(
         media_type="application/json",
         headers=headers,
     )
-
-
-def parse_uuid(value: str | None, field: str) -> uuid.UUID | None:
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise InvalidInput(field, "not a valid id") from exc

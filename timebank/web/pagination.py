@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from typing import Any, Generic, TypeVar
 
 from litestar.params import Parameter
@@ -41,14 +42,40 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> str | None:
+def _refused() -> InvalidInput:
+    return InvalidInput("cursor", "not a cursor this API gave out")
+
+
+def _text(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise _refused() from exc
+
+
+def id_cursor(cursor: str | None) -> uuid.UUID | None:
+    """The id a page of id-ordered rows (exchanges, members, keys...) continues after."""
     if cursor is None:
         return None
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput("cursor", "not a cursor this API gave out") from exc
+        return uuid.UUID(_text(cursor))
+    except ValueError as exc:
+        raise _refused() from exc
+
+
+MAX_SEQUENCE = 2**63 - 1
+
+
+def seq_cursor(cursor: str | None) -> int | None:
+    """The sequence number a page of entries (statement lines, audit events) continues
+    after: ASCII digits only, within a 64-bit column."""
+    if cursor is None:
+        return None
+    text = _text(cursor)
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEQUENCE:
+        raise _refused()
+    return int(text)
 
 
 def page(rows: list[Any], limit: int, key: Any) -> tuple[list[Any], str | None]:
