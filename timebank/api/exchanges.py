@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from timebank.access import Principal, Role
 from timebank.errors import Forbidden, InvalidInput
@@ -30,7 +30,8 @@ from timebank.ledger.schemas import (
 from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
 from timebank.timebanks.service import get_by_slug
-from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, write
+from timebank.web.auth import provide_principal
+from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, record_in_one_call, write
 from timebank.web.pagination import LimitParam, Page, check_limit, encode_cursor, id_cursor
 from timebank.web.problems import problems, status_of
 
@@ -80,11 +81,17 @@ class ExchangeController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        principal: Principal,
+        db_engine: AsyncEngine,
         tb: str,
         data: ExchangeCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
+        if db_engine.dialect.name == "postgresql" and not data.is_group:
+            answered = await record_in_one_call(request, db_engine, tb, data)
+            if answered is not None:
+                return answered
+        principal = await provide_principal(request, db_session)
+
         async def use_case(claim: Claim) -> ExchangeOut:
             bank = await get_by_slug(db_session, principal, tb)
             if principal.role is Role.member:

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from timebank.access import STAFF, Principal, Role
 from timebank.api.statements import statement_response
@@ -21,7 +21,14 @@ from timebank.members import service
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
 from timebank.timebanks.service import get_by_slug
-from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, view_as, write
+from timebank.web.auth import provide_principal
+from timebank.web.idempotent import (
+    IdempotencyKeyHeader,
+    balance_in_one_call,
+    idempotent,
+    view_as,
+    write,
+)
 from timebank.web.openapi import ALSO_RETURNS
 from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
@@ -172,11 +179,21 @@ class MemberController(Controller):
 
     @get("/{member_id:uuid}/balance", responses=problems(403, 404))
     async def balance(
-        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
-    ) -> BalanceOut:
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        db_engine: AsyncEngine,
+        tb: str,
+        member_id: uuid.UUID,
+    ) -> Response[BalanceOut]:
+        if db_engine.dialect.name == "postgresql":
+            answered = await balance_in_one_call(request, db_engine, tb, member_id)
+            if answered is not None:
+                return answered
+        principal = await provide_principal(request, db_session)
         bank = await get_by_slug(db_session, principal, tb)
         require_self_or_staff(principal, bank.id, member_id)
-        return await reads.balance(db_session, bank, OwnerType.member, member_id)
+        return Response(await reads.balance(db_session, bank, OwnerType.member, member_id))
 
     @get(
         "/{member_id:uuid}/statement",

@@ -19,12 +19,16 @@ from litestar import Request, Response
 from litestar.params import Parameter
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from timebank import db, idempotency
 from timebank.access import Principal
+from timebank.auth import service as auth
 from timebank.errors import IdempotencyInFlight
 from timebank.idempotency import Claim, Outcome, Replayed
+from timebank.ledger import server_side
+from timebank.ledger.schemas import ExchangeCreate
+from timebank.logs import request_id_var
 
 T = TypeVar("T")
 
@@ -76,11 +80,7 @@ async def idempotent(
     key = idempotency.check_key(request.headers.get("idempotency-key"))
     assert principal.key_id is not None or key is None
     api_key_id = principal.key_id or uuid.UUID(int=0)
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        body = None
-    fp = idempotency.fingerprint(request.method, request.url.path, body)
+    fp = await fingerprint(request)
 
     async def attempt() -> Claim:
         claim = Claim(api_key_id, key, status, render, unstored_fields)
@@ -114,4 +114,78 @@ async def idempotent(
         status_code=outcome.status,
         media_type="application/json",
         headers=headers,
+    )
+
+
+async def fingerprint(request: Request[Any, Any, Any]) -> str:
+    """What an Idempotency-Key is bound to: the method, the path and the JSON body."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        body = None
+    return idempotency.fingerprint(request.method, request.url.path, body)
+
+
+def bearer_secret(request: Request[Any, Any, Any]) -> str | None:
+    """The API key's secret from ``Authorization: Bearer``, if it looks like one."""
+    authorization = request.headers.get("authorization") or ""
+    secret = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    if not secret.startswith(auth.SECRET_PREFIX) or len(secret) > 200:
+        return None
+    return secret
+
+
+async def balance_in_one_call(
+    request: Request[Any, Any, Any], engine: AsyncEngine, slug: str, member_id: uuid.UUID
+) -> Response[Any] | None:
+    """PostgreSQL: a member's balance with one statement (key, bank, member, pending
+    flows). ``None`` where that path does not take the request on."""
+    secret = bearer_secret(request)
+    if secret is None:
+        return None
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        raw = await conn.get_raw_connection()
+        body = await server_side.member_balance(
+            raw.driver_connection,
+            secret_hash=auth.hash_secret(secret),
+            slug=slug,
+            member_id=member_id,
+        )
+    if body is None:
+        return None
+    return Response(content=body, status_code=200, media_type="application/json")
+
+
+async def record_in_one_call(
+    request: Request[Any, Any, Any], engine: AsyncEngine, slug: str, data: ExchangeCreate
+) -> Response[Any] | None:
+    """PostgreSQL: record a simple exchange with one statement (key, bank, Idempotency-Key
+    and the whole write: :mod:`timebank.ledger.server_side`). ``None`` where that path does
+    not take the request on; nothing was written then."""
+    secret = bearer_secret(request)
+    if secret is None:
+        return None
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        raw = await conn.get_raw_connection()
+        answer = await server_side.record_simple(
+            raw.driver_connection,
+            secret_hash=auth.hash_secret(secret),
+            slug=slug,
+            idempotency_key=key,
+            fingerprint=await fingerprint(request) if key else "",
+            request_id=request_id_var.get(),
+            exchange_id=db.uuid7(),
+            data=data,
+            retries=retries(request),
+        )
+    if answer is None:
+        return None
+    return Response(
+        content=answer.body,
+        status_code=answer.status,
+        media_type="application/json",
+        headers={"Idempotent-Replayed": "true"} if answer.replayed else {},
     )

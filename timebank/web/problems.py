@@ -177,19 +177,16 @@ def _is_unavailable(exc: Exception) -> bool:
         return True
     if isinstance(exc, OperationalError):
         return True
+    # A lost or refused connection; the server short of resources (class 53, e.g. too many
+    # connections) or failing outside the query (class 58); or the database stopping a
+    # statement (an operator's statement_timeout 57014, lock_timeout 55P03): nothing was
+    # written, try again later. (SQLAlchemy's errors, and asyncpg's own from the one-call
+    # paths, alike.)
+    state = sqlstate(exc)
+    if session_ended(state) or state[:2] in ("53", "58") or state in ("57014", "55P03"):
+        return True
     if isinstance(exc, DBAPIError):
-        # a lost or refused connection; or the server short of resources (class 53, e.g.
-        # too many connections) or failing outside the query (class 58): try again later
-        # The database stopping a statement (an operator's statement_timeout: 57014, or
-        # lock_timeout: 55P03) is the same: nothing was written, try again later.
-        state = sqlstate(exc)
-        stopped = state in ("57014", "55P03")
-        return (
-            exc.connection_invalidated
-            or session_ended(state)
-            or state[:2] in ("53", "58")
-            or stopped
-        )
+        return exc.connection_invalidated
     return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
 
 
@@ -205,7 +202,7 @@ def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict
         return problem_response(
             422, "validation_error", "Validation error", errors[0]["message"], errors=errors
         )
-    if isinstance(exc, IntegrityError) and _is_unique_violation(exc):
+    if (isinstance(exc, IntegrityError) and _is_unique_violation(exc)) or sqlstate(exc) == "23505":
         return problem_response(409, "duplicate", "Duplicate", "A unique field is already taken")
     if _is_unavailable(exc):
         log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
