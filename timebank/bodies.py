@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 # email-validator refuses addresses that can never be delivered, which JSON Schema's
 # `format: email` cannot say: state it.
@@ -16,6 +16,14 @@ Email = Annotated[
         "`.local`, `localhost`, `.onion`, `.test`) are refused."
     ),
 ]
+
+
+# Free text as people type it: the spaces, tabs and line breaks around it are trimmed after
+# its length is checked, so the document's maxLength (on what is sent) and the service agree;
+# a required text must hold some other character, which the document says with a pattern.
+SPACE = " \t\n\r"
+Trimmed = AfterValidator(lambda value: value.strip(SPACE))
+NOT_BLANK = r"[^ \t\n\r]"
 
 
 def whole_numbers_as_integers(value: Any) -> Any:

@@ -2,49 +2,57 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import Email, JsonBody
+from timebank.bodies import NOT_BLANK, Email, JsonBody, Trimmed
 from timebank.members.models import Disability, Ethnicity, Gender, MemberStatus
 
 
 class _In(JsonBody):
-    model_config = ConfigDict(str_strip_whitespace=True)
+    """Text fields are trimmed after their length is checked (see ``timebank.bodies``)."""
 
 
 class MemberCreate(_In):
-    display_name: str = Field(min_length=1, max_length=100)
+    display_name: Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), Trimmed]
     email: Email | None = None
-    phone: str | None = Field(default=None, max_length=50)
-    locality: str | None = Field(default=None, max_length=100)
-    postcode: str | None = Field(default=None, max_length=16)
+    phone: Annotated[str, Field(max_length=50), Trimmed] | None = None
+    locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
+    postcode: Annotated[str, Field(max_length=16), Trimmed] | None = None
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
     gender: Gender | None = None
     disability: Disability | None = None
     ethnicity: Ethnicity | None = None
     statistics_consent: bool = False
     joined_on: date | None = None
-    external_ref: str | None = Field(default=None, min_length=1, max_length=200)
+    external_ref: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed] | None
+    ) = None
 
 
 class MemberPatch(_In):
     """Only the fields given change; null clears a field, except those that cannot be
     empty (display_name, statistics_consent, joined_on, status: null is refused)."""
 
-    display_name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=100)
+    display_name: (
+        Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), Trimmed]
+        | SkipJsonSchema[None]
+    ) = None
     email: Email | None = None
-    phone: str | None = Field(default=None, max_length=50)
-    locality: str | None = Field(default=None, max_length=100)
-    postcode: str | None = Field(default=None, max_length=16)
+    phone: Annotated[str, Field(max_length=50), Trimmed] | None = None
+    locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
+    postcode: Annotated[str, Field(max_length=16), Trimmed] | None = None
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
     gender: Gender | None = None
     disability: Disability | None = None
     ethnicity: Ethnicity | None = None
     statistics_consent: bool | SkipJsonSchema[None] = None
     joined_on: date | SkipJsonSchema[None] = None
-    external_ref: str | None = Field(default=None, min_length=1, max_length=200)
+    external_ref: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed] | None
+    ) = None
     status: MemberStatus | SkipJsonSchema[None] = None
     left_on: date | None = None
 

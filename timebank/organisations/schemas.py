@@ -2,33 +2,37 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import Email, JsonBody
+from timebank.bodies import NOT_BLANK, Email, JsonBody, Trimmed
 from timebank.organisations.models import OrganisationKind, OrganisationStatus
 
 
 class _In(JsonBody):
-    model_config = ConfigDict(str_strip_whitespace=True)
+    """Text fields are trimmed after their length is checked (see ``timebank.bodies``)."""
 
 
 class OrganisationCreate(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed]
     kind: OrganisationKind
-    locality: str | None = Field(default=None, max_length=100)
-    registration_number: str | None = Field(default=None, max_length=50)
+    locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
+    registration_number: Annotated[str, Field(max_length=50), Trimmed] | None = None
     contact_email: Email | None = None
 
 
 class OrganisationPatch(_In):
     """Only the fields given change; null clears a field, except name, kind and status."""
 
-    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    name: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed]
+        | SkipJsonSchema[None]
+    ) = None
     kind: OrganisationKind | SkipJsonSchema[None] = None
-    locality: str | None = Field(default=None, max_length=100)
-    registration_number: str | None = Field(default=None, max_length=50)
+    locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
+    registration_number: Annotated[str, Field(max_length=50), Trimmed] | None = None
     contact_email: Email | None = None
     status: OrganisationStatus | SkipJsonSchema[None] = None
 
