@@ -1454,6 +1454,26 @@ async def test_refused_batch_line_leaves_its_external_ref_free_for_the_corrected
     await assert_ledger_invariants(session_maker)
 
 
+async def test_a_large_sheet_goes_in_whole_in_ledger_order(api: Api, session_maker: Maker) -> None:
+    """A sheet large enough to be written by COPY on PostgreSQL: every line in order,
+    the running balances in ledger order, refused lines skipped, the ledger still whole."""
+    slug = (await api.timebank(member_min_balance_minutes=-300))["slug"]
+    ann = await api.member(slug, "Ann")
+    bob = await api.member(slug, "Bob")
+    items = [simple(ann, bob, 10, external_ref=f"big/{i}") for i in range(120)]
+    items[5] = simple(ann, bob, 10, external_ref="big/4")  # taken by line 4 just before
+    results = await batch(api, slug, items, atomic=False)
+    statuses = [x["status"] for x in results]
+    # Bob may go down to −300: thirty lines of 10 minutes (60 postings), then his limit
+    assert statuses.count(201) == 30 and statuses[5] == 409
+    assert results[5]["error"]["code"] == "duplicate"
+    assert {x["error"]["code"] for x in results[31:]} == {"balance_limit_exceeded"}
+    assert await balances(api, slug, ann, bob) == [300, -300]
+    entries = (await statement(api, slug, ann, limit=100))["items"]
+    assert [e["balance_after_minutes"] for e in entries] == list(range(10, 301, 10))
+    await assert_ledger_invariants(session_maker)
+
+
 async def test_external_ref_stops_a_sheet_line_being_entered_twice_across_batch_retries(
     api: Api, session_maker: Maker
 ) -> None:

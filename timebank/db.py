@@ -11,16 +11,17 @@ treated as a disconnect (the pool drops the connection; the request gets 503
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import BigInteger, Integer, MetaData, Table, event
+from sqlalchemy import BigInteger, Integer, MetaData, Table, event, insert
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -209,3 +210,39 @@ async def write(session: AsyncSession, attempt: Callable[[], Awaitable[T]], *, r
                 await asyncio.sleep(delay)
                 continue
             raise
+
+
+def _copyable(value: Any) -> Any:
+    """COPY takes plain values: enums as their text."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+async def copy_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    chunk: int = 50_000,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Insert ``rows`` (dicts with the same keys) in order, in the session's transaction:
+    COPY on PostgreSQL (a serial id follows the row order), executemany on SQLite. The
+    database's triggers and constraints apply as to any INSERT."""
+    if not rows:
+        return
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        columns = list(rows[0])
+        for i in range(0, len(rows), chunk):
+            records = [tuple(_copyable(r[c]) for c in columns) for r in rows[i : i + chunk]]
+            await raw.copy_records_to_table(table.name, records=records, columns=columns)
+            if progress:
+                progress(min(i + chunk, len(rows)))
+        return
+    step = max(1, chunk // 10)
+    for i in range(0, len(rows), step):
+        await session.execute(insert(table), list(rows[i : i + step]))
+        if progress:
+            progress(min(i + step, len(rows)))

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
-from timebank.db import table_of, utcnow, uuid7
+from timebank.db import copy_rows, sqlstate, table_of, utcnow, uuid7
 from timebank.errors import AlreadyReversed, BalanceLimitExceeded, Duplicate
 from timebank.ledger.models import Account, Exchange, ExchangeKind, ExchangeStatus, Posting
 from timebank.ledger.rules import effective_limits, refused
@@ -236,22 +236,31 @@ def posted(row: dict[str, Any], d: Draft) -> Posted:
     )
 
 
+COPY_FROM = 50  # rows: from here on a batch's rows go in by COPY (PostgreSQL)
+
+
 async def insert_exchanges(
     session: AsyncSession, postings: list[dict[str, Any]], exchanges: list[dict[str, Any]]
 ) -> None:
-    """Insert postings, then their exchange rows, one statement each however many."""
-    if postings:
-        await session.execute(insert(table_of(Posting)), postings)
-    if not exchanges:
-        return
+    """Insert postings, then their exchange rows: one statement each however many (a large
+    batch by COPY on PostgreSQL; the rollup trigger runs once per statement either way)."""
+    bulk = len(postings) >= COPY_FROM and session.get_bind().dialect.name == "postgresql"
     try:
-        # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues")
-        # rather than one execution per row, so the statement-level rollup trigger runs once
-        # per thousand exchanges, not once per exchange
-        table = table_of(Exchange)
-        await session.execute(insert(table).returning(table.c.id), exchanges)
-    except IntegrityError as exc:  # a concurrent writer took the external_ref or reversal
-        msg = str(exc.orig).lower()
+        if bulk:
+            await copy_rows(session, table_of(Posting), postings)
+            await copy_rows(session, table_of(Exchange), exchanges)
+            return
+        if postings:
+            await session.execute(insert(table_of(Posting)), postings)
+        if exchanges:
+            # RETURNING makes SQLAlchemy send the rows as multi-row INSERTs
+            # ("insertmanyvalues") rather than one execution per row
+            table = table_of(Exchange)
+            await session.execute(insert(table).returning(table.c.id), exchanges)
+    except Exception as exc:  # a concurrent writer took the external_ref or the reversal
+        if sqlstate(exc) != "23505" and not isinstance(exc, IntegrityError):
+            raise
+        msg = str(getattr(exc, "orig", None) or exc).lower()
         if "external_ref" in msg:
             refs = [r["external_ref"] for r in exchanges if r["external_ref"]]
             raise duplicate_ref(refs[0] if len(refs) == 1 else None) from exc

@@ -27,7 +27,6 @@ alter the tables, the triggers stay on and check every row.
 
 from __future__ import annotations
 
-import enum
 import os
 import random
 import uuid
@@ -36,13 +35,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, text, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import SYSTEM, Principal, Role
 from timebank.audit import service as audit
-from timebank.db import begin_write, utcnow, uuid7
+from timebank.db import begin_write, copy_rows, utcnow, uuid7
 from timebank.ledger.models import (
     Account,
     Exchange,
@@ -672,27 +671,8 @@ async def _bulk(
     progress: Progress,
     phase: str,
 ) -> None:
-    """Insert ``rows`` in order: COPY on PostgreSQL, batched executemany on SQLite."""
-    if not rows:
-        return
-    chunk = 50_000
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        columns = list(rows[0])
-        for i in range(0, len(rows), chunk):
-            part = rows[i : i + chunk]
-            await raw.copy_records_to_table(
-                table.name,
-                records=[tuple(_pg(r[c]) for c in columns) for r in part],
-                columns=columns,
-            )
-            progress(phase, min(i + chunk, len(rows)), len(rows))
-        return
-    for i in range(0, len(rows), chunk // 10):
-        await session.execute(insert(table), list(rows[i : i + chunk // 10]))
-        progress(phase, min(i + chunk // 10, len(rows)), len(rows))
+    """Insert ``rows`` in order (COPY on PostgreSQL), reporting progress."""
+    await copy_rows(session, table, rows, progress=lambda done: progress(phase, done, len(rows)))
 
 
 TRIGGERED = ("postings", "exchanges")
@@ -739,11 +719,6 @@ async def _resume_triggers(session: AsyncSession, suspended: Suspended) -> None:
         return
     for _, sql in suspended.sqlite_triggers:
         await conn.execute(text(sql))
-
-
-def _pg(value: Any) -> Any:
-    """COPY takes plain values: enums as their text."""
-    return value.value if isinstance(value, enum.Enum) else value
 
 
 async def generate(
