@@ -168,7 +168,10 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 async def begin_write(session: AsyncSession) -> None:
-    """Start the session's transaction as a write transaction (SQLite: BEGIN IMMEDIATE)."""
+    """Start the session's transaction as a write transaction (SQLite: BEGIN IMMEDIATE). A
+    transaction already begun (PostgreSQL keeps the request's opening read) goes on."""
+    if session.in_transaction():
+        return
     await session.connection(execution_options={"write": True})
 
 
