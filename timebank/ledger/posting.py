@@ -57,9 +57,36 @@ class Draft:
         return sum(leg.minutes for leg in self.legs if leg.minutes > 0)
 
 
+@dataclass(slots=True)
+class NewExchange:
+    """An exchange row just written, for the response: a plain record, not an ORM object
+    (a batch makes a thousand, and the ORM's instrumentation would be most of its cost)."""
+
+    id: uuid.UUID
+    timebank_id: uuid.UUID
+    status: ExchangeStatus
+    kind: ExchangeKind
+    minutes: int
+    category_id: uuid.UUID | None
+    occurred_on: date
+    recorded_at: datetime
+    description: str | None
+    external_ref: str | None
+    reverses: uuid.UUID | None
+    provider_account_id: uuid.UUID | None
+    recipient_account_id: uuid.UUID | None
+    logged_by_key_id: uuid.UUID | None
+    logged_by_role: str
+    proposed_by: uuid.UUID | None
+    decided_by: uuid.UUID | None
+    decided_at: datetime | None
+    override_reason: str | None
+    reason: str | None
+
+
 @dataclass
 class Posted:
-    exchange: Exchange
+    exchange: Exchange | NewExchange
     postings: list[PostingOut] = field(default_factory=list)
     category: str | None = None
     reversed_by: uuid.UUID | None = None
@@ -228,10 +255,13 @@ def posting_rows(
 
 
 def posted(row: dict[str, Any], d: Draft) -> Posted:
-    """The response's view of a row just written (an ORM object not added to the session)."""
+    """The response's view of a row just written."""
     return Posted(
-        Exchange(**row),
-        [PostingOut(account_id=leg.account_id, minutes=leg.minutes) for leg in d.legs],
+        NewExchange(**row),
+        [
+            PostingOut.model_construct(account_id=leg.account_id, minutes=leg.minutes)
+            for leg in d.legs
+        ],
         d.category.slug if d.category else None,
     )
 

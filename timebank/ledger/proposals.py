@@ -26,6 +26,7 @@ from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType
 from timebank.ledger.posting import (
     Book,
     Leg,
+    NewExchange,
     Posted,
     exchange_row,
     insert_exchanges,
@@ -84,7 +85,7 @@ async def propose_exchange(
             details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
         ),
     )
-    out = view(Posted(Exchange(**row), [], d.category.slug if d.category else None))
+    out = view(Posted(NewExchange(**row), [], d.category.slug if d.category else None))
     if claim is not None:
         await claim.settle(session, out)
     await session.commit()

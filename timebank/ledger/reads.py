@@ -77,7 +77,9 @@ async def load_views(
                 .order_by(Posting.id)
             )
         ).all():
-            postings[ex_id].append(PostingOut(account_id=account_id, minutes=minutes))
+            postings[ex_id].append(
+                PostingOut.model_construct(account_id=account_id, minutes=minutes)
+            )
     cat_ids = {e.category_id for e in exchanges if e.category_id}
     cats: dict[uuid.UUID, str] = {}
     if cat_ids:
@@ -104,7 +106,7 @@ async def load_views(
 def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
     """The API's view of an exchange; ``expired_at`` for a stale proposal."""
     e = p.exchange
-    return ExchangeOut(
+    return ExchangeOut.model_construct(  # trusted: from the ledger, not from a client
         id=e.id,
         status=ExchangeStatus.expired.value if expired_at else e.status.value,
         kind=e.kind.value,
@@ -119,7 +121,7 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
         recipient_account_id=e.recipient_account_id,
         reverses=e.reverses,
         reversed_by=p.reversed_by,
-        logged_by=LoggedBy(key_id=e.logged_by_key_id, role=e.logged_by_role),
+        logged_by=LoggedBy.model_construct(key_id=e.logged_by_key_id, role=e.logged_by_role),
         proposed_by=e.proposed_by,
         decided_by=e.decided_by,
         decided_at=expired_at or e.decided_at,
