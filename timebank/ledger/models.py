@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -80,6 +82,12 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
 
 
+_PENDING: dict[str, Any] = {
+    "postgresql_where": text("status = 'pending'"),
+    "sqlite_where": text("status = 'pending'"),
+}
+
+
 class Exchange(Base):
     """One business event. Amounts and parties never change once recorded; only a pending
     exchange changes status (once), and free text may be redacted on erasure."""
@@ -91,6 +99,9 @@ class Exchange(Base):
         Index(None, "timebank_id", "occurred_on"),
         Index(None, "timebank_id", "status", "recorded_at"),
         Index(None, "timebank_id", "kind", "occurred_on"),  # pool figures in reports
+        # a balance's pending flows: only the few pending proposals of the account
+        Index(None, "provider_account_id", "recorded_at", **_PENDING),
+        Index(None, "recipient_account_id", "recorded_at", **_PENDING),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
