@@ -115,4 +115,10 @@ def field_error(field: str | None, message: str) -> dict[str, str]:
         if named:
             return {"field": named.group(1), "message": named.group(2)}
         return {"field": "body", "message": message.removeprefix("Value error, ")}
+    if message == BLANK_PATTERN_MESSAGE:
+        message = "must not be blank (spaces, tabs and line breaks alone are not a value)"
     return {"field": field, "message": message.removeprefix("Value error, ")}
+
+
+# pydantic's words for a required text that is blank (``timebank.bodies.NOT_BLANK``)
+BLANK_PATTERN_MESSAGE = "String should match pattern '[^ \\t\\n\\r]'"
