@@ -16,6 +16,11 @@ its pending flows in one call, for ``GET …/members/{id}/balance``; it too answ
 ``{"fallback": true}`` for anything but the plain case (including a key due for its
 ``last_used_at`` touch, a write the in-process path makes).
 
+The key's ``last_used_at`` touch (at most once a minute, as ``auth.LAST_USED_LAG``) comes
+last, so the key row is locked only from there to the commit; a refused request does not
+touch it (the in-process path's touch is a transaction of its own). ``recorded_at`` is
+taken after the account locks are held, as the in-process path takes it.
+
 The database still enforces SPEC §2 by itself: the zero-sum, sealed-posting and balance
 checks of 0001/0002 apply to what this function writes as to any other writer.
 
@@ -57,6 +62,13 @@ BEGIN
                           jsonb_build_object('field', field, 'message', message));
 END $$;
 --
+CREATE FUNCTION timebank_touch(key_id uuid, last_used timestamptz, now_ timestamptz)
+RETURNS void LANGUAGE sql AS $$
+  -- as auth's LAST_USED_LAG: at most once a minute per key
+  UPDATE api_keys SET last_used_at = now_
+  WHERE id = key_id AND (last_used IS NULL OR now_ - last_used > interval '1 minute')
+$$;
+--
 CREATE FUNCTION timebank_record_simple(
   p_secret_hash text, p_slug text, p_idem_key text, p_fingerprint text, p_request_id text,
   p_exchange_id uuid,
@@ -67,6 +79,7 @@ CREATE FUNCTION timebank_record_simple(
 DECLARE
   k record; tb record; rec record; cat record; acc record;
   now_ timestamptz := now();
+  recorded timestamptz;
   today_ date;
   occurred date;
   labels text[] := ARRAY['provider', 'recipient'];
@@ -92,9 +105,6 @@ BEGIN
      OR (k.timebank_id IS NULL AND k.role <> 'admin') THEN
     RETURN '{"fallback": true}';
   END IF;
-  IF k.last_used_at IS NULL OR now_ - k.last_used_at > interval '1 minute' THEN
-    UPDATE api_keys SET last_used_at = now_ WHERE id = k.id;  -- as auth's LAST_USED_LAG
-  END IF;
 
   -- the Idempotency-Key: claimed first (a concurrent duplicate waits here, then replays)
   IF p_idem_key IS NOT NULL THEN
@@ -116,6 +126,7 @@ BEGIN
           'A request with this Idempotency-Key was already carried out; its stored '
           'response was erased with a member''s personal data');
       END IF;
+      PERFORM timebank_touch(k.id, k.last_used_at, now_);
       RETURN json_build_object('status', rec.status_code, 'replayed', true,
                                'body', rec.response_body)::text;
     END IF;
@@ -217,6 +228,7 @@ BEGIN
     END IF;
     afters[i] := bal + delta;
   END LOOP;
+  recorded := clock_timestamp();  -- after the lock wait, as the in-process path takes it
 
   -- insert the postings and the exchange, update the balances
   INSERT INTO postings (exchange_id, account_id, minutes, balance_after_minutes)
@@ -227,7 +239,7 @@ BEGIN
       recorded_at, description, external_ref, reverses, provider_account_id,
       recipient_account_id, logged_by_key_id, logged_by_role, proposed_by, decided_by,
       decided_at, override_reason, reason)
-    VALUES (p_exchange_id, tb.id, 'recorded', kind_, p_minutes, v_category_id, occurred, now_,
+    VALUES (p_exchange_id, tb.id, 'recorded', kind_, p_minutes, v_category_id, occurred, recorded,
       p_description, p_external_ref, NULL, accs[1], accs[2], k.id, k.role, NULL, NULL,
       NULL, CASE WHEN p_override THEN p_override_reason END, NULL);
   EXCEPTION WHEN unique_violation THEN  -- a concurrent writer took the reference
@@ -249,11 +261,11 @@ BEGIN
           'exchange', p_exchange_id::text, p_request_id,
           CASE WHEN p_override THEN p_override_reason END,
           json_build_object('kind', kind_, 'accounts', json_build_array(accs[1], accs[2])),
-          now_);
+          recorded);
   body := json_build_object(
     'id', p_exchange_id, 'status', 'recorded', 'kind', kind_, 'minutes', p_minutes,
     'category', category_slug, 'occurred_on', to_char(occurred, 'YYYY-MM-DD'),
-    'recorded_at', timebank_iso(now_), 'description', p_description,
+    'recorded_at', timebank_iso(recorded), 'description', p_description,
     'external_ref', p_external_ref,
     'postings', json_build_array(
       json_build_object('account_id', accs[1], 'minutes', deltas[1]),
@@ -267,6 +279,8 @@ BEGIN
     UPDATE idempotency_keys SET status_code = 201, response_body = body
     WHERE api_key_id = k.id AND key = p_idem_key;
   END IF;
+  -- last: the key row is locked only from here to the commit
+  PERFORM timebank_touch(k.id, k.last_used_at, now_);
   RETURN json_build_object('status', 201, 'replayed', false, 'body', body)::text;
 END $$;
 --
@@ -321,6 +335,7 @@ DROP = [
     "DROP FUNCTION IF EXISTS timebank_member_balance(text, text, uuid)",
     "DROP FUNCTION IF EXISTS timebank_record_simple(text, text, text, text, text, uuid, text,"
     " uuid, text, uuid, integer, text, text, date, text, boolean, text)",
+    "DROP FUNCTION IF EXISTS timebank_touch(uuid, timestamptz, timestamptz)",
     "DROP FUNCTION IF EXISTS timebank_invalid(text, text)",
     "DROP FUNCTION IF EXISTS timebank_refuse(text, text, jsonb)",
     "DROP FUNCTION IF EXISTS timebank_iso(timestamptz)",
