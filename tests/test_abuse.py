@@ -81,6 +81,16 @@ def test_token_bucket_allows_a_burst_of_the_limit_then_one_request_per_interval(
     assert buckets.take("a", 80.0) > 0
 
 
+@pytest.mark.parametrize("now", [1000.00822, 1000.00959, 1000.01096, 1000.02192])
+def test_a_fresh_key_is_never_refused_by_floating_point_noise(now: float) -> None:
+    """At these clock values ``(now + 60) - now - 60`` is a hair above zero: the bucket
+    refused a key's first request (CI: 429 then 200 for a limit of one a minute)."""
+    buckets = TokenBuckets(1)
+    assert buckets.wait("k", now) == 0.0
+    assert buckets.take("k", now) == 0.0
+    assert buckets.take("k", now + 0.001) > 59
+
+
 def test_token_bucket_wait_charges_nothing_and_charge_is_capped() -> None:
     buckets = TokenBuckets(6)
     assert [buckets.wait("a", 0.0) for _ in range(20)] == [0.0] * 20

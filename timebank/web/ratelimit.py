@@ -34,6 +34,7 @@ from timebank.errors import DomainError, RateLimited
 from timebank.web.problems import domain_problem
 
 WINDOW_SECONDS = 60.0
+EPSILON = 1e-6  # seconds: below this, floating-point noise, not a wait
 UNLIMITED_PATHS = frozenset({"/health", "/ready"})
 
 
@@ -56,8 +57,8 @@ class TokenBuckets:
     def wait(self, key: str, now: float | None = None) -> float:
         """Seconds until ``key`` may make a request (0 if it may now), charging nothing."""
         now = self.clock() if now is None else now
-        tat = max(self._tat.get(key, now), now)
-        return max(0.0, tat + self.interval - now - WINDOW_SECONDS)
+        over = self._backlog(key, now) + self.interval - WINDOW_SECONDS
+        return over if over > EPSILON else 0.0
 
     def take(self, key: str, now: float | None = None) -> float:
         """Charge one request to ``key`` if it has a token: 0.0. Otherwise charge nothing and
@@ -65,12 +66,18 @@ class TokenBuckets:
         now = self.clock() if now is None else now
         if now >= self._next_sweep:
             self._sweep(now)
-        tat = max(self._tat.get(key, now), now) + self.interval
-        over = tat - now - WINDOW_SECONDS
-        if over > 0:
+        backlog = self._backlog(key, now)
+        over = backlog + self.interval - WINDOW_SECONDS
+        if over > EPSILON:
             return over
-        self._tat[key] = tat
+        self._tat[key] = now + backlog + self.interval
         return 0.0
+
+    def _backlog(self, key: str, now: float) -> float:
+        """How far ahead of ``now`` the key's bucket is: exactly 0 for a full one. (Not
+        ``tat - now`` after adding the interval: with a clock value of some size,
+        ``(now + 60) - now - 60`` can come out a hair above zero and refuse a fresh key.)"""
+        return max(self._tat.get(key, now) - now, 0.0)
 
     def charge(self, key: str, now: float | None = None) -> None:
         """Charge one request to ``key`` whether or not it has a token left (capped at one
