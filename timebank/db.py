@@ -17,7 +17,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -249,3 +250,12 @@ async def copy_rows(
         await session.execute(insert(table), list(rows[i : i + step]))
         if progress:
             progress(min(i + step, len(rows)))
+
+
+@asynccontextmanager
+async def autocommit_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A pooled connection's asyncpg connection in autocommit: each statement is its own
+    transaction (the one-call paths of :mod:`timebank.ledger.server_side`)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield (await conn.get_raw_connection()).driver_connection

@@ -114,14 +114,24 @@ async def create_key(
     return CreatedKey(key, secret)
 
 
+def bearer_secret(authorization: str | None) -> str | None:
+    """The API key's secret from an ``Authorization: Bearer`` header, if it can be one."""
+    if not authorization or authorization[:7].lower() != "bearer ":
+        return None
+    secret = authorization[7:].strip()
+    if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
+        return None
+    return secret
+
+
 async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
     """Resolve a Bearer secret to a principal; 401 for anything missing, unknown, revoked or
     expired. Revocation is read from the database on every request, so it is immediate in
     every worker."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("Send Authorization: Bearer <api key>")
-    secret = authorization[7:].strip()
-    if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
+    secret = bearer_secret(authorization)
+    if secret is None:
         raise Unauthorized("Unknown API key")
     digest = hash_secret(secret)
     key = (

@@ -126,28 +126,17 @@ async def fingerprint(request: Request[Any, Any, Any]) -> str:
     return idempotency.fingerprint(request.method, request.url.path, body)
 
 
-def bearer_secret(request: Request[Any, Any, Any]) -> str | None:
-    """The API key's secret from ``Authorization: Bearer``, if it looks like one."""
-    authorization = request.headers.get("authorization") or ""
-    secret = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
-    if not secret.startswith(auth.SECRET_PREFIX) or len(secret) > 200:
-        return None
-    return secret
-
-
 async def balance_in_one_call(
     request: Request[Any, Any, Any], engine: AsyncEngine, slug: str, member_id: uuid.UUID
 ) -> Response[Any] | None:
     """PostgreSQL: a member's balance with one statement (key, bank, member, pending
     flows). ``None`` where that path does not take the request on."""
-    secret = bearer_secret(request)
+    secret = auth.bearer_secret(request.headers.get("authorization"))
     if secret is None:
         return None
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        raw = await conn.get_raw_connection()
+    async with db.autocommit_driver(engine) as conn:
         body = await server_side.member_balance(
-            raw.driver_connection,
+            conn,
             secret_hash=auth.hash_secret(secret),
             slug=slug,
             member_id=member_id,
@@ -163,15 +152,13 @@ async def record_in_one_call(
     """PostgreSQL: record a simple exchange with one statement (key, bank, Idempotency-Key
     and the whole write: :mod:`timebank.ledger.server_side`). ``None`` where that path does
     not take the request on; nothing was written then."""
-    secret = bearer_secret(request)
+    secret = auth.bearer_secret(request.headers.get("authorization"))
     if secret is None:
         return None
     key = idempotency.check_key(request.headers.get("idempotency-key"))
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        raw = await conn.get_raw_connection()
+    async with db.autocommit_driver(engine) as conn:
         answer = await server_side.record_simple(
-            raw.driver_connection,
+            conn,
             secret_hash=auth.hash_secret(secret),
             slug=slug,
             idempotency_key=key,
