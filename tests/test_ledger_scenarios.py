@@ -24,6 +24,7 @@ from timebank.ledger.models import Account, Exchange, ExchangeStatus, Posting
 
 LONDON = ZoneInfo("Europe/London")
 CSV_COLUMNS = [
+    "row",
     "entry_id",
     "exchange_id",
     "kind",
@@ -1041,10 +1042,14 @@ async def test_statement_as_csv_by_accept_header_and_by_format_param_matches_the
     for r in (by_accept, by_param):
         assert r.status_code == 200, r.text
         assert r.headers["content-type"].startswith("text/csv")
-        assert r.headers["x-opening-balance-minutes"] == "0"
-        assert r.headers["x-closing-balance-minutes"] == "165"
-    assert by_accept.text == by_param.text
+    by_operation = await api.get(path + ".csv")
+    assert by_operation.headers["content-type"] == "text/csv; charset=utf-8"
+    assert by_accept.text == by_param.text == by_operation.text
     rows = parse_csv(by_param.text)
+    opening, *rows, closing = rows
+    assert (opening["row"], opening["balance_after_minutes"]) == ("opening_balance", "0")
+    assert (closing["row"], closing["balance_after_minutes"]) == ("closing_balance", "165")
+    assert {row["row"] for row in rows} == {"entry"}
     assert [
         (
             row["entry_id"],
@@ -1078,13 +1083,14 @@ async def test_statement_as_csv_by_accept_header_and_by_format_param_matches_the
     feb = await api.get(path, params={"format": "csv", "from": "2025-02-01", "to": "2025-02-28"})
     assert feb.status_code == 200, feb.text
     assert [
-        (row["exchange_id"], row["minutes"], row["balance_after_minutes"])
+        (row["row"], row["exchange_id"], row["minutes"], row["balance_after_minutes"])
         for row in parse_csv(feb.text)
-    ] == [(exs[1]["id"], "-45", "135"), (exs[2]["id"], "60", "195")]
-    assert (feb.headers["x-opening-balance-minutes"], feb.headers["x-closing-balance-minutes"]) == (
-        "180",
-        "195",
-    )
+    ] == [
+        ("opening_balance", "", "", "180"),
+        ("entry", exs[1]["id"], "-45", "135"),
+        ("entry", exs[2]["id"], "60", "195"),
+        ("closing_balance", "", "", "195"),
+    ]
     await assert_ledger_invariants(session_maker)
 
 

@@ -196,7 +196,7 @@ async def test_problem_schema_requires_the_rfc9457_keys_and_code(
             schema = resolve(openapi, content[PROBLEM_JSON]["schema"])
             assert set(schema.get("required", [])) >= PROBLEM_KEYS, (method, path, status)
             props = schema["properties"]
-            assert props["code"]["type"] == "string"
+            assert resolve(openapi, props["code"])["type"] == "string"
             assert props["status"]["type"] == "integer"
             seen += 1
     assert seen > 50

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 
 import pydantic_core
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 # email-validator refuses addresses that can never be delivered, which JSON Schema's
 # `format: email` cannot say: state it.
@@ -55,3 +57,20 @@ class JsonBody(BaseModel):
             strict=True,
             context=kwargs.get("context"),
         )
+
+
+# The models documented as alternatives of a body (:func:`one_of`): the OpenAPI document
+# lists them as components of their own.
+ALTERNATIVES: list[type[BaseModel]] = []
+
+
+def one_of(*models: type[BaseModel]) -> Any:
+    """A ``__get_pydantic_json_schema__`` that documents a body as ``oneOf`` plain object
+    alternatives (which generated clients turn into typed classes), while the model itself
+    keeps validating the request with one readable error per mistake."""
+    ALTERNATIVES.extend(models)
+
+    def schema(_: type, __: CoreSchema, ___: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]}
+
+    return classmethod(schema)

@@ -21,6 +21,7 @@ from timebank.web.problems import problems
     summary="Audit events of a time bank (admin)",
     description="One event per write: who (key id and role), what (action), target, when, "
     "request id, and the reason for overrides and reversals. Ids and field names only.",
+    operation_id="listAuditEvents",
 )
 async def audit_events(
     db_session: AsyncSession,

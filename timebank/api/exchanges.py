@@ -76,6 +76,7 @@ class ExchangeController(Controller):
         description="Simple form (`provider`, `recipient`, `minutes`) or group form "
         "(`providers`, `recipients`). Providers are credited, recipients debited. "
         "Send `Idempotency-Key` to make retries safe.",
+        operation_id="createExchange",
     )
     async def create(
         self,
@@ -108,6 +109,7 @@ class ExchangeController(Controller):
         description="Each result carries its own status. With `atomic: true` nothing is "
         "recorded unless every item is; refused items carry their error and the others "
         "status 424 `batch_aborted`.",
+        operation_id="createExchangeBatch",
     )
     async def batch(
         self,
@@ -128,7 +130,13 @@ class ExchangeController(Controller):
             request, db_session, principal, use_case, status=200, render=render_batch
         )
 
-    @get("/", responses=problems(403, 404, 422))
+    @get(
+        "/",
+        responses=problems(403, 404, 422),
+        operation_id="listExchanges",
+        summary="Exchanges of the bank, newest first",
+        description="Filters combine. A member key lists its own exchanges only; `awaiting=me` gives the proposals waiting for its decision. Paged.",
+    )
     async def list_(
         self,
         db_session: AsyncSession,
@@ -179,7 +187,13 @@ class ExchangeController(Controller):
             nxt = encode_cursor(rows[-1].id)
         return Page(items=rows, next_cursor=nxt)
 
-    @get("/{exchange_id:uuid}", responses=problems(403, 404))
+    @get(
+        "/{exchange_id:uuid}",
+        responses=problems(403, 404),
+        operation_id="getExchange",
+        summary="One exchange with its postings",
+        description="Staff keys, or a member key that is a party to it.",
+    )
     async def get_one(
         self,
         request: Request[Any, Any, Any],
@@ -215,6 +229,7 @@ class ExchangeController(Controller):
         summary="Confirm a pending exchange (counterparty member or broker)",
         description="Posts it: re-checks party status, limits and category. A refused "
         "confirmation leaves it pending.",
+        operation_id="confirmExchange",
     )
     async def confirm(
         self,
@@ -233,6 +248,8 @@ class ExchangeController(Controller):
         status_code=200,
         responses=problems(403, 404, 409, 413, 422, conflict=["not_pending"]),
         summary="Reject a pending exchange (counterparty member or broker)",
+        operation_id="rejectExchange",
+        description="The exchange becomes `rejected` and is never posted. The body (a reason) may be left out.",
     )
     async def reject(
         self,
@@ -252,6 +269,8 @@ class ExchangeController(Controller):
         status_code=200,
         responses=problems(403, 404, 409, 413, 422, conflict=["not_pending"]),
         summary="Cancel a pending exchange (its proposer or a broker)",
+        operation_id="cancelExchange",
+        description="The exchange becomes `cancelled` and is never posted. The body (a reason) may be left out.",
     )
     async def cancel(
         self,
@@ -281,6 +300,7 @@ class ExchangeController(Controller):
         summary="Reverse a recorded exchange (broker)",
         description="Posts the mirror image as a new exchange of kind `reversal`; ignores "
         "limits and party status; at most once per exchange.",
+        operation_id="reverseExchange",
     )
     async def reverse(
         self,

@@ -42,6 +42,7 @@ class ApiKeyController(Controller):
         responses=problems(400, 403, 404, 413, 422, keyed=True),
         summary="Create an API key (admin; brokers: member keys only)",
         description="The secret is in the response once and never again.",
+        operation_id="createApiKey",
     )
     async def create(
         self,
@@ -77,7 +78,13 @@ class ApiKeyController(Controller):
             request, db_session, principal, use_case, render=render, unstored_fields=("secret",)
         )
 
-    @get("/", responses=problems(403, 404, 422), summary="List keys (never secrets)")
+    @get(
+        "/",
+        responses=problems(403, 404, 422),
+        summary="List keys (never secrets)",
+        operation_id="listApiKeys",
+        description="Prefix, role, label, expiry and status of every key of the bank; secrets are never shown again. Admin keys (brokers: member keys).",
+    )
     async def list_(
         self,
         db_session: AsyncSession,
@@ -97,6 +104,8 @@ class ApiKeyController(Controller):
         status_code=200,
         responses=problems(403, 404),
         summary="Revoke a key, at once, in every worker",
+        operation_id="revokeApiKey",
+        description="Refused at once by every worker; repeating it changes nothing.",
     )
     async def revoke(
         self,
@@ -123,6 +132,8 @@ class GlobalApiKeyController(Controller):
         "/",
         responses=problems(400, 403, 413, 422, keyed=True),
         summary="Create a global admin key (global admin)",
+        operation_id="createGlobalApiKey",
+        description="A key over every bank (admin), or a funder key over several banks. The secret is in the response once and never again.",
     )
     async def create(
         self,
@@ -162,6 +173,8 @@ class GlobalApiKeyController(Controller):
         status_code=200,
         responses=problems(403, 404),
         summary="Revoke any key by id (global admin), e.g. a funder key over several banks",
+        operation_id="revokeGlobalApiKey",
+        description="Any key, by id; refused at once by every worker.",
     )
     async def revoke(
         self,

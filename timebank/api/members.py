@@ -9,17 +9,26 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from timebank.access import STAFF, Principal, Role
-from timebank.api.statements import statement_response
+from timebank.api.statements import (
+    CSV,
+    FormatParam,
+    FromParam,
+    ToParam,
+    statement_csv,
+    statement_json,
+    wants_csv,
+)
 from timebank.errors import Forbidden
 from timebank.idempotency import Claim
 from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
-from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
+from timebank.ledger.schemas import BalanceOut, StatementOut
 from timebank.lifecycle import register
 from timebank.lifecycle.erase import erase_member
 from timebank.members import service
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
+from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 from timebank.web.auth import provide_principal
 from timebank.web.idempotent import (
@@ -29,7 +38,7 @@ from timebank.web.idempotent import (
     view_as,
     write,
 )
-from timebank.web.openapi import ALSO_RETURNS
+from timebank.web.openapi import FILE
 from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
 
@@ -52,6 +61,7 @@ def require_self_or_staff(
     responses=problems(403, 404, 422),
     summary="Directory: id and display name of active members and organisations",
     description="For partner apps choosing a counterparty; no contact or demographic data.",
+    operation_id="getDirectory",
 )
 async def directory(
     db_session: AsyncSession,
@@ -89,6 +99,10 @@ class MemberController(Controller):
             keyed=True,
         ),
         summary="Register a member (broker)",
+        operation_id="createMember",
+        description="Brokers and admins. The member gets an account with the bank's default "
+        "limits (and its starting grant from the pool, if the bank gives one). Reports count "
+        "demographic fields only of members with `statistics_consent: true`.",
     )
     async def create(
         self,
@@ -105,7 +119,13 @@ class MemberController(Controller):
 
         return await idempotent(request, db_session, principal, use_case, render=view_as(MemberOut))
 
-    @get("/", responses=problems(403, 404, 422))
+    @get(
+        "/",
+        responses=problems(403, 404, 422),
+        operation_id="listMembers",
+        summary="Members of the bank (broker, admin)",
+        description="Filter by `status`; `q` matches display names (case-insensitive, anywhere in the name). Paged.",
+    )
     async def list_(
         self,
         db_session: AsyncSession,
@@ -123,7 +143,13 @@ class MemberController(Controller):
         items, nxt = page(rows, n, lambda m: m.id)
         return Page(items=[MemberOut.model_validate(m) for m in items], next_cursor=nxt)
 
-    @get("/{member_id:uuid}", responses=problems(403, 404))
+    @get(
+        "/{member_id:uuid}",
+        responses=problems(403, 404),
+        operation_id="getMember",
+        summary="A member's record",
+        description="Staff keys, or a member key for itself.",
+    )
     async def get_one(
         self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
     ) -> MemberOut:
@@ -139,6 +165,7 @@ class MemberController(Controller):
         description="Personal and demographic fields are nulled, the display name replaced and "
         "the status set to `erased`. Postings stay; the free text of the member's exchanges "
         "is redacted; the member's keys are revoked. Repeating it changes nothing.",
+        operation_id="eraseMember",
     )
     async def erase(
         self,
@@ -160,6 +187,8 @@ class MemberController(Controller):
         "/{member_id:uuid}",
         responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"]),
         summary="Edit a member or change status",
+        operation_id="updateMember",
+        description="Only the fields given change; `null` clears a field that may be empty. Status changes (suspended, left) are audited.",
     )
     async def update(
         self,
@@ -177,7 +206,13 @@ class MemberController(Controller):
 
         return await write(request, db_session, use_case)
 
-    @get("/{member_id:uuid}/balance", responses=problems(403, 404))
+    @get(
+        "/{member_id:uuid}/balance",
+        responses=problems(403, 404),
+        operation_id="getMemberBalance",
+        summary="A member's balance, limits and pending minutes",
+        description="Staff keys, or a member key for itself.",
+    )
     async def balance(
         self,
         request: Request[Any, Any, Any],
@@ -195,12 +230,20 @@ class MemberController(Controller):
         require_self_or_staff(principal, bank.id, member_id)
         return Response(await reads.balance(db_session, bank, OwnerType.member, member_id))
 
+    async def _statement_of(
+        self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID
+    ) -> tuple[TimeBank, Member]:
+        bank = await get_by_slug(db_session, principal, tb)
+        require_self_or_staff(principal, bank.id, member_id)
+        return bank, await service.get_member(db_session, bank, member_id)
+
     @get(
         "/{member_id:uuid}/statement",
         responses=problems(403, 404, 422),
-        opt={ALSO_RETURNS: ["text/csv"]},
-        description="Entries in ledger order; `from`/`to` (inclusive) filter on occurred_on. "
-        "`Accept: text/csv` or `?format=csv` gives every entry of the period as CSV.",
+        operation_id="getMemberStatement",
+        summary="A member's statement (JSON, paged)",
+        description="Entries in ledger order, each with the balance after it; `from`/`to` "
+        "(inclusive) filter on occurred_on. The same as CSV: `getMemberStatementCsv`.",
     )
     async def statement(
         self,
@@ -209,24 +252,60 @@ class MemberController(Controller):
         principal: Principal,
         tb: str,
         member_id: uuid.UUID,
-        date_from: date | None = Parameter(query="from", default=None),
-        date_to: date | None = Parameter(query="to", default=None),
+        date_from: date | None = FromParam,
+        date_to: date | None = ToParam,
         limit: int | None = LimitParam,
         cursor: str | None = None,
-        fmt: FormatParam | None = Parameter(query="format", default=None),
+        fmt: str | None = FormatParam,
     ) -> Response[StatementOut]:
-        bank = await get_by_slug(db_session, principal, tb)
-        require_self_or_staff(principal, bank.id, member_id)
-        m = await service.get_member(db_session, bank, member_id)
-        return await statement_response(
-            request,
+        bank, party = await self._statement_of(db_session, principal, tb, member_id)
+        if wants_csv(request, fmt):  # curl users; the document's CSV is its own operation
+            return await statement_csv(  # type: ignore[return-value]
+                db_session,
+                bank,
+                party.account_id,
+                date_from=date_from,
+                date_to=date_to,
+                filename=f"statement-{party.id}",
+            )
+        return Response(
+            await statement_json(
+                db_session,
+                bank,
+                party.account_id,
+                date_from=date_from,
+                date_to=date_to,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    @get(
+        "/{member_id:uuid}/statement.csv",
+        responses=problems(403, 404, 422),
+        media_type=CSV,
+        opt={FILE: CSV},
+        operation_id="getMemberStatementCsv",
+        summary="A member's statement as CSV (the whole period)",
+        description="One row per entry with the balance after it, the opening balance as the "
+        "first row and the closing balance as the last (`row`: opening_balance, entry, "
+        "closing_balance); `from`/`to` (inclusive) on occurred_on. No paging.",
+    )
+    async def statement_csv(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        member_id: uuid.UUID,
+        date_from: date | None = FromParam,
+        date_to: date | None = ToParam,
+    ) -> Response[str]:
+        bank, party = await self._statement_of(db_session, principal, tb, member_id)
+        return await statement_csv(
             db_session,
             bank,
-            m.account_id,
+            party.account_id,
             date_from=date_from,
             date_to=date_to,
-            limit=limit,
-            cursor=cursor,
-            fmt=fmt,
-            filename=f"statement-{m.id}",
+            filename=f"statement-{party.id}",
         )

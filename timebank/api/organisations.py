@@ -9,18 +9,27 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
-from timebank.api.statements import statement_response
+from timebank.api.statements import (
+    CSV,
+    FormatParam,
+    FromParam,
+    ToParam,
+    statement_csv,
+    statement_json,
+    wants_csv,
+)
 from timebank.idempotency import Claim
 from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
-from timebank.ledger.schemas import BalanceOut, FormatParam, StatementOut
+from timebank.ledger.schemas import BalanceOut, StatementOut
 from timebank.lifecycle import register
 from timebank.organisations import service
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
+from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, view_as, write
-from timebank.web.openapi import ALSO_RETURNS
+from timebank.web.openapi import FILE
 from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
 
@@ -33,6 +42,8 @@ class OrganisationController(Controller):
         "/",
         responses=problems(400, 403, 404, 413, 422, keyed=True),
         summary="Register an organisation",
+        operation_id="createOrganisation",
+        description="Organisations are parties like members (charities, groups, NHS teams); names are shown in reports. Brokers and admins.",
     )
     async def create(
         self,
@@ -51,7 +62,13 @@ class OrganisationController(Controller):
             request, db_session, principal, use_case, render=view_as(OrganisationOut)
         )
 
-    @get("/", responses=problems(403, 404, 422))
+    @get(
+        "/",
+        responses=problems(403, 404, 422),
+        operation_id="listOrganisations",
+        summary="Organisations of the bank",
+        description="Filter by `status`; `q` matches names. Paged. Staff keys.",
+    )
     async def list_(
         self,
         db_session: AsyncSession,
@@ -69,7 +86,13 @@ class OrganisationController(Controller):
         items, nxt = page(rows, n, lambda o: o.id)
         return Page(items=[OrganisationOut.model_validate(o) for o in items], next_cursor=nxt)
 
-    @get("/{organisation_id:uuid}", responses=problems(403, 404))
+    @get(
+        "/{organisation_id:uuid}",
+        responses=problems(403, 404),
+        operation_id="getOrganisation",
+        summary="An organisation's record",
+        description="Staff keys.",
+    )
     async def get_one(
         self, db_session: AsyncSession, principal: Principal, tb: str, organisation_id: uuid.UUID
     ) -> OrganisationOut:
@@ -78,7 +101,13 @@ class OrganisationController(Controller):
         org = await service.get_organisation(db_session, bank, organisation_id)
         return OrganisationOut.model_validate(org)
 
-    @patch("/{organisation_id:uuid}", responses=problems(400, 403, 404, 413, 422))
+    @patch(
+        "/{organisation_id:uuid}",
+        responses=problems(400, 403, 404, 413, 422),
+        operation_id="updateOrganisation",
+        summary="Edit an organisation or change its status",
+        description="Only the fields given change; `null` clears a field that may be empty.",
+    )
     async def update(
         self,
         request: Request[Any, Any, Any],
@@ -97,7 +126,13 @@ class OrganisationController(Controller):
 
         return await write(request, db_session, use_case)
 
-    @get("/{organisation_id:uuid}/balance", responses=problems(403, 404))
+    @get(
+        "/{organisation_id:uuid}/balance",
+        responses=problems(403, 404),
+        operation_id="getOrganisationBalance",
+        summary="An organisation's balance, limits and pending minutes",
+        description="Staff keys.",
+    )
     async def balance(
         self, db_session: AsyncSession, principal: Principal, tb: str, organisation_id: uuid.UUID
     ) -> BalanceOut:
@@ -105,11 +140,20 @@ class OrganisationController(Controller):
         principal.require(bank.id, *STAFF)
         return await reads.balance(db_session, bank, OwnerType.organisation, organisation_id)
 
+    async def _statement_of(
+        self, db_session: AsyncSession, principal: Principal, tb: str, organisation_id: uuid.UUID
+    ) -> tuple[TimeBank, Organisation]:
+        bank = await get_by_slug(db_session, principal, tb)
+        principal.require(bank.id, *STAFF)
+        return bank, await service.get_organisation(db_session, bank, organisation_id)
+
     @get(
         "/{organisation_id:uuid}/statement",
         responses=problems(403, 404, 422),
-        opt={ALSO_RETURNS: ["text/csv"]},
-        description="As the member statement.",
+        operation_id="getOrganisationStatement",
+        summary="An organisation's statement (JSON, paged)",
+        description="Entries in ledger order, each with the balance after it; `from`/`to` "
+        "(inclusive) filter on occurred_on. The same as CSV: `getOrganisationStatementCsv`.",
     )
     async def statement(
         self,
@@ -118,24 +162,60 @@ class OrganisationController(Controller):
         principal: Principal,
         tb: str,
         organisation_id: uuid.UUID,
-        date_from: date | None = Parameter(query="from", default=None),
-        date_to: date | None = Parameter(query="to", default=None),
+        date_from: date | None = FromParam,
+        date_to: date | None = ToParam,
         limit: int | None = LimitParam,
         cursor: str | None = None,
-        fmt: FormatParam | None = Parameter(query="format", default=None),
+        fmt: str | None = FormatParam,
     ) -> Response[StatementOut]:
-        bank = await get_by_slug(db_session, principal, tb)
-        principal.require(bank.id, *STAFF)
-        org = await service.get_organisation(db_session, bank, organisation_id)
-        return await statement_response(
-            request,
+        bank, party = await self._statement_of(db_session, principal, tb, organisation_id)
+        if wants_csv(request, fmt):  # curl users; the document's CSV is its own operation
+            return await statement_csv(  # type: ignore[return-value]
+                db_session,
+                bank,
+                party.account_id,
+                date_from=date_from,
+                date_to=date_to,
+                filename=f"statement-{party.id}",
+            )
+        return Response(
+            await statement_json(
+                db_session,
+                bank,
+                party.account_id,
+                date_from=date_from,
+                date_to=date_to,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    @get(
+        "/{organisation_id:uuid}/statement.csv",
+        responses=problems(403, 404, 422),
+        media_type=CSV,
+        opt={FILE: CSV},
+        operation_id="getOrganisationStatementCsv",
+        summary="An organisation's statement as CSV (the whole period)",
+        description="One row per entry with the balance after it, the opening balance as the "
+        "first row and the closing balance as the last (`row`: opening_balance, entry, "
+        "closing_balance); `from`/`to` (inclusive) on occurred_on. No paging.",
+    )
+    async def statement_csv(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        organisation_id: uuid.UUID,
+        date_from: date | None = FromParam,
+        date_to: date | None = ToParam,
+    ) -> Response[str]:
+        bank, party = await self._statement_of(db_session, principal, tb, organisation_id)
+        return await statement_csv(
             db_session,
             bank,
-            org.account_id,
+            party.account_id,
             date_from=date_from,
             date_to=date_to,
-            limit=limit,
-            cursor=cursor,
-            fmt=fmt,
-            filename=f"statement-{org.id}",
+            filename=f"statement-{party.id}",
         )

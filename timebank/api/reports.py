@@ -154,6 +154,7 @@ async def _report(
     opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
     summary="A report for one time bank (funder, broker, admin)",
     description=REPORT_DOC,
+    operation_id="getReport",
 )
 async def timebank_report(
     request: Request[Any, Any, Any],
@@ -191,6 +192,7 @@ async def timebank_report(
     opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
     summary="A report across time banks (`?timebank=a&timebank=b`)",
     description=REPORT_DOC + " Cross-bank reports use the highest threshold of the banks.",
+    operation_id="getCrossBankReport",
 )
 async def cross_bank_report(
     request: Request[Any, Any, Any],

@@ -1,4 +1,5 @@
-"""Balance and statement responses shared by members and organisations (JSON or CSV)."""
+"""Statement responses shared by members and organisations: JSON (paged) or CSV (the whole
+period, SPEC §7.8)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from litestar import Request, Response
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.errors import InvalidInput
@@ -18,7 +20,9 @@ from timebank.spreadsheets import safe_cell
 from timebank.timebanks.models import TimeBank
 from timebank.web.pagination import check_limit, encode_cursor, seq_cursor
 
+CSV = "text/csv"
 CSV_COLUMNS = [
+    "row",
     "entry_id",
     "exchange_id",
     "kind",
@@ -30,6 +34,15 @@ CSV_COLUMNS = [
     "category",
     "description",
 ]
+# ``?format=csv`` and ``Accept: text/csv`` on the JSON operation are for curl users; the
+# document offers the CSV as its own operation (generated clients read one media type).
+FormatParam = Parameter(query="format", default=None, include_in_schema=False)
+FromParam = Parameter(
+    query="from", default=None, description="First day of the period (inclusive), YYYY-MM-DD"
+)
+ToParam = Parameter(
+    query="to", default=None, description="Last day of the period (inclusive), YYYY-MM-DD"
+)
 
 
 def wants_csv(request: Request[Any, Any, Any], fmt: str | None) -> bool:
@@ -40,8 +53,12 @@ def wants_csv(request: Request[Any, Any, Any], fmt: str | None) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
-async def statement_response(
-    request: Request[Any, Any, Any],
+def _check_period(date_from: date | None, date_to: date | None) -> None:
+    if date_from and date_to and date_from > date_to:
+        raise InvalidInput("from", "is after to")
+
+
+async def statement_json(
     session: AsyncSession,
     tb: TimeBank,
     account_id: uuid.UUID,
@@ -50,35 +67,13 @@ async def statement_response(
     date_to: date | None,
     limit: int | None,
     cursor: str | None,
-    fmt: str | None,
-    filename: str,
-) -> Response[Any]:
-    if date_from and date_to and date_from > date_to:
-        raise InvalidInput("from", "is after to")
-    csv_out = wants_csv(request, fmt)
-    n = None if csv_out else check_limit(limit)
+) -> StatementOut:
+    _check_period(date_from, date_to)
+    n = check_limit(limit)
     opening, closing, entries, next_after = await reads.statement(
         session, tb, account_id, date_from, date_to, seq_cursor(cursor), n
     )
-    if csv_out:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(CSV_COLUMNS)
-        for e in entries:
-            cps = "; ".join(c["display_name"] for c in e["counterparties"])
-            writer.writerow(
-                [safe_cell(e[c] if c != "counterparties" else cps) for c in CSV_COLUMNS]
-            )
-        return Response(
-            buf.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="{filename}.csv"',
-                "X-Opening-Balance-Minutes": str(opening),
-                "X-Closing-Balance-Minutes": str(closing),
-            },
-        )
-    body = StatementOut(
+    return StatementOut(
         account_id=account_id,
         period={"from": date_from, "to": date_to},
         opening_balance_minutes=opening,
@@ -86,4 +81,49 @@ async def statement_response(
         items=[StatementEntry(**e) for e in entries],
         next_cursor=encode_cursor(next_after) if next_after is not None else None,
     )
-    return Response(body)
+
+
+async def statement_csv(
+    session: AsyncSession,
+    tb: TimeBank,
+    account_id: uuid.UUID,
+    *,
+    date_from: date | None,
+    date_to: date | None,
+    filename: str,
+) -> Response[str]:
+    """Every entry of the period, the opening balance as the first row and the closing
+    balance as the last (``row``: opening_balance, entry, closing_balance)."""
+    _check_period(date_from, date_to)
+    opening, closing, entries, _ = await reads.statement(
+        session, tb, account_id, date_from, date_to, None, None
+    )
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    blank = dict.fromkeys(CSV_COLUMNS, "")
+    writer.writerow(
+        {
+            **blank,
+            "row": "opening_balance",
+            "occurred_on": date_from or "",
+            "balance_after_minutes": opening,
+        }.values()
+    )
+    for e in entries:
+        cells = {**e, "row": "entry"}
+        cells["counterparties"] = "; ".join(c["display_name"] for c in e["counterparties"])
+        writer.writerow([safe_cell(cells[c]) for c in CSV_COLUMNS])
+    writer.writerow(
+        {
+            **blank,
+            "row": "closing_balance",
+            "occurred_on": date_to or "",
+            "balance_after_minutes": closing,
+        }.values()
+    )
+    return Response(
+        buf.getvalue(),
+        media_type=CSV,
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )

@@ -42,12 +42,14 @@ def timebank_view(tb: TimeBank) -> TimeBankOut:
 
 class TimeBankController(Controller):
     path = "/v1/timebanks"
-    tags = ["time banks"]
 
     @post(
         "/",
         responses=problems(400, 403, 409, 413, 422, conflict=["duplicate"], keyed=True),
         summary="Create a time bank (global admin)",
+        operation_id="createTimebank",
+        tags=["time banks"],
+        description="Creates the bank, its community pool account and the default categories. Global admin keys only.",
     )
     async def create(
         self,
@@ -68,7 +70,14 @@ class TimeBankController(Controller):
             request, db_session, principal, use_case, render=lambda tb: as_json(timebank_view(tb))
         )
 
-    @get("/", responses=problems(403, 422), summary="Time banks in the key's scope")
+    @get(
+        "/",
+        responses=problems(403, 422),
+        summary="Time banks in the key's scope",
+        operation_id="listTimebanks",
+        tags=["time banks"],
+        description="The time banks this key may see, in slug order, paged.",
+    )
     async def list_(
         self,
         db_session: AsyncSession,
@@ -81,7 +90,14 @@ class TimeBankController(Controller):
         items, nxt = page(rows, n, lambda t: t.id)
         return Page(items=[timebank_view(t) for t in items], next_cursor=nxt)
 
-    @get("/{tb:str}", responses=problems(403, 404))
+    @get(
+        "/{tb:str}",
+        responses=problems(403, 404),
+        operation_id="getTimebank",
+        tags=["time banks"],
+        summary="A time bank and its settings",
+        description="Any key scoped to the bank.",
+    )
     async def get_one(self, db_session: AsyncSession, principal: Principal, tb: str) -> TimeBankOut:
         return timebank_view(await service.get_by_slug(db_session, principal, tb))
 
@@ -89,6 +105,9 @@ class TimeBankController(Controller):
         "/{tb:str}",
         responses=problems(400, 403, 404, 413, 422),
         summary="Rename a time bank or change its settings (admin)",
+        operation_id="updateTimebank",
+        tags=["time banks"],
+        description="Only the fields given change. Admin keys of the bank, or a global admin.",
     )
     async def update(
         self,
@@ -121,7 +140,14 @@ class TimeBankController(Controller):
 
         return await write(request, db_session, use_case)
 
-    @get("/{tb:str}/categories", responses=problems(403, 404, 422), tags=["categories"])
+    @get(
+        "/{tb:str}/categories",
+        responses=problems(403, 404, 422),
+        tags=["categories"],
+        operation_id="listCategories",
+        summary="The bank's categories",
+        description="Every key scoped to the bank; paged.",
+    )
     async def categories(
         self,
         db_session: AsyncSession,
@@ -141,6 +167,8 @@ class TimeBankController(Controller):
         responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"], keyed=True),
         tags=["categories"],
         summary="Add a category (broker)",
+        operation_id="createCategory",
+        description="A new category slug and name for exchanges. Brokers and admins.",
     )
     async def add_category(
         self,
@@ -165,7 +193,14 @@ class TimeBankController(Controller):
             render=lambda cat: as_json(CategoryOut(slug=cat.slug, name=cat.name)),
         )
 
-    @get("/{tb:str}/accounts/{account_id:uuid}", responses=problems(403, 404), tags=["accounts"])
+    @get(
+        "/{tb:str}/accounts/{account_id:uuid}",
+        responses=problems(403, 404),
+        tags=["accounts"],
+        operation_id="getAccount",
+        summary="An account: owner, balance and limits",
+        description="Staff keys, or a member key for its own account.",
+    )
     async def account(
         self, db_session: AsyncSession, principal: Principal, tb: str, account_id: uuid.UUID
     ) -> AccountOut:
@@ -178,6 +213,8 @@ class TimeBankController(Controller):
         responses=problems(400, 403, 404, 413, 422),
         tags=["accounts"],
         summary="Set an account's own limits (broker, audited)",
+        operation_id="updateAccount",
+        description="Sets the account's own lower and upper limits (null = unbounded), or `use_defaults: true` to follow the bank's defaults again. Audited.",
     )
     async def patch_account(
         self,

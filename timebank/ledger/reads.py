@@ -108,8 +108,8 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
     e = p.exchange
     return ExchangeOut.model_construct(  # trusted: from the ledger, not from a client
         id=e.id,
-        status=ExchangeStatus.expired.value if expired_at else e.status.value,
-        kind=e.kind.value,
+        status=ExchangeStatus.expired if expired_at else e.status,
+        kind=e.kind,
         minutes=e.minutes,
         category=p.category,
         occurred_on=e.occurred_on,
@@ -121,7 +121,7 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
         recipient_account_id=e.recipient_account_id,
         reverses=e.reverses,
         reversed_by=p.reversed_by,
-        logged_by=LoggedBy.model_construct(key_id=e.logged_by_key_id, role=e.logged_by_role),
+        logged_by=LoggedBy.model_construct(key_id=e.logged_by_key_id, role=Role(e.logged_by_role)),
         proposed_by=e.proposed_by,
         decided_by=e.decided_by,
         decided_at=expired_at or e.decided_at,

@@ -6,45 +6,51 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from timebank.bodies import JsonBody
+from timebank.access import Role
+from timebank.bodies import JsonBody, one_of
+from timebank.ledger.models import ExchangeKind, ExchangeStatus
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
+OwnerTypeName = Literal["member", "organisation", "pool"]
 
 
 class Strict(JsonBody):
     """A request body or a part of one."""
 
 
-def _one_of_forms(*forms: tuple[list[str], list[str]]) -> dict[str, Any]:
-    """JSON Schema for "exactly one of these forms": each form's fields given (not null), the
-    fields of the other forms absent or null — as the model validators check it."""
-    return {
-        "oneOf": [
-            {
-                "required": given,
-                "properties": {
-                    **{f: {"not": {"type": "null"}} for f in given},
-                    **{f: {"type": "null"} for f in absent},
-                },
-            }
-            for given, absent in forms
-        ]
-    }
+EXAMPLE_MEMBER = "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21"
+EXAMPLE_OTHER_MEMBER = "01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40"
+EXAMPLE_ORGANISATION = "01937a4f-0b2e-7d44-b1c3-7e8f9a0b1c2d"
+EXAMPLE_POOL = "01937a4d-ffee-7abc-8def-0123456789ab"
 
 
-PARTY_FIELDS = ["member_id", "organisation_id", "account_id"]
-SIMPLE_FORM = ["provider", "recipient", "minutes"]
-GROUP_FORM = ["providers", "recipients"]
+class MemberParty(Strict):
+    """A member of this time bank."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"member_id": EXAMPLE_MEMBER}]})
+    member_id: uuid.UUID
+
+
+class OrganisationParty(Strict):
+    """A member organisation of this time bank."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"organisation_id": EXAMPLE_ORGANISATION}]}
+    )
+    organisation_id: uuid.UUID
+
+
+class PoolParty(Strict):
+    """The time bank's community pool, by its account id (``pool_account_id`` of the bank)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"account_id": EXAMPLE_POOL}]})
+    account_id: uuid.UUID
 
 
 class PartyRef(Strict):
     """Exactly one of ``member_id``, ``organisation_id`` or ``account_id`` (the pool's)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_one_of_forms(
-            *(([f], [g for g in PARTY_FIELDS if g != f]) for f in PARTY_FIELDS)
-        )
-    )
+    __get_pydantic_json_schema__ = one_of(MemberParty, OrganisationParty, PoolParty)
 
     member_id: uuid.UUID | None = None
     organisation_id: uuid.UUID | None = None
@@ -63,24 +69,85 @@ class GroupLeg(Strict):
     minutes: int = Field(gt=0, le=10_000_000)
 
 
+MINUTES = Field(gt=0, le=10_000_000, description="Whole minutes, more than 0")
+
+
+class _ExchangeDetails(Strict):
+    """What both forms of a new exchange may carry."""
+
+    category: str | None = Field(
+        default=None, max_length=63, description="A category slug of the bank"
+    )
+    occurred_on: date | None = Field(
+        default=None, description="When the work was done (default today in the bank's zone)"
+    )
+    description: str | None = Field(default=None, max_length=2000)
+    external_ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your own reference (e.g. a time sheet line), unique in the bank: a second "
+        "exchange with it is refused as `duplicate` (staff keys only)",
+    )
+    override_limits: bool = Field(
+        default=False, description="Staff: record even past a balance limit (needs a reason)"
+    )
+    override_reason: str | None = Field(
+        default=None, max_length=2000, description="Required with `override_limits: true`"
+    )
+
+
+class SimpleExchangeCreate(_ExchangeDetails):
+    """One provider gives ``minutes`` to one recipient."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": {"member_id": EXAMPLE_MEMBER},
+                    "recipient": {"member_id": EXAMPLE_OTHER_MEMBER},
+                    "minutes": 90,
+                    "category": "gardening",
+                    "occurred_on": "2026-11-28",
+                    "description": "Cleared the front garden",
+                }
+            ]
+        }
+    )
+    provider: PartyRef
+    recipient: PartyRef
+    minutes: int = MINUTES
+
+
+class GroupExchangeCreate(_ExchangeDetails):
+    """Several legs, e.g. a class: one provider, several recipients. The providers' minutes
+    and the recipients' minutes must add up to the same total."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "providers": [{"party": {"member_id": EXAMPLE_MEMBER}, "minutes": 120}],
+                    "recipients": [
+                        {"party": {"member_id": EXAMPLE_OTHER_MEMBER}, "minutes": 60},
+                        {"party": {"organisation_id": EXAMPLE_ORGANISATION}, "minutes": 60},
+                    ],
+                    "category": "learning",
+                    "description": "Computer class",
+                }
+            ]
+        }
+    )
+    providers: list[GroupLeg] = Field(min_length=1, max_length=200)
+    recipients: list[GroupLeg] = Field(min_length=1, max_length=200)
+
+
 class ExchangeCreate(Strict):
     """Simple form (provider, recipient, minutes) or group form (providers, recipients).
     Providers are credited, recipients debited. ``override_limits`` needs an
     ``override_reason``."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            **_one_of_forms((SIMPLE_FORM, GROUP_FORM), (GROUP_FORM, SIMPLE_FORM)),
-            "if": {
-                "required": ["override_limits"],
-                "properties": {"override_limits": {"const": True}},
-            },
-            "then": {
-                "required": ["override_reason"],
-                "properties": {"override_reason": {"type": "string", "pattern": r"\S"}},
-            },
-        }
-    )
+    __get_pydantic_json_schema__ = one_of(SimpleExchangeCreate, GroupExchangeCreate)
 
     provider: PartyRef | None = None
     recipient: PartyRef | None = None
@@ -123,16 +190,46 @@ class ExchangeCreate(Strict):
 
 
 class ReverseRequest(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Entered twice from the same sheet"}]}
+    )
     reason: str = Field(min_length=1, max_length=2000)
 
 
 class DecisionRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "Not this week"}]})
     reason: str | None = Field(default=None, max_length=2000)
 
 
 class BatchRequest(Strict):
-    exchanges: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
-    atomic: bool = False
+    """Each item is an exchange as ``createExchange`` takes it; items are checked one by one
+    (an item's mistake is its own result, not a refusal of the batch)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "exchanges": [
+                        {
+                            "provider": {"member_id": EXAMPLE_MEMBER},
+                            "recipient": {"member_id": EXAMPLE_OTHER_MEMBER},
+                            "minutes": 60,
+                            "external_ref": "sheet-2026-11/1",
+                        }
+                    ],
+                    "atomic": False,
+                }
+            ]
+        }
+    )
+    exchanges: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=1000,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/ExchangeCreate"}},
+    )
+    atomic: bool = Field(
+        default=False, description="Record nothing unless every item can be recorded"
+    )
 
 
 class PostingOut(BaseModel):
@@ -142,13 +239,45 @@ class PostingOut(BaseModel):
 
 class LoggedBy(BaseModel):
     key_id: uuid.UUID | None
-    role: str
+    role: Role
 
 
 class ExchangeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a52-1c4d-7e8f-9a0b-1c2d3e4f5a6b",
+                    "status": "recorded",
+                    "kind": "p2p",
+                    "minutes": 90,
+                    "category": "gardening",
+                    "occurred_on": "2026-11-28",
+                    "recorded_at": "2026-11-30T10:15:00Z",
+                    "description": "Cleared the front garden",
+                    "external_ref": None,
+                    "postings": [
+                        {"account_id": "01937a4e-58c2-7c3e-9a51-000000000001", "minutes": 90},
+                        {"account_id": "01937a4e-6d10-7b9a-8e2f-000000000002", "minutes": -90},
+                    ],
+                    "provider_account_id": "01937a4e-58c2-7c3e-9a51-000000000001",
+                    "recipient_account_id": "01937a4e-6d10-7b9a-8e2f-000000000002",
+                    "reverses": None,
+                    "reversed_by": None,
+                    "logged_by": {
+                        "key_id": "01937a40-0000-7000-8000-00000000beef",
+                        "role": "broker",
+                    },
+                    "proposed_by": None,
+                    "decided_by": None,
+                    "decided_at": None,
+                }
+            ]
+        }
+    )
     id: uuid.UUID
-    status: str
-    kind: str
+    status: ExchangeStatus
+    kind: ExchangeKind
     minutes: int
     category: str | None
     occurred_on: date
@@ -173,7 +302,7 @@ class ExchangeOut(BaseModel):
 
 
 class BatchError(BaseModel):
-    code: str
+    code: str = Field(description="A problem `code` (see ProblemCode), e.g. `batch_aborted`")
     title: str
     detail: str
     errors: list[dict[str, str]] | None = None
@@ -221,7 +350,7 @@ class BalanceOut(BaseModel):
 
 
 class Counterparty(BaseModel):
-    type: str
+    type: OwnerTypeName
     id: uuid.UUID
     display_name: str
 
@@ -229,7 +358,7 @@ class Counterparty(BaseModel):
 class StatementEntry(BaseModel):
     entry_id: int
     exchange_id: uuid.UUID
-    kind: str
+    kind: ExchangeKind
     occurred_on: date
     recorded_at: datetime
     minutes: int

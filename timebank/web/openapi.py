@@ -17,6 +17,7 @@ as much as building the app, and the tests build hundreds of apps.
 from __future__ import annotations
 
 import copy
+import json
 import typing
 from typing import Any
 
@@ -32,8 +33,14 @@ from litestar.routes import HTTPRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from timebank.bodies import ALTERNATIVES, JsonBody
+from timebank.web.problems import PROBLEM_EXAMPLES, PROBLEM_JSON, STATUS
+
 REF_TEMPLATE = "#/components/schemas/{model}"
-# Route option: media types the 200 response also comes in (``?format=csv``, ``Accept``).
+# Route options. ``FILE``: the operation answers a file of this media type (its own
+# operation, e.g. ``getMemberStatementCsv``). ``ALSO_RETURNS``: media types the 200 also comes
+# in (``?format=``, ``Accept``) — for curl users; generators read only the first.
+FILE = "file_media_type"
 ALSO_RETURNS = "also_returns"
 BINARY = {"type": "string", "format": "binary"}
 API_KEY = "apiKey"
@@ -65,7 +72,7 @@ def app_models(app: Litestar) -> set[type[BaseModel]]:
                 _models_in(parameter.annotation, found)
             for spec in (handler.responses or {}).values():
                 _models_in(spec.data_container, found)
-    return found
+    return found | set(ALTERNATIVES)
 
 
 def optional_bodies(app: Litestar) -> set[tuple[str, str]]:
@@ -82,17 +89,20 @@ def optional_bodies(app: Litestar) -> set[tuple[str, str]]:
     return found
 
 
-def alternative_media_types(app: Litestar) -> list[tuple[str, str, list[str]]]:
-    """(path, method, media types) of the operations that also return CSV or XLSX."""
-    found = []
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute):
-            continue
-        for handler in route.route_handlers:
-            for method in handler.http_methods:
-                if media_types := handler.opt.get(ALSO_RETURNS):
-                    found.append((route.path_format, method.lower(), list(media_types)))
-    return found
+def route_options(app: Litestar, option: str) -> dict[tuple[str, str], Any]:
+    """(path, method) → the value of a route option, for the routes that set it."""
+    return {
+        (route.path_format, method.lower()): handler.opt[option]
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        if option in handler.opt
+        for method in handler.http_methods
+    }
+
+
+def _file_content(media_type: str) -> dict[str, Any]:
+    return {"schema": {"type": "string"} if media_type.startswith("text/") else BINARY}
 
 
 def public_operations(app: Litestar) -> set[tuple[str, str]]:
@@ -107,36 +117,207 @@ def public_operations(app: Litestar) -> set[tuple[str, str]]:
     }
 
 
+def input_model_names() -> set[str]:
+    """Names of the request body models and their parts (every :class:`JsonBody`)."""
+    found: set[str] = set()
+    todo: list[type] = [JsonBody]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def _admits_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(_admits_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
+
+
+def _defaults_said_in_words(schema: dict[str, Any]) -> None:
+    """Request body properties carry no ``default``: generators (openapi-typescript) take a
+    default to mean "always present" and would make every optional field required. The
+    default is said in the description instead."""
+    for prop in (schema.get("properties") or {}).values():
+        if "default" not in prop:
+            continue
+        default = prop.pop("default")
+        if default is not None:
+            said = f"Default: `{json.dumps(default)}`."
+            prop["description"] = f"{prop['description']} {said}" if "description" in prop else said
+
+
+def _no_impossible_default(schema: dict[str, Any]) -> None:
+    """``default: null`` on a property that may not be null (a PATCH field that may be left
+    out but not cleared) is invalid OpenAPI: say nothing instead."""
+    for prop in (schema.get("properties") or {}).values():
+        if "default" in prop and prop["default"] is None and not _admits_null(prop):
+            del prop["default"]
+
+
+def _plain_parameter(parameter: dict[str, Any]) -> None:
+    """A query, path or header parameter is a string on the wire: it cannot be JSON null,
+    so an optional one is documented as its type alone (generators otherwise make a class
+    per parameter)."""
+    schema = parameter.get("schema") or {}
+    for key in ("oneOf", "anyOf"):
+        alternatives = schema.get(key)
+        if alternatives and {"type": "null"} in alternatives:
+            rest = [a for a in alternatives if a != {"type": "null"}]
+            del schema[key]
+            if len(rest) == 1:
+                schema.update(rest[0])
+            else:
+                schema[key] = rest
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:
+        rest = [k for k in kind if k != "null"]
+        schema["type"] = rest[0] if len(rest) == 1 else rest
+    if "enum" in schema:
+        schema["enum"] = [v for v in schema["enum"] if v is not None]
+
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "This request's id (yours, if you sent a valid `X-Request-ID`); quote it "
+        "when reporting a problem",
+        "schema": {"type": "string"},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the "
+        "same `Idempotency-Key`; nothing new was done",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Location": {
+        "description": "The URL of what was created",
+        "schema": {"type": "string", "format": "uri-reference"},
+    },
+    "Content-Disposition": {
+        "description": "`attachment` with a file name",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+
+
+CONTENT_DISPOSITION = "#/components/headers/Content-Disposition"
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _declare_headers(operation: dict[str, Any]) -> None:
+    keyed = any(
+        p.get("in") == "header" and p.get("name", "").lower() == "idempotency-key"
+        for p in operation.get("parameters", [])
+    )
+    for status, response in operation.get("responses", {}).items():
+        headers = response.setdefault("headers", {})
+        headers["X-Request-ID"] = _header("X-Request-ID")
+        if status == "201":
+            headers["Location"] = _header("Location")
+        if keyed and status.startswith("2"):
+            headers["Idempotent-Replayed"] = _header("Idempotent-Replayed")
+        if status == "429":
+            headers["Retry-After"] = _header("Retry-After")
+
+
+def _problem_codes(out: dict[str, Any]) -> None:
+    schemas = out["components"]["schemas"]
+    schemas["ProblemCode"] = {
+        "type": "string",
+        "enum": sorted(STATUS),
+        "description": "A stable code for what went wrong (the HTTP status is in `status`)",
+    }
+    for name in ("Problem", "BatchError"):
+        code = schemas.get(name, {}).get("properties", {}).get("code")
+        if code is not None:
+            description = code.get("description")
+            code.clear()
+            code["$ref"] = "#/components/schemas/ProblemCode"
+            if description:
+                code["description"] = description
+
+
+def _examples(out: dict[str, Any]) -> None:
+    """A page's example from its item's; a problem response's from its status."""
+    schemas = out["components"]["schemas"]
+    for name, schema in schemas.items():
+        if not name.startswith("Page_") or "examples" in schema:
+            continue
+        ref = schema.get("properties", {}).get("items", {}).get("items", {}).get("$ref", "")
+        item = schemas.get(ref.rsplit("/", 1)[-1], {})
+        if item.get("examples"):
+            schema["examples"] = [{"items": item["examples"][:1], "next_cursor": None}]
+    for item in out.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {}).get(PROBLEM_JSON)
+                if content is not None and status in PROBLEM_EXAMPLES:
+                    content["example"] = PROBLEM_EXAMPLES[status]
+
+
 def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
     """A copy of Litestar's ``document`` patched as the module says. Models are rendered in
     validation mode (what the API accepts); the fuzz tests check responses against the same."""
     out = copy.deepcopy(document)
     models = app_models(app)
     out.setdefault("components", {})
+    schemas = out["components"].setdefault("schemas", {})
     if models:
         _, top = models_json_schema(
             [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
             ref_template=REF_TEMPLATE,
         )
-        schemas = out["components"].setdefault("schemas", {})
         schemas.update(top.get("$defs", {}))
-    for path, method, media_types in alternative_media_types(app):
-        ok = out.get("paths", {}).get(path, {}).get(method, {}).get("responses", {}).get("200")
-        if ok is not None:
-            content = ok.setdefault("content", {})
-            for media_type in media_types:
-                text = media_type.startswith("text/")
-                content[media_type] = {"schema": {"type": "string"} if text else BINARY}
+    inputs = input_model_names()
+    for name, schema in schemas.items():
+        if name in inputs:
+            _defaults_said_in_words(schema)
+        _no_impossible_default(schema)
+    _problem_codes(out)
+    out["components"]["headers"] = HEADERS
     out["components"]["securitySchemes"] = {API_KEY: API_KEY_SCHEME}
     out["security"] = [{API_KEY: []}]
-    for path, method in public_operations(app):
-        operation = out.get("paths", {}).get(path, {}).get(method)
-        if operation is not None:
-            operation["security"] = []
-    for path, method in optional_bodies(app):
-        body = out.get("paths", {}).get(path, {}).get(method, {}).get("requestBody")
-        if body is not None:
-            body["required"] = False
+    public = public_operations(app)
+    optional = optional_bodies(app)
+    files = route_options(app, FILE)
+    also = route_options(app, ALSO_RETURNS)
+    for path, item in out.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for parameter in operation.get("parameters", []):
+                _plain_parameter(parameter)
+            if (path, method) in public:
+                operation["security"] = []
+            body = operation.get("requestBody")
+            if body is None:
+                # No body, so no malformed body and no body too large.
+                for status in ("400", "413"):
+                    operation["responses"].pop(status, None)
+            elif (path, method) in optional:
+                # A body that may be left out is not a JSON null (generators then send one).
+                body["required"] = False
+                for content in body.get("content", {}).values():
+                    _plain_parameter(content)
+            ok = operation["responses"].get("200")
+            if ok is not None and (path, method) in files:
+                media_type = files[path, method]
+                ok["content"] = {media_type: _file_content(media_type)}
+                ok["headers"] = {"Content-Disposition": {"$ref": CONTENT_DISPOSITION}}
+            if ok is not None and (path, method) in also:
+                for media_type in also[path, method]:
+                    ok.setdefault("content", {})[media_type] = _file_content(media_type)
+            _declare_headers(operation)
+    _examples(out)
     return out
 
 

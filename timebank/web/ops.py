@@ -13,7 +13,13 @@ from timebank.migrations import head_revisions
 from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
 
 
-@get("/health", tags=["operations"])
+@get(
+    "/health",
+    tags=["operations"],
+    operation_id="getHealth",
+    summary="Is the process up",
+    description="Answers 200 while the process runs; needs no key. For load balancers.",
+)
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -29,6 +35,10 @@ async def health() -> dict[str, str]:
             generate_examples=False,
         )
     },
+    operation_id="getReady",
+    summary="Can it serve requests",
+    description="200 when the database answers and is at the latest migration, else 503 "
+    "`unavailable`; needs no key. For load balancers and orchestrators.",
 )
 async def ready(db_engine: AsyncEngine) -> Response[Any]:
     heads = head_revisions()

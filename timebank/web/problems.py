@@ -259,3 +259,50 @@ def problems(
             generate_examples=False,
         )
     return out
+
+
+def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": f"https://timebank.example/problems/{code.replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+        "request_id": "6f1c2a9e0b7d4e3f8a5c1d2e3f4a5b6c",
+    }
+
+
+# One example problem per status, shown in the OpenAPI document.
+PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
+    str(status): body
+    for status, body in {
+        400: _example(
+            400,
+            "malformed_request",
+            "Malformed request",
+            "The body is not valid JSON (line 1, column 12): send a JSON object with "
+            "Content-Type: application/json",
+        ),
+        401: _example(401, "unauthorized", "Unauthorized", "Missing API key"),
+        403: _example(403, "forbidden", "Forbidden", "A member key cannot do this"),
+        404: _example(404, "not_found", "Not found", "No time bank 'north-ayrshire'"),
+        409: _example(
+            409,
+            "balance_limit_exceeded",
+            "Balance limit exceeded",
+            "Alex Smith (member 01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40) would go below their "
+            "lower limit of -600 minutes",
+        ),
+        413: _example(413, "payload_too_large", "Payload too large", "The body is over 1 MiB"),
+        422: _example(
+            422,
+            "validation_error",
+            "Validation error",
+            "minuets: unknown field (did you mean 'minutes'?)",
+            errors=[{"field": "minuets", "message": "unknown field (did you mean 'minutes'?)"}],
+        ),
+        429: _example(429, "rate_limited", "Rate limited", "Too many requests; retry in 2 s"),
+        503: _example(503, "unavailable", "Service unavailable", "Database unreachable"),
+    }.items()
+}
