@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date
 from typing import Any, Literal
@@ -63,6 +64,12 @@ def render_batch(outcome: BatchOutcome) -> dict[str, Any]:
             for line in outcome.lines
         ]
     ).model_dump(mode="json")
+
+
+def reversal_at(request: Request[Any, Any, Any], body: bytes) -> str:
+    """The reversal is an exchange of the bank: ``…/exchanges/{its id}``."""
+    exchanges = request.url.path.rstrip("/").rsplit("/", 2)[0]
+    return f"{exchanges}/{json.loads(body)['id']}"
 
 
 class ExchangeController(Controller):
@@ -318,4 +325,4 @@ class ExchangeController(Controller):
                 db_session, principal, bank, exchange_id, data.reason, claim
             )
 
-        return await idempotent(request, db_session, principal, use_case)
+        return await idempotent(request, db_session, principal, use_case, location=reversal_at)

@@ -162,6 +162,21 @@ class TimeBankController(Controller):
         items, nxt = page(rows, n, lambda c: c.id)
         return Page(items=[CategoryOut(slug=c.slug, name=c.name) for c in items], next_cursor=nxt)
 
+    @get(
+        "/{tb:str}/categories/{slug:str}",
+        responses=problems(403, 404),
+        tags=["categories"],
+        operation_id="getCategory",
+        summary="One category",
+        description="Every key scoped to the bank.",
+    )
+    async def category(
+        self, db_session: AsyncSession, principal: Principal, tb: str, slug: str
+    ) -> CategoryOut:
+        bank = await service.get_by_slug(db_session, principal, tb)
+        found = await service.get_category(db_session, bank, slug)
+        return CategoryOut(slug=found.slug, name=found.name)
+
     @post(
         "/{tb:str}/categories",
         responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"], keyed=True),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from timebank.access import Role
@@ -11,6 +11,17 @@ from timebank.bodies import JsonBody
 
 
 class ApiKeyCreate(JsonBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "role": "member",
+                    "member_id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                    "label": "Alex's phone app",
+                }
+            ]
+        }
+    )
     role: Role
     member_id: uuid.UUID | None = None
     label: str | None = Field(default=None, max_length=200)
@@ -20,6 +31,17 @@ class ApiKeyCreate(JsonBody):
 class GlobalApiKeyCreate(JsonBody):
     """A global admin key, or a funder key over several time banks (their slugs)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "role": "funder",
+                    "timebanks": ["north-ayrshire", "east-ayrshire"],
+                    "label": "Ayrshire health board",
+                }
+            ]
+        }
+    )
     role: Role
     timebanks: list[str] | None = Field(default=None, min_length=1, max_length=100)
     label: str | None = Field(default=None, max_length=200)
@@ -27,6 +49,25 @@ class GlobalApiKeyCreate(JsonBody):
 
 
 class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a40-0000-7000-8000-00000000beef",
+                    "prefix": "tbk_3kF9",
+                    "role": "member",
+                    "timebank": "north-ayrshire",
+                    "timebanks": None,
+                    "member_id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                    "label": "Alex's phone app",
+                    "created_at": "2026-11-02T09:45:00Z",
+                    "expires_at": None,
+                    "revoked_at": None,
+                    "last_used_at": None,
+                }
+            ]
+        }
+    )
     id: uuid.UUID
     prefix: str
     role: Role
@@ -41,6 +82,26 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a40-0000-7000-8000-00000000beef",
+                    "prefix": "tbk_3kF9",
+                    "role": "member",
+                    "timebank": "north-ayrshire",
+                    "timebanks": None,
+                    "member_id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                    "label": "Alex's phone app",
+                    "created_at": "2026-11-02T09:45:00Z",
+                    "expires_at": None,
+                    "revoked_at": None,
+                    "last_used_at": None,
+                    "secret": "tbk_3kF9…(shown once)",
+                }
+            ]
+        }
+    )
     # Not required: a replay of the creating request (``Idempotent-Replayed: true``) leaves it
     # out, so the secret exists in one response only.
     secret: str | SkipJsonSchema[None] = Field(

@@ -316,10 +316,50 @@ class BatchResult(BaseModel):
 
 
 class BatchOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {"index": 0, "status": 201, "exchange": None, "error": None},
+                        {
+                            "index": 1,
+                            "status": 409,
+                            "exchange": None,
+                            "error": {
+                                "code": "duplicate",
+                                "title": "Duplicate",
+                                "detail": "external_ref 'sheet-2026-11/2' is already recorded",
+                                "errors": None,
+                            },
+                        },
+                    ]
+                }
+            ]
+        }
+    )
     results: list[BatchResult]
 
 
 class AccountOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a4e-58c2-7c3e-9a51-000000000001",
+                    "owner": {
+                        "type": "member",
+                        "id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                        "display_name": "Alex Smith",
+                    },
+                    "balance_minutes": 150,
+                    "min_balance_minutes": -600,
+                    "max_balance_minutes": None,
+                    "custom_limits": False,
+                }
+            ]
+        }
+    )
     id: uuid.UUID
     owner: dict[str, Any]
     balance_minutes: int
@@ -332,12 +372,34 @@ class AccountPatch(Strict):
     """Set an account's own limits (null = unbounded), or ``use_defaults: true`` to follow
     the time bank's defaults again."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"min_balance_minutes": -1200, "max_balance_minutes": None}]
+        }
+    )
     min_balance_minutes: int | None = Field(default=None, ge=-10_000_000, le=10_000_000)
     max_balance_minutes: int | None = Field(default=None, ge=-10_000_000, le=10_000_000)
     use_defaults: bool = False
 
 
 class BalanceOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "01937a4e-58c2-7c3e-9a51-000000000001",
+                    "balance_minutes": 150,
+                    "earned_minutes": 600,
+                    "spent_minutes": 450,
+                    "pending_in_minutes": 60,
+                    "pending_out_minutes": 0,
+                    "min_balance_minutes": -600,
+                    "max_balance_minutes": None,
+                    "as_of": "2026-11-30T10:15:00Z",
+                }
+            ]
+        }
+    )
     account_id: uuid.UUID
     balance_minutes: int
     earned_minutes: int
@@ -369,6 +431,39 @@ class StatementEntry(BaseModel):
 
 
 class StatementOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "01937a4e-58c2-7c3e-9a51-000000000001",
+                    "period": {"from": "2026-11-01", "to": "2026-11-30"},
+                    "opening_balance_minutes": 60,
+                    "closing_balance_minutes": 150,
+                    "items": [
+                        {
+                            "entry_id": 5812,
+                            "exchange_id": "01937a52-1c4d-7e8f-9a0b-1c2d3e4f5a6b",
+                            "kind": "p2p",
+                            "occurred_on": "2026-11-28",
+                            "recorded_at": "2026-11-30T10:15:00Z",
+                            "minutes": 90,
+                            "balance_after_minutes": 150,
+                            "counterparties": [
+                                {
+                                    "type": "member",
+                                    "id": "01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40",
+                                    "display_name": "Sam Jones",
+                                }
+                            ],
+                            "category": "gardening",
+                            "description": "Cleared the front garden",
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
     account_id: uuid.UUID
     period: dict[str, date | None]
     opening_balance_minutes: int

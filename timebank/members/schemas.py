@@ -16,6 +16,22 @@ class _In(JsonBody):
 
 
 class MemberCreate(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "display_name": "Alex Smith",
+                    "email": "alex@example.org",
+                    "locality": "Irvine",
+                    "birth_year": 1958,
+                    "gender": "female",
+                    "statistics_consent": True,
+                    "joined_on": "2026-11-02",
+                    "external_ref": "M-0042",
+                }
+            ]
+        }
+    )
     display_name: Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), Trimmed]
     email: Email | None = None
     phone: Annotated[str, Field(max_length=50), Trimmed] | None = None
@@ -36,6 +52,9 @@ class MemberPatch(_In):
     """Only the fields given change; null clears a field, except those that cannot be
     empty (display_name, statistics_consent, joined_on, status: null is refused)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"locality": "Kilwinning", "phone": None}]}
+    )
     display_name: (
         Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), Trimmed]
         | SkipJsonSchema[None]
@@ -58,6 +77,33 @@ class MemberPatch(_In):
 
 
 class MemberOut(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                    "account_id": "01937a4e-58c2-7c3e-9a51-000000000001",
+                    "display_name": "Alex Smith",
+                    "email": "alex@example.org",
+                    "phone": None,
+                    "locality": "Irvine",
+                    "postcode": None,
+                    "birth_year": 1958,
+                    "gender": "female",
+                    "disability": None,
+                    "ethnicity": None,
+                    "statistics_consent": True,
+                    "consent_recorded_at": "2026-11-02T09:30:00Z",
+                    "joined_on": "2026-11-02",
+                    "left_on": None,
+                    "status": "active",
+                    "external_ref": "M-0042",
+                    "created_at": "2026-11-02T09:30:00Z",
+                }
+            ]
+        },
+    )
     id: uuid.UUID
     account_id: uuid.UUID
     display_name: str
@@ -77,10 +123,19 @@ class MemberOut(BaseModel):
     external_ref: str | None
     created_at: datetime
 
-    model_config = ConfigDict(from_attributes=True)
-
 
 class DirectoryEntry(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "member",
+                    "id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                    "display_name": "Alex Smith",
+                }
+            ]
+        }
+    )
     type: str = Field(description="member or organisation")
     id: uuid.UUID
     display_name: str

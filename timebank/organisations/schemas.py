@@ -16,6 +16,18 @@ class _In(JsonBody):
 
 
 class OrganisationCreate(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Irvine Food Bank",
+                    "kind": "charity",
+                    "locality": "Irvine",
+                    "registration_number": "SC012345",
+                }
+            ]
+        }
+    )
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed]
     kind: OrganisationKind
     locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
@@ -26,6 +38,9 @@ class OrganisationCreate(_In):
 class OrganisationPatch(_In):
     """Only the fields given change; null clears a field, except name, kind and status."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"contact_email": "volunteers@example.org"}]}
+    )
     name: (
         Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed]
         | SkipJsonSchema[None]
@@ -38,6 +53,24 @@ class OrganisationPatch(_In):
 
 
 class OrganisationOut(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a4f-0b2e-7d44-b1c3-7e8f9a0b1c2d",
+                    "account_id": "01937a4f-0b2e-7d44-b1c3-000000000003",
+                    "name": "Irvine Food Bank",
+                    "kind": "charity",
+                    "locality": "Irvine",
+                    "registration_number": "SC012345",
+                    "contact_email": None,
+                    "status": "active",
+                    "created_at": "2026-11-02T09:40:00Z",
+                }
+            ]
+        },
+    )
     id: uuid.UUID
     account_id: uuid.UUID
     name: str
@@ -47,5 +80,3 @@ class OrganisationOut(BaseModel):
     contact_email: str | None
     status: OrganisationStatus
     created_at: datetime
-
-    model_config = ConfigDict(from_attributes=True)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from timebank.bodies import JsonBody
@@ -40,17 +40,55 @@ class TimeBankSettingsPatch(JsonBody):
 
 
 class TimeBankCreate(JsonBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "slug": "north-ayrshire",
+                    "name": "North Ayrshire Time Bank",
+                    "settings": {"member_min_balance_minutes": -600, "time_zone": "Europe/London"},
+                }
+            ]
+        }
+    )
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=200)
     settings: TimeBankSettings | None = None
 
 
 class TimeBankPatch(JsonBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"settings": {"member_min_balance_minutes": -900}}]}
+    )
     name: str | None = Field(default=None, min_length=1, max_length=200)
     settings: TimeBankSettingsPatch | None = None
 
 
 class TimeBankOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937a4d-0000-7abc-8def-0123456789aa",
+                    "slug": "north-ayrshire",
+                    "name": "North Ayrshire Time Bank",
+                    "pool_account_id": "01937a4d-ffee-7abc-8def-0123456789ab",
+                    "settings": {
+                        "member_min_balance_minutes": -600,
+                        "member_max_balance_minutes": None,
+                        "organisation_min_balance_minutes": None,
+                        "organisation_max_balance_minutes": None,
+                        "max_exchange_minutes": 1440,
+                        "starting_grant_minutes": 0,
+                        "time_zone": "Europe/London",
+                        "suppression_threshold": 10,
+                        "pending_expiry_days": 30,
+                    },
+                    "created_at": "2026-11-01T08:00:00Z",
+                }
+            ]
+        }
+    )
     id: uuid.UUID
     slug: str
     name: str
@@ -60,11 +98,17 @@ class TimeBankOut(BaseModel):
 
 
 class CategoryCreate(JsonBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"slug": "dog-walking", "name": "Dog walking"}]}
+    )
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=100)
 
 
 class CategoryOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"slug": "dog-walking", "name": "Dog walking"}]}
+    )
     slug: str
     name: str
 

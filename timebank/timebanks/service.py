@@ -130,6 +130,15 @@ async def list_categories(
     return list((await session.execute(stmt)).scalars())
 
 
+async def get_category(session: AsyncSession, tb: TimeBank, slug: str) -> Category:
+    found = await session.scalar(
+        select(Category).where(Category.timebank_id == tb.id, Category.slug == slug)
+    )
+    if found is None:
+        raise NotFound(f"No category '{slug}' in time bank '{tb.slug}'")
+    return found
+
+
 async def create_category(
     session: AsyncSession,
     principal: Principal,

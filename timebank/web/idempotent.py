@@ -42,6 +42,13 @@ IdempotencyKeyHeader = Parameter(
 )
 
 
+def created_here(request: Request[Any, Any, Any], body: bytes) -> str:
+    """The ``Location`` of what a POST to a collection created: the collection's path and
+    the new resource's ``id`` (``slug`` for time banks and categories)."""
+    data = json.loads(body)
+    return f"{request.url.path.rstrip('/')}/{data.get('id') or data.get('slug')}"
+
+
 def retries(request: Request[Any, Any, Any]) -> int:
     return int(request.app.state.settings.write_retries)
 
@@ -74,6 +81,7 @@ async def idempotent(
     render: Callable[[Any], Any] = as_json,
     subject_id: uuid.UUID | None = None,
     unstored_fields: tuple[str, ...] = (),
+    location: Callable[[Request[Any, Any, Any], bytes], str] = created_here,
 ) -> Response[Any]:
     """Run a creating use case at most once per (API key, Idempotency-Key) and answer with
     the bytes it settled, so that a replay is byte-identical."""
@@ -109,6 +117,8 @@ async def idempotent(
     if outcome is None:
         raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed")
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    if outcome.status == 201:
+        headers["Location"] = location(request, outcome.body)
     return Response(
         content=outcome.body,
         status_code=outcome.status,
@@ -170,9 +180,12 @@ async def record_in_one_call(
         )
     if answer is None:
         return None
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    if answer.status == 201:
+        headers["Location"] = created_here(request, answer.body)
     return Response(
         content=answer.body,
         status_code=answer.status,
         media_type="application/json",
-        headers={"Idempotent-Replayed": "true"} if answer.replayed else {},
+        headers=headers,
     )

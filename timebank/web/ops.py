@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from timebank.migrations import head_revisions
 from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: str
+
+
+class Ready(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ready", "migration": ["0005"]}]}
+    )
+    status: str
+    migration: list[str]
 
 
 @get(
@@ -20,8 +32,8 @@ from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
     summary="Is the process up",
     description="Answers 200 while the process runs; needs no key. For load balancers.",
 )
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> Health:
+    return Health(status="ok")
 
 
 @get(
@@ -40,21 +52,21 @@ async def health() -> dict[str, str]:
     description="200 when the database answers and is at the latest migration, else 503 "
     "`unavailable`; needs no key. For load balancers and orchestrators.",
 )
-async def ready(db_engine: AsyncEngine) -> Response[Any]:
+async def ready(db_engine: AsyncEngine) -> Response[Ready]:
     heads = head_revisions()
     try:
         async with db_engine.connect() as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     except Exception:
-        return problem_response(
+        return problem_response(  # type: ignore[return-value]  (a problem, documented as 503)
             503, "unavailable", "Not ready", "Database unreachable or not migrated"
         )
     current = {r[0] for r in rows}
     if current != heads:
-        return problem_response(
+        return problem_response(  # type: ignore[return-value]  (a problem, documented as 503)
             503,
             "unavailable",
             "Not ready",
             f"Migrations not at head (at {sorted(current)}, head {sorted(heads)})",
         )
-    return Response({"status": "ready", "migration": sorted(current)})
+    return Response(Ready(status="ready", migration=sorted(current)))
