@@ -58,12 +58,12 @@ async def ready(db_engine: AsyncEngine) -> Response[Ready]:
         async with db_engine.connect() as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     except Exception:
-        return problem_response(  # type: ignore[return-value]  (a problem, documented as 503)
+        return problem_response(  # type: ignore[return-value]  # a problem: the 503
             503, "unavailable", "Not ready", "Database unreachable or not migrated"
         )
     current = {r[0] for r in rows}
     if current != heads:
-        return problem_response(  # type: ignore[return-value]  (a problem, documented as 503)
+        return problem_response(  # type: ignore[return-value]  # a problem: the 503
             503,
             "unavailable",
             "Not ready",
