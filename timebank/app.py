@@ -28,7 +28,7 @@ from timebank.db import create_engine
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
-from timebank.web.openapi import render_plugins
+from timebank.web.openapi import docs_assets, render_plugins
 from timebank.web.ops import health, ready
 from timebank.web.problems import exception_handlers
 from timebank.web.ratelimit import RateLimiter, RateLimitMiddleware
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ExchangeController,
             ApiKeyController,
             GlobalApiKeyController,
+            docs_assets(),
         ],
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         dependencies={"principal": Provide(provide_principal)},

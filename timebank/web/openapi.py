@@ -17,19 +17,17 @@ as much as building the app, and the tests build hundreds of apps.
 from __future__ import annotations
 
 import copy
+import html
 import json
 import typing
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request
-from litestar.openapi.plugins import (
-    JsonRenderPlugin,
-    OpenAPIRenderPlugin,
-    ScalarRenderPlugin,
-    SwaggerRenderPlugin,
-)
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin
 from litestar.router import Router
 from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -342,11 +340,60 @@ class PydanticModelsRenderPlugin(OpenAPIRenderPlugin):
         self.inner.receive_router(router)
 
 
+SWAGGER_UI_VERSION = "5.32.0"
+STATIC = Path(__file__).parent / "static"
+DOCS_ASSETS = "/static/swagger-ui"
+
+
+class LocalSwaggerUI(OpenAPIRenderPlugin):
+    """Swagger UI from the package's own copy (``web/static/swagger-ui``): no CDN, no
+    online validator, no favicon from elsewhere — the page loads nothing from outside the
+    service, so the docs work on an intranet."""
+
+    def __init__(self, path: str | list[str]) -> None:
+        super().__init__(path=path, favicon="")
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        title = html.escape(str(openapi_schema.get("info", {}).get("title", "API")))
+        spec = self.render_json(request, openapi_schema).decode().replace("</", "<\\/")
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — reference</title>
+<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css">
+</head>
+<body>
+<main id="docs"></main>
+<script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
+<script>
+SwaggerUIBundle({{
+  spec: {spec},
+  dom_id: "#docs",
+  deepLinking: true,
+  validatorUrl: null,
+  displayOperationId: true,
+  tryItOutEnabled: false,
+  persistAuthorization: false
+}});
+</script>
+</body>
+</html>
+""".encode()
+
+
+def docs_assets() -> Any:
+    """The static files of the docs page (Swagger UI, vendored, with its licence)."""
+    return create_static_files_router(
+        path=DOCS_ASSETS, directories=[STATIC / "swagger-ui"], include_in_schema=False
+    )
+
+
 def render_plugins() -> list[OpenAPIRenderPlugin]:
-    """Interactive docs at ``/schema`` (Scalar) and ``/schema/swagger``, the document at
+    """Interactive docs at ``/schema`` (and ``/schema/swagger``), the document at
     ``/schema/openapi.json`` — all of the patched document."""
     return [
-        PydanticModelsRenderPlugin(ScalarRenderPlugin()),
-        PydanticModelsRenderPlugin(SwaggerRenderPlugin(path="/swagger")),
+        PydanticModelsRenderPlugin(LocalSwaggerUI(path=["/", "/swagger"])),
         PydanticModelsRenderPlugin(JsonRenderPlugin()),
     ]

@@ -22,6 +22,11 @@ _API = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
+# The docs page loads only the service's own copy of Swagger UI (and runs its inline set-up).
+_DOCS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+}
 
 
 async def add_security_headers(message: Message, scope: Scope) -> None:
@@ -32,7 +37,11 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     headers = MutableScopeHeaders.from_message(message)
     for name, value in _ALWAYS.items():
         headers[name] = value
-    if not scope.get("path", "").startswith("/schema"):
+    path = scope.get("path", "")
+    if path.startswith("/schema"):
+        for name, value in _DOCS.items():
+            headers.setdefault(name, value)
+    elif not path.startswith("/static/"):
         for name, value in _API.items():
             headers.setdefault(name, value)
     if "x-request-id" not in headers:
@@ -47,7 +56,7 @@ def cors_config(settings: Settings) -> CORSConfig | None:
         allow_origins=origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-        expose_headers=["Idempotent-Replayed", "X-Request-ID", "Retry-After"],
+        expose_headers=["Idempotent-Replayed", "X-Request-ID", "Retry-After", "Location"],
         allow_credentials=False,
         max_age=600,
     )
