@@ -119,6 +119,8 @@ schema.config.checks.update(excluded_check_names=["positive_data_acceptance"])
 SCHEMA_LEVEL_MESSAGE = re.compile(
     r"^(Input should|String should|List should|Dictionary should|Value should|Extra inputs"
     r"|Field required|Expected `|Invalid JSON|Object has"
+    # the same checks in the service's words (timebank.errors.field_error)
+    r"|unknown field|required: this field is missing|must be a date|must be an id"
     r"|value is not a valid email address(?!: The part after the @-sign is a special-use))"
 )
 POSITIVE_REFUSALS = {401, 403, 404, 409, 422}

@@ -382,7 +382,10 @@ async def test_confirmation_rechecks_the_limit_and_a_refused_confirmation_stays_
         body = assert_problem(
             await decide(key, b.slug, ex["id"], "confirm"), 409, "balance_limit_exceeded"
         )
-        assert b.bob["account_id"] in body["detail"]
+        # the refusal names the party, by name and id, and says why in hours and minutes
+        assert body["detail"].startswith(f"Bob (member {b.bob['id']}) would go to −10 h 40 min")
+        assert body["account_id"] == b.bob["account_id"]
+        assert body["party"] == {"type": "member", "id": b.bob["id"]}
     still = await fetch(api, b.slug, ex["id"])
     assert (still["status"], still["postings"], still["decided_by"]) == ("pending", [], None)
     assert pending_view(await balance_of(api, b.slug, b.bob)) == (-580, 0, 60)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from typing import Any
 
 
@@ -106,18 +108,79 @@ class RequestTimeout(DomainError):
 
 _NAMED = re.compile(r"^(?:Value error, )?([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 
+# One wording for each kind of value, in bodies and query strings alike.
+DATE_MESSAGE = "must be a date as YYYY-MM-DD, e.g. 2026-11-28"
+DATETIME_MESSAGE = "must be a date and time as YYYY-MM-DDTHH:MM:SSZ, e.g. 2026-11-28T09:30:00Z"
+UUID_MESSAGE = "must be an id, a UUID such as 01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21"
+# pydantic's (bodies) and msgspec's (Litestar's query parameters) words → ours
+_REWORDED = [
+    (
+        re.compile(r"^(Input should be a valid date\b(?! ?time)|Invalid RFC3339 encoded date$)"),
+        DATE_MESSAGE,
+    ),
+    (
+        re.compile(r"^(Input should be a valid datetime|Invalid RFC3339 encoded datetime)"),
+        DATETIME_MESSAGE,
+    ),
+    (re.compile(r"^(Input should be a valid UUID|Invalid UUID)"), UUID_MESSAGE),
+    (re.compile(r"^Field required$"), "required: this field is missing"),
+]
 
-def field_error(field: str | None, message: str) -> dict[str, str]:
-    """One ``{"field", "message"}``. A model-level check names its field by starting its
-    message with ``"<field>: "`` (pydantic gives such errors no location)."""
+
+def _fields_at(model: Any, path: list[str]) -> list[str]:
+    """The field names a client may send at ``path`` (without the last part) of a body
+    ``model``: pydantic models, walked through optional and list fields."""
+    current: Any = model
+    for part in path[:-1]:
+        if part.isdigit():
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation: Any = fields[part].annotation
+        for _ in range(4):  # unwrap Optional[...], list[...], Annotated[...]
+            if hasattr(annotation, "model_fields"):
+                break
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = next(
+                (a for a in args if hasattr(a, "model_fields")), args[0] if args else None
+            )
+        current = annotation
+    return list(getattr(current, "model_fields", None) or [])
+
+
+def _unknown_field(field: str, model: Any) -> str:
+    path = field.split(".")
+    known = _fields_at(model, path) if model is not None else []
+    close = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field (did you mean '{close[0]}'?)"
+    if known:
+        return "unknown field; the fields here are " + ", ".join(known)
+    return "unknown field"
+
+
+def field_error(field: str | None, message: str, model: Any = None) -> dict[str, str]:
+    """One ``{"field", "message"}`` in words a person can act on. A model-level check names
+    its field by starting its message with ``"<field>: "`` (pydantic gives such errors no
+    location). ``model``: the body's model, to name the closest known field to an unknown
+    one."""
+    message = message.removeprefix("Value error, ")
     if not field:
         named = _NAMED.match(message)
         if named:
             return {"field": named.group(1), "message": named.group(2)}
-        return {"field": "body", "message": message.removeprefix("Value error, ")}
+        return {"field": "body", "message": message}
     if message == BLANK_PATTERN_MESSAGE:
         message = "must not be blank (spaces, tabs and line breaks alone are not a value)"
-    return {"field": field, "message": message.removeprefix("Value error, ")}
+    elif message == "Extra inputs are not permitted":
+        message = _unknown_field(field, model)
+    else:
+        for pattern, words in _REWORDED:
+            if pattern.match(message):
+                message = words
+                break
+    return {"field": field, "message": message}
 
 
 # pydantic's words for a required text that is blank (``timebank.bodies.NOT_BLANK``)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -111,7 +112,13 @@ async def _report(
     options: service.Options,
 ) -> Response[Any]:
     if name not in service.REPORTS:
-        raise NotFound(f"No report '{name}'")
+        close = difflib.get_close_matches(name, service.REPORTS, n=1)
+        raise NotFound(
+            f"No report '{name}'"
+            + (f" (did you mean '{close[0]}'?)" if close else "")
+            + "; the reports are: "
+            + ", ".join(service.REPORTS)
+        )
     for bank in banks:
         principal.require(bank.id, *service.REPORT_ROLES)
     out = _format(request, fmt)

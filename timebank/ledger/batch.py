@@ -29,6 +29,7 @@ from timebank.ledger.posting import (
     exchange_row,
     insert_exchanges,
     lock_accounts,
+    name_parties,
     posted,
     posting_rows,
 )
@@ -59,7 +60,10 @@ class BatchOutcome:
 
 def _invalid(exc: ValidationError) -> InvalidInput:
     return InvalidInput.of(
-        [field_error(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        [
+            field_error(".".join(str(p) for p in e["loc"]), e["msg"], ExchangeCreate)
+            for e in exc.errors()
+        ]
     )
 
 
@@ -119,6 +123,7 @@ async def record_batch(
         result = posted(row, d)
         line.exchange = view(result)
         events.append(recorded_event(principal, tb, data, result))
+    await name_parties(session, [line.error for line in lines if line.error is not None])
 
     outcome = BatchOutcome(lines)
     if atomic and not outcome.recorded:

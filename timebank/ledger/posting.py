@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
 from timebank.db import copy_rows, sqlstate, table_of, utcnow, uuid7
-from timebank.errors import AlreadyReversed, BalanceLimitExceeded, Duplicate
+from timebank.errors import AlreadyReversed, BalanceLimitExceeded, DomainError, Duplicate
 from timebank.ledger.models import Account, Exchange, ExchangeKind, ExchangeStatus, Posting
-from timebank.ledger.rules import effective_limits, refused
+from timebank.ledger.rules import effective_limits, limit_detail, refused
 from timebank.ledger.schemas import PostingOut
+from timebank.members.models import Member
+from timebank.organisations.models import Organisation
 from timebank.timebanks.models import Category, TimeBank
 
 
@@ -133,18 +135,31 @@ class Book:
             delta, balance = deltas[account_id], self.balance[account_id]
             lo, hi = effective_limits(self.accounts[account_id], self.tb)
             if enforce_limits and refused(balance, delta, lo, hi):
-                low = "unbounded" if lo is None else lo
-                high = "unbounded" if hi is None else hi
-                raise BalanceLimitExceeded(
-                    f"Account {account_id} would move further outside its limits "
-                    f"[{low}, {high}] (balance {balance}, change {delta:+d})",
-                    account_id=str(account_id),
-                )
+                account = self.accounts[account_id]
+                facts: dict[str, Any] = {
+                    "account_id": str(account_id),
+                    "party": {"type": account.owner_type.value, "id": str(account.owner_id)},
+                    "balance_minutes": balance,
+                    "change_minutes": delta,
+                    "min_balance_minutes": lo,
+                    "max_balance_minutes": hi,
+                }
+                raise BalanceLimitExceeded(_limit_detail(facts), **facts)
         for account_id, delta in deltas.items():
             self.balance[account_id] += delta
             self.earned[account_id] += max(delta, 0)
             self.spent[account_id] += max(-delta, 0)
         return {account_id: self.balance[account_id] for account_id in deltas}
+
+    async def apply_named(
+        self, session: AsyncSession, legs: Sequence[Leg], *, enforce_limits: bool
+    ) -> dict[uuid.UUID, int]:
+        """:meth:`apply`, a refusal naming its party (one more query, on a refusal only)."""
+        try:
+            return self.apply(legs, enforce_limits=enforce_limits)
+        except BalanceLimitExceeded as exc:
+            await name_parties(session, [exc])
+            raise
 
     async def save(self, session: AsyncSession) -> None:
         moved = [
@@ -305,12 +320,45 @@ def duplicate_ref(ref: str | None) -> Duplicate:
     return Duplicate(f"external_ref '{ref}' was already recorded in this time bank")
 
 
+def _limit_detail(facts: dict[str, Any], name: str | None = None) -> str:
+    party = facts["party"]
+    who = "The community pool" if party["type"] == "pool" else f"{party['type']} {party['id']}"
+    if name is not None and party["type"] != "pool":
+        who = f"{name} ({who})"
+    keys = ("balance_minutes", "change_minutes", "min_balance_minutes", "max_balance_minutes")
+    return limit_detail(who, *(facts[k] for k in keys))
+
+
+async def name_parties(session: AsyncSession, refusals: Sequence[DomainError]) -> None:
+    """Put each balance-limit refusal's party name in its detail, with one query."""
+    limits = [e for e in refusals if isinstance(e, BalanceLimitExceeded)]
+    ids = {uuid.UUID(e.extra["party"]["id"]) for e in limits}
+    if not ids:
+        return
+    names = dict(
+        (await session.execute(select(Member.id, Member.display_name).where(Member.id.in_(ids))))
+        .tuples()
+        .all()
+    )
+    names |= dict(
+        (
+            await session.execute(
+                select(Organisation.id, Organisation.name).where(Organisation.id.in_(ids))
+            )
+        )
+        .tuples()
+        .all()
+    )
+    for e in limits:
+        e.detail = _limit_detail(e.extra, names.get(uuid.UUID(e.extra["party"]["id"])))
+
+
 async def post(session: AsyncSession, principal: Principal, tb: TimeBank, d: Draft) -> Posted:
     """Post one exchange in the caller's transaction: lock its accounts in id order, check
     its limits (409 ``balance_limit_exceeded``), insert it and its postings, save the
     balances. The caller audits and commits."""
     book = Book(tb, await lock_accounts(session, (leg.account_id for leg in d.legs)))
-    after = book.apply(d.legs, enforce_limits=d.enforce_limits)
+    after = await book.apply_named(session, d.legs, enforce_limits=d.enforce_limits)
     row = exchange_row(principal, tb, d)
     await insert_exchanges(session, posting_rows(row["id"], d.legs, after), [row])
     await book.save(session)

@@ -192,7 +192,7 @@ async def decide(
         # the posting step for an exchange that exists: lock, check limits, postings,
         # balances; the exchange row turns recorded below
         book = Book(tb, await lock_accounts(session, (leg.account_id for leg in legs)))
-        after = book.apply(legs, enforce_limits=True)
+        after = await book.apply_named(session, legs, enforce_limits=True)
         await insert_exchanges(session, posting_rows(locked.id, legs, after), [])
         await book.save(session)
         values.update(status=ExchangeStatus.recorded, recorded_at=now)

@@ -45,7 +45,7 @@ async def record_exchange(
     d = draft(data, prepared)
     # lock the accounts in id order, then check the limits on the locked balances
     book = Book(tb, await lock_accounts(session, (leg.account_id for leg in d.legs)))
-    after = book.apply(d.legs, enforce_limits=d.enforce_limits)
+    after = await book.apply_named(session, d.legs, enforce_limits=d.enforce_limits)
     # insert the exchange and its postings; update the balances
     row = exchange_row(principal, tb, d)
     await insert_exchanges(session, posting_rows(row["id"], d.legs, after), [row])

@@ -67,3 +67,30 @@ def refused(balance: int, delta: int, lo: int | None, hi: int | None) -> bool:
     below = delta < 0 and lo is not None and balance + delta < lo
     above = delta > 0 and hi is not None and balance + delta > hi
     return below or above
+
+
+def duration(minutes: int) -> str:
+    """Minutes as people say them: ``2 h 30 min``, ``45 min``, ``−10 h``."""
+    sign = "−" if minutes < 0 else ""
+    h, m = divmod(abs(minutes), 60)
+    parts = [f"{h} h"] * bool(h) + [f"{m} min"] * bool(m or not h)
+    return sign + " ".join(parts)
+
+
+def limit_detail(
+    party: str,
+    balance_minutes: int,
+    change_minutes: int,
+    min_balance_minutes: int | None,
+    max_balance_minutes: int | None,
+) -> str:
+    """Why an exchange was refused by a balance limit, naming the party (SPEC §2.5)."""
+    after = balance_minutes + change_minutes
+    if change_minutes < 0 and min_balance_minutes is not None:
+        limit = f"below the lower limit of {duration(min_balance_minutes)}"
+    else:
+        limit = f"above the upper limit of {duration(max_balance_minutes or 0)}"
+    return (
+        f"{party} would go to {duration(after)}, {limit} (balance {duration(balance_minutes)}, "
+        f"this exchange {'+' if change_minutes > 0 else ''}{duration(change_minutes)})"
+    )

@@ -102,7 +102,12 @@ async def record_simple(
         except Exception as exc:
             state = getattr(exc, "sqlstate", None)
             if state == REFUSED:
-                raise refusal(str(getattr(exc, "message", exc))) from None
+                refused = refusal(str(getattr(exc, "message", exc)))
+                if isinstance(refused, BalanceLimitExceeded):
+                    # Nothing was written: the in-process path answers, naming the party
+                    # (the wording of the refusal lives once, in Python).
+                    return None
+                raise refused from None
             if state in RETRYABLE and attempt < retries:
                 attempt += 1
                 await asyncio.sleep(min(0.5, 0.005 * (2**attempt)) * random.random())

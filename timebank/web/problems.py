@@ -5,6 +5,7 @@ the OpenAPI error responses of a route."""
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,6 +118,46 @@ def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
     return key
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:g} KiB"
+
+
+def _not_json(request: Request[Any, Any, Any], exc: HTTPException) -> str:
+    """A body that is not JSON, in words: what was wrong and what to send instead."""
+    detail = str(exc.detail)
+    if not detail.startswith("JSON is malformed"):
+        return detail
+    why = detail.removeprefix("JSON is malformed").lstrip(": ")
+    sent = request.headers.get("content-type")
+    if sent is None:
+        said = "no Content-Type"
+    elif "json" not in sent.lower():
+        said = f"Content-Type {sent}"
+    else:
+        said = None
+    return (
+        "The body is not valid JSON"
+        + (f" ({why})" if why else "")
+        + (f"; it was sent with {said}" if said else "")
+        + ". Send a JSON object with Content-Type: application/json."
+    )
+
+
+def _body_model(request: Request[Any, Any, Any]) -> Any:
+    """The model of the route's JSON body, if it has one."""
+    try:
+        data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    except Exception:  # no route
+        return None
+    if data is None:
+        return None
+    annotation = data.annotation
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
 def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """Litestar's own refusals as problems, keeping the headers they carry (e.g. the
     ``Allow`` of a 405, which RFC 9110 requires)."""
@@ -137,7 +178,8 @@ def _problem_for_http(
                 key = str(item.get("key") or "")
                 if key and item.get("source") != "body":
                     key = _wire_name(request, key)
-                errors.append(field_error(key, str(item.get("message"))))
+                model = _body_model(request) if item.get("source") == "body" else None
+                errors.append(field_error(key, str(item.get("message")), model))
         if not errors:
             errors = [{"field": "body", "message": str(exc.detail)}]
         return problem_response(
@@ -148,9 +190,18 @@ def _problem_for_http(
             errors=errors,
         )
     if status == 413:
-        return problem_response(413, "payload_too_large", "Payload too large", "Body over limit")
+        limit = request.app.state.settings.max_body_bytes
+        return problem_response(
+            413,
+            "payload_too_large",
+            "Payload too large",
+            f"The body is over the limit of {_size(limit)} ({limit:,} bytes); send less at once "
+            "(a batch takes up to 1000 exchanges)",
+        )
     if status == 400:
-        return problem_response(400, "malformed_request", "Malformed request", str(exc.detail))
+        return problem_response(
+            400, "malformed_request", "Malformed request", _not_json(request, exc)
+        )
     if isinstance(exc, NotAuthorizedException) or status == 401:
         return problem_response(401, "unauthorized", "Unauthorized", str(exc.detail))
     if isinstance(exc, PermissionDeniedException) or status == 403:
