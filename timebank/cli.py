@@ -321,34 +321,68 @@ def keys_create(role: str, slug: str | None, label: str | None) -> None:
 
 @keys.command("list")
 def keys_list() -> None:
-    """List keys (never secrets)."""
+    """List keys as a table (never secrets)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from timebank.auth.models import ApiKey
+    from timebank.db import utcnow
+    from timebank.timebanks.models import TimeBank
 
     async def run(session: AsyncSession) -> list[Any]:
-        return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars())
-
-    for k in _with_session(run):
-        state = "revoked" if k.revoked_at else "active"
-        click.echo(
-            f"{k.id}  {k.prefix}…  {k.role.value:7} {k.timebank_id or 'global'}  {state}  {k.label or ''}"
+        rows = await session.execute(
+            select(ApiKey, TimeBank.slug)
+            .outerjoin(TimeBank, TimeBank.id == ApiKey.timebank_id)
+            .order_by(ApiKey.id)
         )
+        return list(rows.tuples())
+
+    now = utcnow()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("id", "prefix", "time bank", "role", "label", "status", "last used"):
+        table.add_column(column, no_wrap=column in ("id", "prefix"))
+    for key, slug in _with_session(run):
+        if key.revoked_at is not None:
+            status = f"revoked {key.revoked_at:%Y-%m-%d}"
+        elif key.expires_at is not None and key.expires_at <= now:
+            status = f"expired {key.expires_at:%Y-%m-%d}"
+        else:
+            status = "active"
+        table.add_row(
+            str(key.id),
+            f"{key.prefix}…",
+            slug or "(all)",
+            key.role.value,
+            key.label or "",
+            status,
+            f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never",
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    """Revoke a key by id."""
+    """Revoke a key by id (as `timebank keys list` shows it)."""
     import uuid
 
     from timebank.access import SYSTEM
     from timebank.auth.service import revoke_key
     from timebank.errors import DomainError
 
+    try:
+        parsed = uuid.UUID(key_id)
+    except ValueError:
+        raise click.ClickException(
+            f"'{key_id}' is not a key id; ids look like 01937a40-0000-7000-8000-00000000beef "
+            "(see `timebank keys list`)"
+        ) from None
+
     async def run(session: AsyncSession) -> None:
         try:
-            await revoke_key(session, SYSTEM, uuid.UUID(key_id), None)
-        except (DomainError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+            await revoke_key(session, SYSTEM, parsed, None)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
         await session.commit()
 
     _with_session(run)

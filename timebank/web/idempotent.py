@@ -44,9 +44,9 @@ IdempotencyKeyHeader = Parameter(
 
 def created_here(request: Request[Any, Any, Any], body: bytes) -> str:
     """The ``Location`` of what a POST to a collection created: the collection's path and
-    the new resource's ``id`` (``slug`` for time banks and categories)."""
+    the new resource's ``slug`` (time banks, categories) or ``id``."""
     data = json.loads(body)
-    return f"{request.url.path.rstrip('/')}/{data.get('id') or data.get('slug')}"
+    return f"{request.url.path.rstrip('/')}/{data.get('slug') or data.get('id')}"
 
 
 def retries(request: Request[Any, Any, Any]) -> int:
