@@ -31,6 +31,7 @@ from timebank.web.auth import provide_principal
 from timebank.web.openapi import docs_assets, render_plugins
 from timebank.web.ops import health, ready
 from timebank.web.problems import exception_handlers
+from timebank.web.query import refuse_null_queries
 from timebank.web.ratelimit import RateLimiter, RateLimitMiddleware
 from timebank.web.requestid import RequestIdMiddleware
 from timebank.web.security import add_security_headers, cors_config
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=middleware,
         state=State({"settings": settings}),
         before_send=[add_security_headers, complete_allow_header],
+        before_request=refuse_null_queries,
         cors_config=cors_config(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -222,6 +222,9 @@ class ExchangeController(Controller):
         decision: Decision,
         data: DecisionRequest | None,
     ) -> ExchangeOut:
+        if data is None and (await request.body()).strip() == b"null":
+            raise InvalidInput("body", 'send a JSON object such as {"reason": "…"}, or no body')
+
         async def use_case() -> ExchangeOut:
             bank = await get_by_slug(db_session, principal, tb)
             reason = data.reason if data else None
