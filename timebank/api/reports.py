@@ -9,6 +9,7 @@ from typing import Any, Literal
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
@@ -43,9 +44,61 @@ REPORT_DOC = (
     "threshold is null and marked suppressed, with further figures suppressed so that none can "
     "be worked out from the rest of the response. Definitions: docs/reports.md."
 )
+
+
+class ReportOut(BaseModel):
+    """Every report: what it covers, its scalar figures as top-level keys, its breakdown as
+    ``rows`` (each with its dimension key and ``suppressed``). A suppressed figure is null.
+    Definitions: docs/reports.md."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "report": "categories",
+                    "timebanks": ["north-ayrshire"],
+                    "period": {"from": "2026-07-01", "to": "2026-10-01"},
+                    "as_of": "2026-12-01T00:00:00+00:00",
+                    "generated_at": "2026-12-01T10:15:00+00:00",
+                    "definitions_version": "1",
+                    "suppression_threshold": 10,
+                    "rows": [
+                        {
+                            "category": "shopping-errands",
+                            "exchanges": 41,
+                            "hours": 63.5,
+                            "minutes": 3810,
+                            "share_of_hours": 0.21,
+                            "providers": 17,
+                            "suppressed": False,
+                        },
+                        {
+                            "category": "pets",
+                            "exchanges": None,
+                            "hours": None,
+                            "minutes": None,
+                            "share_of_hours": None,
+                            "providers": None,
+                            "suppressed": True,
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+    report: str
+    timebanks: list[str]
+    period: dict[str, str]
+    as_of: str
+    generated_at: str
+    definitions_version: str
+    suppression_threshold: int
+
+
 SUCCESS = {
     200: ResponseSpec(
-        data_container=dict[str, Any],
+        data_container=ReportOut,
         description="The report: JSON (default), tidy CSV (`text/csv`) or XLSX",
         generate_examples=False,
     )
