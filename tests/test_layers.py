@@ -22,6 +22,7 @@ LAYERS = [
     "api",  # web: controllers
     "web",  # web: problems, idempotent writes, pagination, middleware, server
     "tools",  # demo generator, backups
+    "imports",  # paper time sheets: read, resolve, preview, commit (through the batch)
     "lifecycle",  # registration, erasure: spanning parties, ledger, auth, audit
     "reports",
     "ledger",

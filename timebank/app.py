@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 
 from timebank.api.audit import audit_events
 from timebank.api.exchanges import ExchangeController
+from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
 from timebank.api.members import MemberController, directory
 from timebank.api.organisations import OrganisationController
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             cross_bank_report,
             OrganisationController,
             ExchangeController,
+            ImportController,
             ApiKeyController,
             GlobalApiKeyController,
             docs_assets(),

@@ -389,5 +389,68 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}", err=True)
 
 
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--timebank", "slug", required=True, help="The time bank's slug.")
+@click.option("--sheet", default=None, help="The sheet's name (default: the file name).")
+@click.option("--commit", "record", is_flag=True, help="Record the ready lines.")
+@click.option("--atomic", is_flag=True, help="With --commit: all the ready lines or none.")
+def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic: bool) -> None:
+    """Preview a paper time sheet (CSV or XLSX), and with --commit record it. Exit code 1
+    if any line is refused."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from timebank.access import SYSTEM
+    from timebank.errors import DomainError
+    from timebank.imports import service
+    from timebank.timebanks.models import TimeBank
+
+    content = path.read_bytes()
+
+    async def run(session: AsyncSession) -> Any:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            transient=True,
+            console=Console(stderr=True),
+        ) as progress:
+            task = progress.add_task(f"Reading and checking {path.name}", total=2)
+            tb = (await session.execute(select(TimeBank).where(TimeBank.slug == slug))).scalar()
+            if tb is None:
+                raise click.ClickException(f"no time bank '{slug}'")
+            try:
+                found = await service.preview(
+                    session, SYSTEM, tb, content, sheet=sheet or path.stem, filename=path.name
+                )
+                progress.update(task, advance=1, description="Recording the ready lines")
+                if record:
+                    found = await service.commit(session, SYSTEM, tb, found.id, atomic=atomic)
+            except DomainError as exc:
+                raise click.ClickException(exc.detail) from exc
+            progress.update(task, advance=1)
+            return found
+
+    found = _with_session(run)
+    counts = service.summary(found.lines)
+    said = {"already_recorded": "already recorded"}
+    parts = [f"{n} {said.get(k, k)}" for k, n in counts.items() if n and k != "lines"]
+    click.echo(f"{path.name} (sheet '{found.sheet}'): {counts['lines']} lines: " + ", ".join(parts))
+    refused = [line for line in found.lines if line["status"] in ("refused", "conflict")]
+    if refused:
+        by_reason = Counter(line["error"]["code"] for line in refused)
+        click.echo("refused by reason: " + ", ".join(f"{c} {n}" for c, n in by_reason.items()))
+        for line in refused:
+            click.echo(
+                f"  line {line['line']}: {line['error']['code']}: {line['error']['message']}"
+            )
+    if not record and counts["ready"]:
+        click.echo("nothing recorded yet: run again with --commit to record the ready lines")
+    sys.exit(1 if refused else 0)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -85,6 +85,10 @@ class Duplicate(DomainError):
     code, title = "duplicate", "Duplicate"
 
 
+class ImportClosed(DomainError):
+    code, title = "import_closed", "Sheet import closed"
+
+
 class BatchAborted(DomainError):
     """An item of an atomic batch that would have been recorded, had another not been refused."""
 

@@ -4,6 +4,7 @@ from timebank.audit.models import AuditEvent
 from timebank.auth.models import ApiKey, ApiKeyTimeBank
 from timebank.db import Base
 from timebank.idempotency import IdempotencyRecord
+from timebank.imports.models import SheetImport
 from timebank.ledger.models import Account, Exchange, Posting
 from timebank.members.models import Member
 from timebank.organisations.models import Organisation
@@ -24,5 +25,6 @@ __all__ = [
     "Member",
     "Organisation",
     "Posting",
+    "SheetImport",
     "TimeBank",
 ]

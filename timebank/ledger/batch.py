@@ -74,10 +74,13 @@ async def record_batch(
     items: list[dict[str, Any]],
     atomic: bool,
     claim: Claim | None = None,
+    *,
+    dry_run: bool = False,
 ) -> BatchOutcome:
     """Record a sheet of exchanges in order and commit; an atomic sheet with a refused item
     records nothing (rolled back, its Idempotency-Key not stored), but every item still
-    gets its own verdict, limits included, so a broker sees every problem at once."""
+    gets its own verdict, limits included, so a broker sees every problem at once.
+    ``dry_run``: the verdicts only (a sheet's preview), rolled back."""
     principal.require(tb.id, *STAFF)
     lines = [Line(i) for i in range(len(items))]
     requests: dict[int, ExchangeCreate] = {}
@@ -126,6 +129,9 @@ async def record_batch(
     await name_parties(session, [line.error for line in lines if line.error is not None])
 
     outcome = BatchOutcome(lines)
+    if dry_run:  # a preview: every verdict, nothing written, the locks released
+        await session.rollback()
+        return outcome
     if atomic and not outcome.recorded:
         for line in lines:
             if line.error is None:

@@ -23,6 +23,7 @@ from timebank.members.schemas import MemberCreate
 from timebank.members.service import member_ref_taken
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate
+from timebank.organisations.service import organisation_ref_taken
 from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.schemas import TimeBankSettings
 from timebank.timebanks.service import DEFAULT_CATEGORIES, check_settings, today
@@ -152,6 +153,8 @@ async def create_organisation(
 ) -> Organisation:
     """An organisation with its account (broker)."""
     principal.require(tb.id, *STAFF)
+    if data.external_ref:
+        await organisation_ref_taken(session, tb, data.external_ref, None)
     now = utcnow()
     org_id = uuid7()
     account = await open_account(session, tb.id, OwnerType.organisation, org_id)

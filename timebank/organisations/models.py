@@ -4,7 +4,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from timebank.db import Base, utcnow, uuid7
@@ -31,7 +31,10 @@ class OrganisationStatus(enum.StrEnum):
 
 class Organisation(Base):
     __tablename__ = "organisations"
-    __table_args__ = (Index(None, "timebank_id", "id"),)
+    __table_args__ = (
+        UniqueConstraint("timebank_id", "external_ref"),
+        Index(None, "timebank_id", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     timebank_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("timebanks.id"))
@@ -41,6 +44,8 @@ class Organisation(Base):
     locality: Mapped[str | None] = mapped_column(String(100), default=None)
     registration_number: Mapped[str | None] = mapped_column(String(50), default=None)
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # the bank's own reference (e.g. on paper time sheets), unique in the bank
+    external_ref: Mapped[str | None] = mapped_column(String(200), default=None)
     status: Mapped[OrganisationStatus] = mapped_column(
         str_enum(OrganisationStatus, "organisation_status"), default=OrganisationStatus.active
     )

@@ -33,6 +33,12 @@ class OrganisationCreate(_In):
     locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
     registration_number: Annotated[str, Field(max_length=50), Trimmed] | None = None
     contact_email: Email | None = None
+    external_ref: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed] | None
+    ) = Field(
+        default=None,
+        description="Your own reference for it (e.g. on time sheets), unique in the bank",
+    )
 
 
 class OrganisationPatch(_In):
@@ -49,6 +55,12 @@ class OrganisationPatch(_In):
     locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
     registration_number: Annotated[str, Field(max_length=50), Trimmed] | None = None
     contact_email: Email | None = None
+    external_ref: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed] | None
+    ) = Field(
+        default=None,
+        description="Your own reference for it (e.g. on time sheets), unique in the bank",
+    )
     status: OrganisationStatus | SkipJsonSchema[None] = None
 
 
@@ -65,6 +77,7 @@ class OrganisationOut(BaseModel):
                     "locality": "Irvine",
                     "registration_number": "SC012345",
                     "contact_email": None,
+                    "external_ref": "ORG-7",
                     "status": "active",
                     "created_at": "2026-11-02T09:40:00Z",
                 }
@@ -78,5 +91,6 @@ class OrganisationOut(BaseModel):
     locality: str | None
     registration_number: str | None
     contact_email: str | None
+    external_ref: str | None = None
     status: OrganisationStatus
     created_at: datetime

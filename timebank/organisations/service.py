@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
 from timebank.db import contains_pattern, utcnow
-from timebank.errors import InvalidInput, NotFound
+from timebank.errors import Duplicate, InvalidInput, NotFound
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationPatch
 from timebank.timebanks.models import TimeBank
@@ -23,6 +23,18 @@ async def get_organisation(
     if org is None or org.timebank_id != tb.id:
         raise NotFound("No such organisation in this time bank")
     return org
+
+
+async def organisation_ref_taken(
+    session: AsyncSession, tb: TimeBank, ref: str, not_id: uuid.UUID | None
+) -> None:
+    stmt = select(Organisation.id).where(
+        Organisation.timebank_id == tb.id, Organisation.external_ref == ref
+    )
+    if not_id is not None:
+        stmt = stmt.where(Organisation.id != not_id)
+    if (await session.execute(stmt)).first():
+        raise Duplicate(f"external_ref '{ref}' belongs to another organisation")
 
 
 async def update_organisation(
@@ -38,6 +50,8 @@ async def update_organisation(
     for required in ("name", "kind", "status"):
         if required in changes and changes[required] is None:
             raise InvalidInput(required, "cannot be null")
+    if changes.get("external_ref"):
+        await organisation_ref_taken(session, tb, changes["external_ref"], org.id)
     for key, value in changes.items():
         setattr(org, key, value)
     org.updated_at = utcnow()

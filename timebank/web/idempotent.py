@@ -10,12 +10,14 @@ with the same key replays the stored bytes, and a concurrent duplicate waits and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from litestar import Request, Response
+from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
@@ -128,12 +130,23 @@ async def idempotent(
 
 
 async def fingerprint(request: Request[Any, Any, Any]) -> str:
-    """What an Idempotency-Key is bound to: the method, the path and the JSON body."""
+    """What an Idempotency-Key is bound to: the method, the path (and query) and the body —
+    as JSON, or its bytes' digest for a file (a time sheet)."""
+    if request.content_type[0] == "multipart/form-data":
+        # a browser draws a new boundary for each submission: bind the key to the file
+        upload = (await request.form()).get("file")
+        raw = b""
+        if isinstance(upload, UploadFile):
+            raw = await upload.read()
+            await upload.seek(0)
+    else:
+        raw = await request.body()
     try:
-        body = json.loads(await request.body() or b"null")
+        body = json.loads(raw or b"null")
     except ValueError:
-        body = None
-    return idempotency.fingerprint(request.method, request.url.path, body)
+        body = {"sha256": hashlib.sha256(raw).hexdigest()}
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return idempotency.fingerprint(request.method, path, body)
 
 
 async def balance_in_one_call(

@@ -40,6 +40,9 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 # in (``?format=``, ``Accept``) — for curl users; generators read only the first.
 FILE = "file_media_type"
 ALSO_RETURNS = "also_returns"
+# Route option: the operation takes a file as its body (these media types, or a multipart
+# form with the file as ``file``).
+UPLOAD = "upload_media_types"
 BINARY = {"type": "string", "format": "binary"}
 API_KEY = "apiKey"
 API_KEY_SCHEME = {
@@ -101,6 +104,18 @@ def route_options(app: Litestar, option: str) -> dict[tuple[str, str], Any]:
 
 def _file_content(media_type: str) -> dict[str, Any]:
     return {"schema": {"type": "string"} if media_type.startswith("text/") else BINARY}
+
+
+def _upload_body(media_types: list[str]) -> dict[str, Any]:
+    content = {m: _file_content(m) for m in media_types}
+    content["multipart/form-data"] = {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": BINARY},
+        }
+    }
+    return {"required": True, "content": content}
 
 
 def public_operations(app: Litestar) -> set[tuple[str, str]]:
@@ -287,6 +302,7 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
     public = public_operations(app)
     optional = optional_bodies(app)
     files = route_options(app, FILE)
+    uploads = route_options(app, UPLOAD)
     also = route_options(app, ALSO_RETURNS)
     for path, item in out.get("paths", {}).items():
         for method, operation in item.items():
@@ -296,6 +312,8 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
                 _plain_parameter(parameter)
             if (path, method) in public:
                 operation["security"] = []
+            if (path, method) in uploads:
+                operation["requestBody"] = _upload_body(uploads[path, method])
             body = operation.get("requestBody")
             if body is None:
                 # No body, so no malformed body and no body too large.

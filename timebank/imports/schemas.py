@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from timebank.bodies import JsonBody
+
+LineStatus = Literal["ready", "refused", "already_recorded", "conflict", "recorded"]
+
+
+class SheetParty(BaseModel):
+    type: Literal["member", "organisation", "pool"]
+    id: uuid.UUID = Field(description="member or organisation id; the pool's account id")
+    name: str
+    hint: str | None = Field(description="a membership number or email that tells two apart")
+
+
+class LineError(BaseModel):
+    code: str = Field(
+        description="unknown_party, ambiguous_party, bad_date, bad_hours, unknown_category, "
+        "formula, already_recorded, conflict, or a problem code of createExchange "
+        "(validation_error, balance_limit_exceeded, party_inactive, duplicate)"
+    )
+    message: str
+    field: str | None
+    candidates: list[SheetParty] | None = Field(
+        default=None, description="for an unknown or ambiguous party: the names to choose from"
+    )
+
+
+class SheetLine(BaseModel):
+    line: int = Field(description="the line number as a spreadsheet shows it (header = 1)")
+    external_ref: str
+    cells: dict[str, str] = Field(description="the line as written, by column")
+    occurred_on: date | None
+    provider: SheetParty | None
+    recipient: SheetParty | None
+    minutes: int | None
+    category: str | None
+    description: str | None
+    status: LineStatus
+    error: LineError | None
+    exchange_id: uuid.UUID | None
+
+
+class ImportSummary(BaseModel):
+    lines: int
+    ready: int
+    refused: int
+    already_recorded: int
+    conflict: int
+    recorded: int
+
+
+class ImportOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01937b00-1111-7222-8333-444455556666",
+                    "timebank": "north-ayrshire",
+                    "sheet": "november",
+                    "filename": "november.csv",
+                    "status": "preview",
+                    "date_formats": "YYYY-MM-DD or DD/MM/YYYY",
+                    "columns": {
+                        "date": "Date",
+                        "provider": "Giver",
+                        "recipient": "Receiver",
+                        "hours": "Hours",
+                    },
+                    "created_at": "2026-12-01T10:00:00Z",
+                    "committed_at": None,
+                    "summary": {
+                        "lines": 2,
+                        "ready": 1,
+                        "refused": 1,
+                        "already_recorded": 0,
+                        "conflict": 0,
+                        "recorded": 0,
+                    },
+                    "lines": [
+                        {
+                            "line": 2,
+                            "external_ref": "november/2",
+                            "cells": {
+                                "date": "28/11/2026",
+                                "provider": "May Reid",
+                                "recipient": "Raj Patel",
+                                "hours": "1:30",
+                            },
+                            "occurred_on": "2026-11-28",
+                            "provider": {
+                                "type": "member",
+                                "id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                                "name": "May Reid",
+                                "hint": "M-0042",
+                            },
+                            "recipient": {
+                                "type": "member",
+                                "id": "01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40",
+                                "name": "Raj Patel",
+                                "hint": None,
+                            },
+                            "minutes": 90,
+                            "category": "home-garden",
+                            "description": None,
+                            "status": "ready",
+                            "error": None,
+                            "exchange_id": None,
+                        },
+                        {
+                            "line": 3,
+                            "external_ref": "november/3",
+                            "cells": {
+                                "date": "29/11/2026",
+                                "provider": "Jo",
+                                "recipient": "Raj Patel",
+                                "hours": "2",
+                            },
+                            "occurred_on": "2026-11-29",
+                            "provider": None,
+                            "recipient": None,
+                            "minutes": None,
+                            "category": None,
+                            "description": None,
+                            "status": "refused",
+                            "error": {
+                                "code": "ambiguous_party",
+                                "message": "provider: 2 parties are called 'Jo': use a membership number or email",
+                                "field": "provider",
+                                "candidates": [
+                                    {
+                                        "type": "member",
+                                        "id": "01937a4e-0000-7000-8000-000000000011",
+                                        "name": "Jo",
+                                        "hint": "M-0007",
+                                    },
+                                    {
+                                        "type": "member",
+                                        "id": "01937a4e-0000-7000-8000-000000000012",
+                                        "name": "Jo",
+                                        "hint": "jo@example.org",
+                                    },
+                                ],
+                            },
+                            "exchange_id": None,
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+    id: uuid.UUID
+    timebank: str
+    sheet: str
+    filename: str | None
+    status: Literal["preview", "committed", "discarded"]
+    date_formats: str = Field(description="the dates a sheet may use")
+    columns: dict[str, str] = Field(description="our column → the header as written")
+    created_at: datetime
+    committed_at: datetime | None
+    summary: ImportSummary
+    lines: list[SheetLine]
+
+
+class CommitRequest(JsonBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"atomic": True}]})
+    atomic: bool = Field(
+        default=False, description="Record nothing unless every ready line can be recorded"
+    )

@@ -1,0 +1,353 @@
+"""Paper time sheets, one importer for the API, the CLI and the console (SPEC §3.10, §7.7):
+:func:`preview` reads a sheet, resolves every line and judges it as the batch would (limits
+in line order included) without writing an exchange; :func:`commit` records the lines that
+were ready, as one batch; :func:`discard` drops a preview. A line's ``external_ref`` is
+``<sheet>/<reference column>`` or ``<sheet>/<line number>``, so a sheet committed twice,
+uploaded again or overlapping lines typed in by hand records nothing twice."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank.access import STAFF, Principal
+from timebank.audit import service as audit
+from timebank.db import utcnow
+from timebank.errors import DomainError, ImportClosed, InvalidInput, NotFound
+from timebank.idempotency import Claim
+from timebank.imports.models import ImportStatus, SheetImport
+from timebank.imports.resolve import Directory, Party, Unresolved
+from timebank.imports.sheet import Row, SheetError, date_of, minutes_of, normalise, read
+from timebank.ledger.batch import record_batch
+from timebank.ledger.models import Exchange
+from timebank.timebanks.models import Category, TimeBank
+
+DATE_FORMATS = "YYYY-MM-DD or DD/MM/YYYY"
+MAX_REF = 200
+
+
+def _refusal(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, "field": field, **extra}
+
+
+def _of_domain(exc: DomainError) -> dict[str, Any]:
+    errors = exc.extra.get("errors") or []
+    field = errors[0]["field"] if errors else None
+    message = errors[0]["message"] if len(errors) == 1 else exc.detail
+    return _refusal(exc.code, message, field)
+
+
+class _Categories:
+    def __init__(self, rows: list[Category]) -> None:
+        self.by_key = {normalise(c.slug): c.slug for c in rows}
+        self.by_key |= {normalise(c.name): c.slug for c in rows}
+        self.slugs = sorted(c.slug for c in rows)
+
+    def slug(self, cell: str) -> str:
+        found = self.by_key.get(normalise(cell))
+        if found is None:
+            raise ValueError(
+                f"no category '{cell}' in this time bank; the categories are "
+                + ", ".join(self.slugs)
+            )
+        return found
+
+
+def _line(row: Row, sheet: str, directory: Directory, categories: _Categories) -> dict[str, Any]:
+    """One row as the preview shows it: parsed and resolved, or refused with its reason."""
+    cells = row.cells
+    own_ref = cells.get("reference") or str(row.number)
+    line: dict[str, Any] = {
+        "line": row.number,
+        "external_ref": f"{sheet}/{own_ref}"[:MAX_REF],
+        "cells": cells,
+        "occurred_on": None,
+        "provider": None,
+        "recipient": None,
+        "minutes": None,
+        "category": None,
+        "description": cells.get("description") or None,
+        "status": "ready",
+        "error": None,
+        "exchange_id": None,
+    }
+    if row.formulas:
+        column = row.formulas[0]
+        line["status"] = "refused"
+        line["error"] = _refusal(
+            "formula",
+            f"the {column} cell holds a formula ({cells[column][:40]}); formulas are never run: "
+            "type the value itself",
+            column,
+        )
+        return line
+    try:
+        line["occurred_on"] = date_of(cells["date"]).isoformat() if cells["date"] else None
+        if line["occurred_on"] is None:
+            raise ValueError("no date given")
+    except ValueError as exc:
+        return {**line, "status": "refused", "error": _refusal("bad_date", str(exc), "date")}
+    for side in ("provider", "recipient"):
+        try:
+            line[side] = directory.resolve(cells[side]).view()
+        except Unresolved as exc:
+            line["status"] = "refused"
+            line["error"] = _refusal(
+                exc.code,
+                f"{side}: {exc.message}",
+                side,
+                candidates=[c.view() for c in exc.candidates],
+            )
+            return line
+    try:
+        line["minutes"] = minutes_of(cells.get("hours", ""), cells.get("minutes", ""))
+    except ValueError as exc:
+        return {**line, "status": "refused", "error": _refusal("bad_hours", str(exc), "hours")}
+    if cells.get("category"):
+        try:
+            line["category"] = categories.slug(cells["category"])
+        except ValueError as exc:
+            err = _refusal("unknown_category", str(exc), "category")
+            return {**line, "status": "refused", "error": err}
+    return line
+
+
+def _request(line: dict[str, Any]) -> dict[str, Any]:
+    """The batch item (``createExchange``'s body) of a ready line."""
+
+    def ref(party: dict[str, Any]) -> dict[str, str]:
+        key = {"member": "member_id", "organisation": "organisation_id", "pool": "account_id"}
+        return {key[party["type"]]: party["id"]}
+
+    item = {
+        "provider": ref(line["provider"]),
+        "recipient": ref(line["recipient"]),
+        "minutes": line["minutes"],
+        "occurred_on": line["occurred_on"],
+        "external_ref": line["external_ref"],
+    }
+    pool = "pool" in (line["provider"]["type"], line["recipient"]["type"])
+    if line["category"] and not pool:  # a pool grant or donation is not a service
+        item["category"] = line["category"]
+    if line["description"]:
+        item["description"] = line["description"][:2000]
+    return item
+
+
+async def _recorded_refs(
+    session: AsyncSession, tb: TimeBank, refs: list[str]
+) -> dict[str, Exchange]:
+    found: dict[str, Exchange] = {}
+    for start in range(0, len(refs), 1000):
+        chunk = refs[start : start + 1000]
+        rows = await session.execute(
+            select(Exchange).where(Exchange.timebank_id == tb.id, Exchange.external_ref.in_(chunk))
+        )
+        found |= {e.external_ref: e for e in rows.scalars() if e.external_ref}
+    return found
+
+
+def _same(line: dict[str, Any], exchange: Exchange, accounts: dict[str, uuid.UUID]) -> bool:
+    return (
+        exchange.minutes == line["minutes"]
+        and exchange.occurred_on == date.fromisoformat(line["occurred_on"])
+        and exchange.provider_account_id == accounts[line["provider"]["id"]]
+        and exchange.recipient_account_id == accounts[line["recipient"]["id"]]
+    )
+
+
+async def _judge(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    lines: list[dict[str, Any]],
+    directory: Directory,
+) -> None:
+    """Mark lines whose reference is already recorded, then dry-run the rest as one batch
+    (in line order, so limits are judged as the commit will)."""
+    ready = [line for line in lines if line["status"] == "ready"]
+    accounts = {str(p.id): p.account_id for ps in directory.by_name.values() for p in ps}
+    accounts[str(directory.pool.id)] = directory.pool.account_id
+    recorded = await _recorded_refs(session, tb, [line["external_ref"] for line in ready])
+    for line in ready:
+        exchange = recorded.get(line["external_ref"])
+        if exchange is None:
+            continue
+        line["exchange_id"] = str(exchange.id)
+        if _same(line, exchange, accounts):
+            line["status"] = "already_recorded"
+            line["error"] = _refusal(
+                "already_recorded",
+                f"already recorded as exchange {exchange.id} ({exchange.external_ref}); "
+                "nothing new is recorded",
+            )
+        else:
+            line["status"] = "conflict"
+            line["error"] = _refusal(
+                "conflict",
+                f"the reference {exchange.external_ref} was recorded as a different exchange "
+                f"({exchange.id}: {exchange.minutes} minutes on {exchange.occurred_on})",
+                "reference",
+            )
+    ready = [line for line in ready if line["status"] == "ready"]
+    if not ready:
+        return
+    outcome = await record_batch(
+        session, principal, tb, [_request(line) for line in ready], False, dry_run=True
+    )
+    await session.refresh(tb)  # the dry run rolled back, which expired what the session held
+    for line, verdict in zip(ready, outcome.lines, strict=True):
+        if verdict.error is not None:
+            line["status"] = "refused"
+            line["error"] = _of_domain(verdict.error)
+
+
+async def preview(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    content: bytes,
+    *,
+    sheet: str,
+    filename: str | None = None,
+    claim: Claim | None = None,
+) -> SheetImport:
+    """Read, resolve and judge a sheet; store the preview; commit."""
+    principal.require(tb.id, *STAFF)
+    sheet = " ".join(sheet.split())[:100]
+    if not sheet:
+        raise InvalidInput("sheet", "give the sheet a name (it prefixes every line's reference)")
+    try:
+        parsed = read(content)
+    except SheetError as exc:
+        raise InvalidInput(exc.field, exc.message) from None
+    directory = await Directory.load(session, tb)
+    categories = _Categories(
+        list(
+            (await session.execute(select(Category).where(Category.timebank_id == tb.id))).scalars()
+        )
+    )
+    lines = [_line(row, sheet, directory, categories) for row in parsed.rows]
+    await _judge(session, principal, tb, lines, directory)
+    found = SheetImport(
+        timebank_id=tb.id,
+        sheet=sheet,
+        filename=filename,
+        status=ImportStatus.preview,
+        created_by_key_id=principal.key_id,
+        created_by_role=principal.role.value,
+        created_at=utcnow(),
+        columns=parsed.columns,
+        lines=lines,
+    )
+    session.add(found)
+    await session.flush()
+    await audit.record(
+        session,
+        audit.event(
+            principal,
+            "import.preview",
+            timebank_id=tb.id,
+            target_type="import",
+            target_id=found.id,
+            details={"sheet": sheet, "lines": len(lines)},
+        ),
+    )
+    if claim is not None:
+        await claim.settle(session, found)
+    await session.commit()
+    return found
+
+
+async def get_import(
+    session: AsyncSession, principal: Principal, tb: TimeBank, import_id: uuid.UUID
+) -> SheetImport:
+    principal.require(tb.id, *STAFF)
+    found = await session.get(SheetImport, import_id)
+    if found is None or found.timebank_id != tb.id:
+        raise NotFound("No such sheet import in this time bank")
+    return found
+
+
+async def commit(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    import_id: uuid.UUID,
+    *,
+    atomic: bool,
+) -> SheetImport:
+    """Record the preview's ready lines as one batch, in line order. Committing again
+    records nothing and answers as the first commit did."""
+    found = await get_import(session, principal, tb, import_id)
+    if found.status is ImportStatus.committed:
+        return found
+    if found.status is ImportStatus.discarded:
+        raise ImportClosed("This sheet import was discarded; upload the sheet again")
+    lines = [dict(line) for line in found.lines]
+    ready = [line for line in lines if line["status"] == "ready"]
+    found.status = ImportStatus.committed
+    found.committed_at = utcnow()
+    found.atomic = atomic
+    outcome = await record_batch(
+        session, principal, tb, [_request(line) for line in ready], atomic
+    )  # commits (or, atomic and refused, rolls back)
+    await session.refresh(tb)
+    for line, verdict in zip(ready, outcome.lines, strict=True):
+        if verdict.exchange is not None:
+            line.update(status="recorded", error=None, exchange_id=str(verdict.exchange.id))
+        elif verdict.error is not None and verdict.error.code == "batch_aborted":
+            pass  # atomic, and another line refused: still ready for the next commit
+        elif verdict.error is not None:
+            line.update(status="refused", error=_of_domain(verdict.error))
+    found = await get_import(session, principal, tb, import_id)
+    found.lines = lines
+    if not outcome.recorded and atomic:
+        found.status, found.committed_at, found.atomic = ImportStatus.preview, None, None
+    await audit.record(
+        session,
+        audit.event(
+            principal,
+            "import.commit",
+            timebank_id=tb.id,
+            target_type="import",
+            target_id=found.id,
+            details={
+                "recorded": sum(1 for line in lines if line["status"] == "recorded"),
+                "atomic": atomic,
+            },
+        ),
+    )
+    await session.commit()
+    return found
+
+
+async def discard(
+    session: AsyncSession, principal: Principal, tb: TimeBank, import_id: uuid.UUID
+) -> SheetImport:
+    found = await get_import(session, principal, tb, import_id)
+    if found.status is ImportStatus.committed:
+        raise ImportClosed("This sheet import is committed: reverse its exchanges instead")
+    found.status = ImportStatus.discarded
+    await audit.record(
+        session,
+        audit.event(
+            principal, "import.discard", timebank_id=tb.id, target_type="import", target_id=found.id
+        ),
+    )
+    await session.commit()
+    return found
+
+
+def summary(lines: list[dict[str, Any]]) -> dict[str, int]:
+    out = {"lines": len(lines)}
+    for status in ("ready", "refused", "already_recorded", "conflict", "recorded"):
+        out[status] = sum(1 for line in lines if line["status"] == status)
+    return out
+
+
+__all__ = ["DATE_FORMATS", "Party", "commit", "discard", "get_import", "preview", "summary"]
