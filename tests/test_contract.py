@@ -131,8 +131,12 @@ async def test_every_body_and_main_response_has_an_example_and_every_example_is_
     for method, path, op in operations(openapi):
         body = op.get("requestBody")
         if body:
-            for media in body["content"].values():
-                assert has_example(openapi, media["schema"]), f"{method} {path} body"
+            for media_type, media in body["content"].items():
+                if media_type.startswith(("multipart/", "application/vnd.")):
+                    continue  # a file's bytes (the sheet's text form has its example)
+                assert "example" in media or has_example(openapi, media["schema"]), (
+                    f"{method} {path} body"
+                )
         for status, response in op["responses"].items():
             media = response.get("content", {}).get("application/json")
             if status.startswith("2") and media is not None:

@@ -106,8 +106,17 @@ def _file_content(media_type: str) -> dict[str, Any]:
     return {"schema": {"type": "string"} if media_type.startswith("text/") else BINARY}
 
 
+SHEET_EXAMPLE = (
+    "Date,Giver,Receiver,Hours,Category,Notes\n"
+    "28/11/2026,May Reid,Raj Patel,1:30,Home and garden,Cut the hedge\n"
+)
+
+
 def _upload_body(media_types: list[str]) -> dict[str, Any]:
     content = {m: _file_content(m) for m in media_types}
+    for media_type, media in content.items():
+        if media_type.startswith("text/"):
+            media["example"] = SHEET_EXAMPLE
     content["multipart/form-data"] = {
         "schema": {
             "type": "object",
