@@ -170,6 +170,16 @@ async def test_a_sheet_is_previewed_line_by_line_then_committed_once(api: Api) -
     }
     lines = {line["line"]: line for line in preview["lines"]}
     assert {c["id"] for c in lines[4]["error"]["candidates"]} == {p["jo1"]["id"], p["jo2"]["id"]}
+    # the broker picks which Jo Smith it was: line 4 is ready, the rest judged again
+    chosen = await api.patch(
+        f"/v1/timebanks/{slug}/imports/{preview['id']}/lines/4",
+        {"provider": {"member_id": p["jo1"]["id"]}},
+    )
+    assert chosen.status_code == 200, chosen.text
+    fixed = {line["line"]: line for line in chosen.json()["lines"]}
+    assert (fixed[4]["status"], fixed[4]["provider"]["id"]) == ("ready", p["jo1"]["id"])
+    assert fixed[10]["status"] == "refused"
+    preview = chosen.json()
     assert "did you mean 'Raj Patel'" in lines[5]["error"]["message"]
     assert lines[2]["provider"]["id"] == p["may"]["id"] and lines[2]["minutes"] == 90
     assert lines[6]["recipient"]["type"] == "pool"
@@ -183,13 +193,14 @@ async def test_a_sheet_is_previewed_line_by_line_then_committed_once(api: Api) -
     assert done.status_code == 200, done.text
     committed = done.json()
     assert committed["status"] == "committed"
-    assert committed["summary"]["recorded"] == 3
+    assert committed["summary"]["recorded"] == 4
     recorded = [line for line in committed["lines"] if line["status"] == "recorded"]
-    assert [line["line"] for line in recorded] == [2, 3, 6]
+    assert [line["line"] for line in recorded] == [2, 3, 4, 6]
     exchanges = (await api.get(f"/v1/timebanks/{slug}/exchanges")).json()["items"]
     assert sorted(e["external_ref"] for e in exchanges) == [
         "november/2",
         "november/3",
+        "november/4",
         "november/6",
     ]
     # committing again, or uploading the same sheet again, records nothing new
@@ -200,7 +211,7 @@ async def test_a_sheet_is_previewed_line_by_line_then_committed_once(api: Api) -
         "already_recorded"
     ] * 3
     await api.post(f"/v1/timebanks/{slug}/imports/{second['id']}/commit")
-    assert len((await api.get(f"/v1/timebanks/{slug}/exchanges")).json()["items"]) == 3
+    assert len((await api.get(f"/v1/timebanks/{slug}/exchanges")).json()["items"]) == 4
     assert (await api.delete(f"/v1/timebanks/{slug}/imports/{preview['id']}")).status_code == 409
 
 

@@ -6,7 +6,7 @@ import uuid
 from pathlib import PurePath
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +16,7 @@ from timebank.errors import InvalidInput
 from timebank.idempotency import Claim
 from timebank.imports import service
 from timebank.imports.models import SheetImport
-from timebank.imports.schemas import CommitRequest, ImportOut
+from timebank.imports.schemas import CommitRequest, ImportOut, LineChoice
 from timebank.imports.sheet import MAX_BYTES, XLSX_MEDIA_TYPE
 from timebank.timebanks.service import get_by_slug
 from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, write
@@ -118,6 +118,36 @@ class ImportController(Controller):
     ) -> ImportOut:
         bank = await get_by_slug(db_session, principal, tb)
         return import_view(await service.get_import(db_session, principal, bank, import_id), tb)
+
+    @patch(
+        "/{import_id:uuid}/lines/{line:int}",
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=["import_closed"]),
+        operation_id="chooseImportParty",
+        summary="Choose who a line's provider or recipient is",
+        description="For a name that matched several parties, or none: pick one (e.g. from "
+        "the line's `candidates`) by id. The whole preview is judged again, limits in line "
+        "order.",
+    )
+    async def choose(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        import_id: uuid.UUID,
+        line: int,
+        data: LineChoice,
+    ) -> ImportOut:
+        side, party_id = data.choice()
+
+        async def use_case() -> ImportOut:
+            bank = await get_by_slug(db_session, principal, tb)
+            found = await service.choose_party(
+                db_session, principal, bank, import_id, line, side, party_id
+            )
+            return import_view(found, tb)
+
+        return await write(request, db_session, use_case)
 
     @post(
         "/{import_id:uuid}/commit",

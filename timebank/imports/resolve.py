@@ -92,6 +92,15 @@ class Directory:
         pool = Party("pool", tb.pool_account_id, tb.pool_account_id, "Pool")
         return cls(pool, dict(by_ref), dict(by_email), dict(by_name))
 
+    def by_id(self, party_id: uuid.UUID) -> Party | None:
+        if party_id == self.pool.id:
+            return self.pool
+        for parties in self.by_name.values():
+            for party in parties:
+                if party.id == party_id:
+                    return party
+        return None
+
     def resolve(self, cell: str) -> Party:
         """The one party ``cell`` names, or :class:`Unresolved` with the candidates."""
         text = normalise(cell)

@@ -4,9 +4,10 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from timebank.bodies import JsonBody
+from timebank.ledger.schemas import PartyRef
 
 LineStatus = Literal["ready", "refused", "already_recorded", "conflict", "recorded"]
 
@@ -165,6 +166,33 @@ class ImportOut(BaseModel):
     committed_at: datetime | None
     summary: ImportSummary
     lines: list[SheetLine]
+
+
+class LineChoice(JsonBody):
+    """Who a line's provider or recipient is, e.g. one of the candidates of an ambiguous
+    name: exactly one of ``provider`` and ``recipient``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"provider": {"member_id": "01937a4e-0000-7000-8000-000000000011"}}]
+        }
+    )
+    provider: PartyRef | None = None
+    recipient: PartyRef | None = None
+
+    @model_validator(mode="after")
+    def _one_side(self) -> LineChoice:
+        if (self.provider is None) == (self.recipient is None):
+            raise ValueError("provider: give either provider or recipient")
+        return self
+
+    def choice(self) -> tuple[str, uuid.UUID]:
+        side = "provider" if self.provider is not None else "recipient"
+        ref = self.provider or self.recipient
+        assert ref is not None
+        party_id = ref.member_id or ref.organisation_id or ref.account_id
+        assert party_id is not None
+        return side, party_id
 
 
 class CommitRequest(JsonBody):

@@ -57,12 +57,22 @@ class _Categories:
         return found
 
 
-def _line(row: Row, sheet: str, directory: Directory, categories: _Categories) -> dict[str, Any]:
-    """One row as the preview shows it: parsed and resolved, or refused with its reason."""
+def _line(
+    row: Row,
+    sheet: str,
+    directory: Directory,
+    categories: _Categories,
+    chosen: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One row as the preview shows it: parsed and resolved, or refused with its reason.
+    ``chosen``: the party a broker picked for a side (its id), instead of the cell's name."""
     cells = row.cells
+    chosen = chosen or {}
     own_ref = cells.get("reference") or str(row.number)
     line: dict[str, Any] = {
         "line": row.number,
+        "formulas": row.formulas,
+        "chosen": chosen,
         "external_ref": f"{sheet}/{own_ref}"[:MAX_REF],
         "cells": cells,
         "occurred_on": None,
@@ -92,6 +102,10 @@ def _line(row: Row, sheet: str, directory: Directory, categories: _Categories) -
     except ValueError as exc:
         return {**line, "status": "refused", "error": _refusal("bad_date", str(exc), "date")}
     for side in ("provider", "recipient"):
+        picked = directory.by_id(uuid.UUID(chosen[side])) if side in chosen else None
+        if picked is not None:
+            line[side] = picked.view()
+            continue
         try:
             line[side] = directory.resolve(cells[side]).view()
         except Unresolved as exc:
@@ -226,11 +240,7 @@ async def preview(
     except SheetError as exc:
         raise InvalidInput(exc.field, exc.message) from None
     directory = await Directory.load(session, tb)
-    categories = _Categories(
-        list(
-            (await session.execute(select(Category).where(Category.timebank_id == tb.id))).scalars()
-        )
-    )
+    categories = await _categories(session, tb)
     lines = [_line(row, sheet, directory, categories) for row in parsed.rows]
     await _judge(session, principal, tb, lines, directory)
     found = SheetImport(
@@ -261,6 +271,63 @@ async def preview(
         await claim.settle(session, found)
     await session.commit()
     return found
+
+
+async def choose_party(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    import_id: uuid.UUID,
+    line_number: int,
+    side: str,
+    party_id: uuid.UUID,
+) -> SheetImport:
+    """A broker picks who a line's provider or recipient is (e.g. one of the candidates of
+    an ambiguous name); the whole preview is judged again, limits in line order."""
+    found = await get_import(session, principal, tb, import_id)
+    if found.status is not ImportStatus.preview:
+        raise ImportClosed(f"This sheet import is {found.status.value}; it cannot change")
+    if side not in ("provider", "recipient"):
+        raise InvalidInput("side", "must be provider or recipient")
+    directory = await Directory.load(session, tb)
+    if directory.by_id(party_id) is None:
+        raise InvalidInput(side, "no member, organisation or pool with this id in this time bank")
+    old = {line["line"]: line for line in found.lines}
+    if line_number not in old:
+        raise NotFound(f"The sheet has no line {line_number}")
+    old[line_number]["chosen"] = {**old[line_number].get("chosen", {}), side: str(party_id)}
+    categories = await _categories(session, tb)
+    lines = [
+        _line(
+            Row(line["line"], line["cells"], line.get("formulas", [])),
+            found.sheet,
+            directory,
+            categories,
+            line.get("chosen"),
+        )
+        for line in old.values()
+    ]
+    await _judge(session, principal, tb, lines, directory)
+    found = await get_import(session, principal, tb, import_id)
+    found.lines = lines
+    await audit.record(
+        session,
+        audit.event(
+            principal,
+            "import.choose",
+            timebank_id=tb.id,
+            target_type="import",
+            target_id=found.id,
+            details={"line": line_number, "side": side, "party_id": str(party_id)},
+        ),
+    )
+    await session.commit()
+    return found
+
+
+async def _categories(session: AsyncSession, tb: TimeBank) -> _Categories:
+    rows = await session.execute(select(Category).where(Category.timebank_id == tb.id))
+    return _Categories(list(rows.scalars()))
 
 
 async def get_import(
@@ -350,4 +417,13 @@ def summary(lines: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-__all__ = ["DATE_FORMATS", "Party", "commit", "discard", "get_import", "preview", "summary"]
+__all__ = [
+    "DATE_FORMATS",
+    "Party",
+    "choose_party",
+    "commit",
+    "discard",
+    "get_import",
+    "preview",
+    "summary",
+]
