@@ -310,9 +310,9 @@ async def test_the_cli_previews_commits_and_exits_1_when_a_line_is_refused(
 ) -> None:
     """The README's walk-through with docs/sample-time-sheet.csv."""
     slug = (await api.timebank())["slug"]
-    for name in ("May Reid", "Raj Patel"):
+    for name in ("May Reid", "Raj Singh"):
         await api.member(slug, name)
-    await api.organisation(slug, "Irvine Food Bank")
+    await api.organisation(slug, "Harbour Shed", kind="community_group")
     timebank = str(ROOT / ".venv" / "bin" / "timebank")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -325,12 +325,12 @@ async def test_the_cli_previews_commits_and_exits_1_when_a_line_is_refused(
             timeout=300,
         )
 
-    preview = run()  # Jo Smith is not a member here: one line refused, nothing recorded
+    preview = run()  # Jo Smyth is not a member here: one line refused, nothing recorded
     assert preview.returncode == 1, preview.stdout + preview.stderr
     assert "4 ready" in preview.stdout and "1 refused" in preview.stdout
-    assert "line 6" in preview.stdout and "Jo Smith" in preview.stdout
+    assert "line 6" in preview.stdout and "Jo Smyth" in preview.stdout
     assert (await api.get(f"/v1/timebanks/{slug}/exchanges")).json()["items"] == []
-    await api.member(slug, "Jo Smith")
+    await api.member(slug, "Jo Smyth")
     done = run("--commit")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 recorded" in done.stdout

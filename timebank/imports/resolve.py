@@ -127,7 +127,8 @@ class Directory:
             )
         close = difflib.get_close_matches(text, list(self.by_name), n=3, cutoff=0.6)
         candidates = [p for name in close for p in self.by_name[name]]
-        said = f"; did you mean {', '.join(repr(p.name) for p in candidates)}?" if close else ""
+        names = list(dict.fromkeys(p.name for p in candidates))
+        said = f"; did you mean {' or '.join(repr(n) for n in names)}?" if names else ""
         raise Unresolved(
             "unknown_party", f"nobody in this time bank is called '{cell}'{said}", candidates
         )

@@ -166,12 +166,18 @@ async def _recorded_refs(
 
 
 def _same(line: dict[str, Any], exchange: Exchange, accounts: dict[str, uuid.UUID]) -> bool:
-    return (
-        exchange.minutes == line["minutes"]
-        and exchange.occurred_on == date.fromisoformat(line["occurred_on"])
-        and exchange.provider_account_id == accounts[line["provider"]["id"]]
-        and exchange.recipient_account_id == accounts[line["recipient"]["id"]]
-    )
+    """Whether a recorded exchange is this line, as far as the line could be read (a line
+    whose name no longer resolves, say, is compared on what it does say)."""
+    said = [
+        (line["minutes"], exchange.minutes),
+        (line["occurred_on"] and date.fromisoformat(line["occurred_on"]), exchange.occurred_on),
+        (line["provider"] and accounts.get(line["provider"]["id"]), exchange.provider_account_id),
+        (
+            line["recipient"] and accounts.get(line["recipient"]["id"]),
+            exchange.recipient_account_id,
+        ),
+    ]
+    return all(ours is None or ours == theirs for ours, theirs in said)
 
 
 async def _judge(
@@ -183,13 +189,12 @@ async def _judge(
 ) -> None:
     """Mark lines whose reference is already recorded, then dry-run the rest as one batch
     (in line order, so limits are judged as the commit will)."""
-    ready = [line for line in lines if line["status"] == "ready"]
     accounts = {str(p.id): p.account_id for ps in directory.by_name.values() for p in ps}
     accounts[str(directory.pool.id)] = directory.pool.account_id
-    recorded = await _recorded_refs(session, tb, [line["external_ref"] for line in ready])
-    for line in ready:
+    recorded = await _recorded_refs(session, tb, [line["external_ref"] for line in lines])
+    for line in lines:
         exchange = recorded.get(line["external_ref"])
-        if exchange is None:
+        if exchange is None or line["status"] not in ("ready", "refused"):
             continue
         line["exchange_id"] = str(exchange.id)
         if _same(line, exchange, accounts):
@@ -207,7 +212,7 @@ async def _judge(
                 f"({exchange.id}: {exchange.minutes} minutes on {exchange.occurred_on})",
                 "reference",
             )
-    ready = [line for line in ready if line["status"] == "ready"]
+    ready = [line for line in lines if line["status"] == "ready"]
     if not ready:
         return
     outcome = await record_batch(
