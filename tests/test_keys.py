@@ -463,3 +463,57 @@ async def test_unrouted_api_responses_carry_security_headers_too(api: Api) -> No
     ):
         assert r.status_code in (404, 405), r.text
         assert_security_headers(r)
+
+
+async def test_cli_lists_keys_as_a_table_and_revoke_explains_a_bad_id(
+    api: Api, db_url: str, session_maker: Maker, tmp_path: Path
+) -> None:
+    """`timebank keys list`: a header, the bank's slug, role, label and status — `expired`
+    for an expired key; `keys revoke` with a bad id: one line, exit 1."""
+    tb = await api.timebank()
+    slug = tb["slug"]
+    member = await api.member(slug, "Ann")
+    expiring = await api.ok(
+        "post",
+        f"/v1/timebanks/{slug}/api-keys",
+        {"role": "member", "member_id": member["id"], "label": "Ann's old phone"},
+    )
+    async with session_maker() as session:
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == uuid.UUID(expiring["id"]))
+            .values(expires_at=datetime.now(UTC) - timedelta(days=1))
+        )
+        await session.commit()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
+    env["TIMEBANK_DATABASE_URL"] = db_url
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TIMEBANK_CLI, "keys", *args], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == [
+        "id",
+        "prefix",
+        "time",
+        "bank",
+        "role",
+        "label",
+        "status",
+        "last",
+        "used",
+    ]
+    row = next(r for r in rows if expiring["id"] in r)
+    assert slug in row and "member" in row and "Ann's old phone" in row and "expired" in row
+    bad = cli("revoke", "not-an-id")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "Error: 'not-an-id' is not a key id; ids look like 01937a40-0000-7000-8000-00000000beef "
+        "(see `timebank keys list`)"
+    ]
+    missing = cli("revoke", str(uuid.uuid4()))
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
