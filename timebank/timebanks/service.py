@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal, Role
 from timebank.audit import service as audit
 from timebank.db import utcnow, uuid7
-from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
+from timebank.errors import Duplicate, InvalidInput, NotFound
 from timebank.idempotency import Claim
 from timebank.timebanks.models import Category, TimeBank
 
