@@ -433,9 +433,7 @@ async def test_member_keys_get_no_reports(api: Api) -> None:
         {"from": "2026-02-01", "to": "2027-02-01"},  # a year from February
     ],
 )
-async def test_published_periods_must_lie_on_the_lattice(
-    api: Api, period: dict[str, str]
-) -> None:
+async def test_published_periods_must_lie_on_the_lattice(api: Api, period: dict[str, str]) -> None:
     tb = await api.timebank()
     path = f"/v1/timebanks/{tb['slug']}/reports/summary"
     funder = api.as_key(await api.key(tb["slug"], "funder"))
@@ -479,8 +477,9 @@ async def test_published_as_of_is_whole_days_and_the_default_the_last_complete_q
     assert body["as_of"] == "2026-05-02T00:00:00+00:00"
     assert (body["perturbed"], body["method"]) == (True, "cellkey-1")
     body = (await funder.get(path)).json()
-    start, end = date.fromisoformat(body["period"]["from"]), date.fromisoformat(
-        body["period"]["to"]
+    start, end = (
+        date.fromisoformat(body["period"]["from"]),
+        date.fromisoformat(body["period"]["to"]),
     )
     today = datetime.now(UTC).date()
     assert start.day == end.day == 1 and start.month in (1, 4, 7, 10)
