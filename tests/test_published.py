@@ -19,9 +19,14 @@ from typing import Any
 
 import pytest
 from openpyxl import load_workbook
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import Api, simple
 from tests.test_reports import QUARTER, rows_by, worked_community
+from timebank.ledger.models import Exchange
+from timebank.members.models import Member
+from timebank.organisations.models import Organisation
 from timebank.reports import cellkey, periods
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -249,3 +254,52 @@ async def test_large_cells_stay_within_the_documented_bound(
     assert abs(body["exchanges"] - 400) <= cellkey.MAX_COUNT_CHANGE
     assert abs(body["participating_members"] - 60) <= cellkey.MAX_COUNT_CHANGE
     assert abs(body["registered_members"] - 60) <= cellkey.MAX_COUNT_CHANGE
+
+
+async def test_every_record_gets_a_random_key_that_no_response_shows(
+    api: Api, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Members, organisations and exchanges get a record key on every insert path: the ORM,
+    a batch (COPY on PostgreSQL from 50 rows) and the one-call simple form (PostgreSQL's
+    ``timebank_record_simple``); no response carries it."""
+    tb = await api.timebank(member_min_balance_minutes=None)
+    slug = tb["slug"]
+    people = [await api.member(slug, f"K{i}") for i in range(6)]
+    org = await api.organisation(slug, "Keyed Trust")
+    one = await api.exchange(slug, simple(people[0], people[1], 30, occurred_on="2026-02-01"))
+    assert one.status_code == 201, one.text
+    items = [
+        simple(people[i % 6], people[(i + 1) % 6], 30 + i, occurred_on="2026-02-02")
+        for i in range(60)
+    ]
+    r = await api.post(f"/v1/timebanks/{slug}/exchanges/batch", json={"exchanges": items})
+    assert r.status_code == 200, r.text
+    async with session_maker() as s:
+        tb_id = (
+            await s.execute(select(Member.timebank_id).where(Member.display_name == "K0"))
+        ).scalar_one()
+        keys = [
+            *(
+                await s.execute(select(Member.record_key).where(Member.timebank_id == tb_id))
+            ).scalars(),
+            *(
+                await s.execute(
+                    select(Organisation.record_key).where(Organisation.timebank_id == tb_id)
+                )
+            ).scalars(),
+            *(
+                await s.execute(select(Exchange.record_key).where(Exchange.timebank_id == tb_id))
+            ).scalars(),
+        ]
+    assert len(keys) == 6 + 1 + 61
+    assert all(0 <= k < 2**32 for k in keys)
+    assert len(set(keys)) == len(keys), "random 32-bit keys (a clash here is one in ~10⁶)"
+    for body in (
+        people[0],
+        org,
+        one.json(),
+        r.json(),
+        await api.ok("get", f"/v1/timebanks/{slug}/members/{people[0]['id']}"),
+        await api.ok("get", f"/v1/timebanks/{slug}/exchanges"),
+    ):
+        assert "record_key" not in str(body)
