@@ -9,7 +9,8 @@ answers in every way the issue's reproductions did, against several targets each
 * **non-consent** — the one member who refused statistics consent: `localities` totals
   (all members) minus `demographics` totals (consenting members): hours given, received,
   and whether he took part;
-* **bank-b** — tiny bank B: the cross-bank summary of A and B minus A's summary;
+* **bank-b** — tiny bank B: the cross-bank summary of A and B minus A's summary; and B's
+  own summary read directly;
 * **month** — September, a quiet month: July–September minus July–August (published: the
   off-lattice period is refused, so the quarter minus its two other months);
 * **as-of** — one late time sheet: the summary as of two days, a day apart;
@@ -266,12 +267,20 @@ def row(body: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
 class Tally:
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    direct_reads: int = 0  # a small cell's own figure read as published (not differencing)
     direct_small_hits: int = 0
 
     def add(self, kind: str, estimate: Any, truth: Any) -> None:
         self.attempts[kind] += 1
         if estimate is not None and estimate == truth:
             self.hits[kind] += 1
+
+    def read(self, shown: Any, truth: Any) -> None:
+        """A small cell read directly: exact figures withhold it (None); published figures
+        show it, but never its true value."""
+        self.direct_reads += 1
+        if shown is not None and shown == truth:
+            self.direct_small_hits += 1
 
     @property
     def rate(self) -> float:
@@ -298,9 +307,7 @@ async def org_attack(ask: Asker, c: Community, t: Tally) -> None:
             into_orgs = [row(kinds, "kind", k)[kind_figure] for k in ("p2o", "o2o")]  # type: ignore[index]
             estimate = minus(sum(v or 0 for v in into_orgs), *(r[figure] for r in others))
             t.add("org", estimate, truth[figure])
-            t.add("org", target[figure], truth[figure])  # the row read directly
-            if ask.mode == "published" and target[figure] == truth[figure]:
-                t.direct_small_hits += 1
+            t.read(target[figure], truth[figure])  # the row read directly
 
 
 async def non_consent_attack(ask: Asker, c: Community, t: Tally) -> None:
@@ -336,10 +343,12 @@ async def bank_b_attack(ask: Asker, c: Community, t: Tally) -> None:
         }
         both = await ask.get("summary", [c.a, c.b], p)
         a = await ask.get("summary", [c.a], p)
-        assert both is not None and a is not None
+        own = await ask.get("summary", [c.b], p)
+        assert both is not None and a is not None and own is not None
         for figure, value in truth.items():
             if value:
                 t.add("bank-b", minus(both[figure], a[figure]), value)
+                t.read(own[figure], value)  # B's own report read directly
 
 
 async def month_attack(ask: Asker, c: Community, t: Tally) -> None:
@@ -410,7 +419,10 @@ ATTACKS: list[Attack] = [
 def report(name: str, t: Tally) -> str:
     parts = [f"{kind} {t.hits[kind]}/{t.attempts[kind]}" for kind in sorted(t.attempts)]
     total = sum(t.attempts.values())
-    return f"{name}: {sum(t.hits.values())}/{total} = {t.rate:.1%} ({', '.join(parts)})"
+    return (
+        f"{name}: {sum(t.hits.values())}/{total} = {t.rate:.1%} ({', '.join(parts)}); "
+        f"small cells read directly: {t.direct_small_hits}/{t.direct_reads} exact"
+    )
 
 
 async def test_a_differencing_funder_rarely_recovers_anyones_exact_figures(
@@ -441,6 +453,7 @@ async def test_a_differencing_funder_rarely_recovers_anyones_exact_figures(
     assert sum(after.attempts.values()) >= 150, "many targets"
     assert before.rate >= 0.8, "the attacks reproduce the issue against exact figures"
     assert after.rate <= 0.20, report("published", after)
+    assert before.direct_small_hits == 0, "exact figures withhold small cells"
     assert after.direct_small_hits == 0, "a published small cell showed its true value"
     assert after.hits["presence"] == 0, "a row's presence or flag told who took part"
     assert after.hits["month"] <= after.attempts["month"] // 2
