@@ -45,7 +45,7 @@ def upgrade() -> None:
                 table,
                 sa.Column("record_key", KEY_TYPE, nullable=False, server_default=sa.text("0")),
             )
-            op.execute(f"UPDATE {table} SET record_key = {SQLITE_RANDOM}")  # noqa: S608
+            op.execute(f"UPDATE {table} SET record_key = {SQLITE_RANDOM}")
 
 
 def downgrade() -> None:
