@@ -23,6 +23,7 @@ least 50 people.
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -77,9 +78,16 @@ class Micro:
 
     people: dict[uuid.UUID, Person]
     org_keys: dict[uuid.UUID, int]
-    legs: list[Leg]
+    legs: list[Leg]  # by occurred_on
     population: int  # the banks' registered members at ``to``
-    memo: dict[str, Any] = field(default_factory=dict)
+    days: list[date] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.legs.sort(key=lambda leg: leg.occurred_on)
+        self.days = [leg.occurred_on for leg in self.legs]
+
+    def between(self, start: date, end: date) -> list[Leg]:
+        return self.legs[bisect.bisect_left(self.days, start) : bisect.bisect_left(self.days, end)]
 
     def key(self, account_id: uuid.UUID) -> int:
         person = self.people.get(account_id)
@@ -252,7 +260,7 @@ def in_period(
 ) -> list[Leg]:
     start = ctx.period.start if start is None else start
     end = ctx.period.end if end is None else end
-    return [leg for leg in m.legs if start <= leg.occurred_on < end]
+    return m.between(start, end)
 
 
 def member_legs(legs: Iterable[Leg]) -> list[Leg]:
