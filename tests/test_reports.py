@@ -509,6 +509,9 @@ async def test_default_period_is_the_twelve_months_to_the_first_of_next_month(ap
         ({"interval": "day"}, "interval"),
         ({"dimension": "shoe_size"}, "dimension"),
         ({"rate_pence_per_hour": 0}, "rate_pence_per_hour"),
+        ({"figures": "rounded"}, "figures"),
+        ({"figures": "published", "from": "2026-01-01", "to": "2026-03-01"}, "from"),
+        ({"figures": "published", "interval": "week"}, "interval"),
     ],
 )
 async def test_bad_report_parameters_are_refused_with_422(
