@@ -134,6 +134,10 @@ async def test_a_funder_gets_published_figures_the_same_in_every_report_and_form
     assert figures_of(staff) == figures_of(summary), "staff's published = the funder's"
     exact = await get(api, "summary")
     assert exact["perturbed"] is False and exact["exchanges"] == 7
+    r = await funder.get("/v1/reports/summary", params={**QUARTER, "timebank": [slug]})
+    assert figures_of(r.json()) == figures_of(summary), (
+        "the same cells through the cross-bank route"
+    )
 
     # the same cell in other reports: all service exchanges, all participating members
     for name in ("exchange-types", "categories", "social-value"):
