@@ -243,7 +243,9 @@ async def test_broker_key_creating_a_broker_key_is_refused_with_403(api: Api) ->
     assert len(keys["items"]) == 1  # only the broker key itself
 
 
-async def test_key_scoped_to_one_time_bank_is_refused_with_403_on_another(api: Api) -> None:
+async def test_a_time_bank_outside_the_keys_scope_is_404_as_an_unknown_one(api: Api) -> None:
+    """SPEC §7.1: the same status and code for an unknown bank and one outside the scope,
+    so a key cannot list which bank slugs exist."""
     a = await api.timebank()
     b = await api.timebank()
     b_ann = await api.member(b["slug"], "Ann")
@@ -251,18 +253,18 @@ async def test_key_scoped_to_one_time_bank_is_refused_with_403_on_another(api: A
     before = await snapshot(api, b["slug"], b_ann, b_bob)
     for role in ("broker", "admin"):
         key = api.as_key(await api.key(a["slug"], role))
-        assert_problem(await key.get(f"/v1/timebanks/{b['slug']}"), 403, "forbidden")
-        assert_problem(await key.get(f"/v1/timebanks/{b['slug']}/members"), 403, "forbidden")
+        assert_problem(await key.get(f"/v1/timebanks/{b['slug']}"), 404, "not_found")
+        assert_problem(await key.get(f"/v1/timebanks/{b['slug']}/members"), 404, "not_found")
         assert_problem(
-            await key.get(f"/v1/timebanks/{b['slug']}/members/{b_ann['id']}"), 403, "forbidden"
+            await key.get(f"/v1/timebanks/{b['slug']}/members/{b_ann['id']}"), 404, "not_found"
         )
         assert_problem(
             await key.post(f"/v1/timebanks/{b['slug']}/members", json={"display_name": "Intruder"}),
-            403,
-            "forbidden",
+            404,
+            "not_found",
         )
         r = await key.exchange(b["slug"], simple(b_ann, b_bob, 60))
-        assert_problem(r, 403, "forbidden")
+        assert_problem(r, 404, "not_found")
     assert await snapshot(api, b["slug"], b_ann, b_bob) == before
     members = await api.ok("get", f"/v1/timebanks/{b['slug']}/members")
     assert len(members["items"]) == 2

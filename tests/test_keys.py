@@ -299,10 +299,15 @@ async def test_funder_key_over_two_banks_is_refused_other_banks_and_everything_b
 ) -> None:
     funder, (a, b, c), ann = await funder_over_two_banks(api)
 
-    for path in (
+    for path in (  # bank c is outside the key's scope: as if unknown (SPEC §7.1)
         f"/v1/timebanks/{c}/reports/summary",
         f"/v1/reports/summary?timebank={a}&timebank={c}",
         f"/v1/reports/summary?timebank={c}",
+        f"/v1/timebanks/{c}/members",
+        f"/v1/timebanks/{c}/exchanges",
+    ):
+        assert_problem(await funder.get(path), 404, "not_found")
+    for path in (
         f"/v1/timebanks/{a}/members",
         f"/v1/timebanks/{a}/members/{ann['id']}",
         f"/v1/timebanks/{a}/members/{ann['id']}/balance",
@@ -312,8 +317,6 @@ async def test_funder_key_over_two_banks_is_refused_other_banks_and_everything_b
         f"/v1/timebanks/{a}/directory",
         f"/v1/timebanks/{a}/audit-events",
         f"/v1/timebanks/{a}/api-keys",
-        f"/v1/timebanks/{c}/members",
-        f"/v1/timebanks/{c}/exchanges",
     ):
         assert_problem(await funder.get(path), 403, "forbidden")
     for path, body in (

@@ -685,3 +685,21 @@ async def test_member_key_lists_only_its_own_exchanges_and_gets_404_for_anyone_e
         cat_org["id"],
         bob_offer["id"],
     }
+
+
+async def test_a_member_key_may_not_set_external_ref(api: Api) -> None:
+    """``external_ref`` is the broker's paper-sheet reference (SPEC §3.5): a member could
+    otherwise reserve a sheet's line with a proposal it then cancels, and the 409 of a taken
+    reference would tell it which lines exist. Refused as 422 on the field, before any
+    lookup, whether the reference is free or taken."""
+    b = await bank(api)
+    taken = simple(b.bob, b.ann, 30, occurred_on="2026-11-02", external_ref="sheet-11/1")
+    assert (await b.broker.api.exchange(b.slug, taken)).status_code == 201
+    for ref in ("sheet-11/1", "sheet-11/2"):
+        body = simple(b.ann, b.bob, 60, occurred_on="2026-11-02", external_ref=ref)
+        r = await b.ann_key.api.exchange(b.slug, body)
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "validation_error"
+        assert r.json()["errors"][0]["field"] == "external_ref"
+    listed = await api.ok("get", b.path("/exchanges"))
+    assert [e["external_ref"] for e in listed["items"]] == ["sheet-11/1"]

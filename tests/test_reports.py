@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from tests.conftest import Api, party, simple
 from tests.test_reports_properties import derivable, parse_csv, relations
 
 PERIOD = {"from": "2026-01-01", "to": "2026-07-01"}
+QUARTER = {"from": "2026-01-01", "to": "2026-04-01"}  # a lattice period, for published figures
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -388,15 +389,18 @@ async def test_funder_keys_read_reports_of_their_bank_only(api: Api) -> None:
     mine = await api.timebank()
     other = await api.timebank()
     funder = api.as_key(await api.key(mine["slug"], "funder"))
-    ok = await funder.get(f"/v1/timebanks/{mine['slug']}/reports/summary", params=PERIOD)
+    ok = await funder.get(f"/v1/timebanks/{mine['slug']}/reports/summary", params=QUARTER)
     assert ok.status_code == 200, ok.text
+    # a bank outside the key's scope answers as an unknown one does (SPEC §7.1)
     for path, params in (
-        (f"/v1/timebanks/{other['slug']}/reports/summary", PERIOD),
-        ("/v1/reports/summary", {**PERIOD, "timebank": [mine["slug"], other["slug"]]}),
+        (f"/v1/timebanks/{other['slug']}/reports/summary", QUARTER),
+        ("/v1/timebanks/no-such-bank/reports/summary", QUARTER),
+        ("/v1/reports/summary", {**QUARTER, "timebank": [mine["slug"], other["slug"]]}),
+        ("/v1/reports/summary", {**QUARTER, "timebank": [mine["slug"], "no-such-bank"]}),
     ):
         r = await funder.get(path, params=params)
-        assert r.status_code == 403, r.text
-        assert r.json()["code"] == "forbidden"
+        assert r.status_code == 404, r.text
+        assert r.json()["code"] == "not_found"
 
 
 async def test_a_funder_key_over_two_banks_reads_the_cross_bank_report(api: Api) -> None:
@@ -406,9 +410,10 @@ async def test_a_funder_key_over_two_banks_reads_the_cross_bank_report(api: Api)
     )
     funder = api.as_key(created["secret"])
     r = await funder.get(
-        "/v1/reports/categories", params={**PERIOD, "timebank": [a["slug"], b["slug"]]}
+        "/v1/reports/categories", params={**QUARTER, "timebank": [a["slug"], b["slug"]]}
     )
     assert r.status_code == 200, r.text
+    assert r.json()["perturbed"] is True
 
 
 async def test_member_keys_get_no_reports(api: Api) -> None:
@@ -419,21 +424,73 @@ async def test_member_keys_get_no_reports(api: Api) -> None:
     assert r.status_code == 403
 
 
-async def test_funder_periods_must_be_whole_months_and_as_of_whole_days(api: Api) -> None:
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "2026-01-15", "to": "2026-04-01"},  # not the 1st
+        {"from": "2026-01-01", "to": "2026-07-01"},  # six months
+        {"from": "2026-02-01", "to": "2026-05-01"},  # three months, not a calendar quarter
+        {"from": "2026-02-01", "to": "2027-02-01"},  # a year from February
+    ],
+)
+async def test_published_periods_must_lie_on_the_lattice(api: Api, period: dict[str, str]) -> None:
+    tb = await api.timebank()
+    path = f"/v1/timebanks/{tb['slug']}/reports/summary"
+    funder = api.as_key(await api.key(tb["slug"], "funder"))
+    for who, params in ((funder, period), (api, {**period, "figures": "published"})):
+        r = await who.get(path, params=params)
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["code"] == "validation_error"
+        assert [e["field"] for e in body["errors"]] == ["from", "to"]
+        assert "calendar quarter" in body["errors"][0]["message"]
+    r = await api.get(path, params=period)  # exact figures: any day-aligned period
+    assert r.status_code == 200, r.text
+
+
+async def test_lattice_periods_are_months_quarters_financial_and_calendar_years(
+    api: Api,
+) -> None:
     tb = await api.timebank()
     funder = api.as_key(await api.key(tb["slug"], "funder"))
     path = f"/v1/timebanks/{tb['slug']}/reports/summary"
-    r = await funder.get(path, params={"from": "2026-01-15", "to": "2026-04-01"})
-    assert r.status_code == 422
-    assert r.json()["errors"][0]["field"] == "from"
-    r = await funder.get(
-        path, params={"from": "2026-01-01", "to": "2026-04-01", "as_of": "2026-05-02T13:45:00Z"}
+    for start, end in [
+        ("2026-02-01", "2026-03-01"),
+        ("2026-10-01", "2027-01-01"),
+        ("2026-04-01", "2027-04-01"),
+        ("2026-01-01", "2027-01-01"),
+    ]:
+        r = await funder.get(path, params={"from": start, "to": end})
+        assert r.status_code == 200, r.text
+        assert r.json()["period"] == {"from": start, "to": end}
+
+
+async def test_published_as_of_is_whole_days_and_the_default_the_last_complete_quarter(
+    api: Api,
+) -> None:
+    tb = await api.timebank()
+    funder = api.as_key(await api.key(tb["slug"], "funder"))
+    path = f"/v1/timebanks/{tb['slug']}/reports/summary"
+    r = await funder.get(path, params={**QUARTER, "as_of": "2026-05-02T13:45:00Z"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["as_of"] == "2026-05-02T00:00:00+00:00"
+    assert (body["perturbed"], body["method"]) == (True, "cellkey-1")
+    body = (await funder.get(path)).json()
+    start, end = (
+        date.fromisoformat(body["period"]["from"]),
+        date.fromisoformat(body["period"]["to"]),
     )
-    assert r.status_code == 200, r.text
-    assert r.json()["as_of"] == "2026-05-02T00:00:00+00:00"
-    broker = api.as_key(await api.key(tb["slug"], "broker"))
-    r = await broker.get(path, params={"from": "2026-01-15", "to": "2026-04-01"})
-    assert r.status_code == 200, r.text
+    today = datetime.now(UTC).date()
+    assert start.day == end.day == 1 and start.month in (1, 4, 7, 10)
+    assert (end.year * 12 + end.month) - (start.year * 12 + start.month) == 3
+    assert start < end <= today
+    assert (today.year * 12 + today.month) - (end.year * 12 + end.month) < 3
+    r = await funder.get(path.replace("summary", "timeseries"), params={"interval": "week"})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "interval"
+    exact = (await api.get(path, params=QUARTER)).json()
+    assert (exact["perturbed"], exact["method"]) == (False, None)
 
 
 async def test_default_period_is_the_twelve_months_to_the_first_of_next_month(api: Api) -> None:
@@ -452,6 +509,9 @@ async def test_default_period_is_the_twelve_months_to_the_first_of_next_month(ap
         ({"interval": "day"}, "interval"),
         ({"dimension": "shoe_size"}, "dimension"),
         ({"rate_pence_per_hour": 0}, "rate_pence_per_hour"),
+        ({"figures": "rounded"}, "figures"),
+        ({"figures": "published", "from": "2026-01-01", "to": "2026-03-01"}, "from"),
+        ({"figures": "published", "interval": "week"}, "interval"),
     ],
 )
 async def test_bad_report_parameters_are_refused_with_422(
@@ -485,6 +545,8 @@ def flat_json(body: dict[str, Any], keys: list[str]) -> dict[tuple[Any, ...], An
         "generated_at",
         "definitions_version",
         "suppression_threshold",
+        "perturbed",
+        "method",
         "suppressed",
         "rows",
     }
@@ -528,6 +590,8 @@ async def test_csv_is_tidy_and_carries_the_same_figures_as_json(
         "as_of",
         "definitions_version",
         "suppression_threshold",
+        "perturbed",
+        "method",
         *keys,
         "figure",
         "value",

@@ -954,6 +954,8 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
             def judge() -> Verdict:
                 if req.group or req.override:
                     return refuse(403, "forbidden")
+                if req.ref is not None:  # a broker's reference: never a member's (SPEC §3.5)
+                    return refuse(422, "validation_error")
                 return self.m.judge(req, proposal=True)
 
             def apply(r: Any, verdict: Verdict) -> None:

@@ -8,7 +8,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 
-from timebank.errors import Forbidden
+from timebank.errors import Forbidden, NotFound
 
 
 class Role(enum.StrEnum):
@@ -38,11 +38,13 @@ class Principal:
         )
 
     def require(self, timebank_id: uuid.UUID | None, *roles: Role) -> None:
-        """Refuse unless the key has one of ``roles`` and is scoped to ``timebank_id``."""
+        """Refuse unless the key is scoped to ``timebank_id`` and has one of ``roles``. A bank
+        outside the key's scope is ``not_found``, as an unknown one is (SPEC §7.1), so a key
+        cannot list the banks that exist."""
+        if timebank_id is not None and not self.can_access(timebank_id):
+            raise NotFound("No such time bank")
         if self.role not in roles:
             raise Forbidden(f"A {self.role.value} key cannot do this")
-        if timebank_id is not None and not self.can_access(timebank_id):
-            raise Forbidden("This key is not scoped to this time bank")
 
     def require_global_admin(self) -> None:
         if not self.is_global_admin:

@@ -15,6 +15,7 @@ import enum
 import logging
 import os
 import random
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -50,6 +51,12 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """A model's table, for Core statements on hot paths (they skip the ORM's bookkeeping)."""
     return cast(Table, model.__table__)
+
+
+def record_key() -> int:
+    """A permanent random 32-bit record key (members, organisations, exchanges): the cell-key
+    method of the published reports sums them (``timebank.reports.cellkey``). Never shown."""
+    return secrets.randbits(32)
 
 
 def utcnow() -> datetime:

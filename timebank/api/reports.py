@@ -16,7 +16,7 @@ from timebank.access import Principal
 from timebank.config import Settings
 from timebank.db import utcnow
 from timebank.errors import InvalidInput, NotFound
-from timebank.reports import render, service
+from timebank.reports import render, run, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
@@ -27,6 +27,12 @@ MAX_RATE_PENCE = 100_000
 ReportFormat = Literal["json", "csv", "xlsx"]
 Interval = Literal["week", "month", "quarter"]
 Dimension = Literal["age_band", "gender", "disability", "ethnicity"]
+Figures = Literal["exact", "published"]
+FiguresParam = Parameter(
+    default=None,
+    description="`published` (always, for funder keys): cell-key perturbed figures to pass on; "
+    "`exact` (staff default): true figures with small-cell suppression",
+)
 RatePence = Parameter(default=None, ge=1, le=MAX_RATE_PENCE)
 # Parsed here: Litestar would also take a number as a Unix time (``as_of=0``).
 AsOfParam = Parameter(default=None, schema_extra={"format": "date-time"})
@@ -35,14 +41,20 @@ REPORT_DOC = (
     "One of the twelve impact reports: "
     + ", ".join(f"`{name}`" for name in service.REPORTS)
     + ". Figures count service exchanges (recorded, not reversed). `from` inclusive, `to` "
-    "exclusive, on occurred_on (default: the 12 months to the 1st of next month); funder keys "
-    "must use the 1st of a month, and their `as_of` is taken to the start of its UTC day. "
+    "exclusive, on occurred_on (default: the 12 months to the 1st of next month). Funder keys "
+    "always get published figures (staff with `figures=published`): cell-key perturbed "
+    '(`"perturbed": true`, `"method": "cellkey-1"`), withheld by population only, for lattice '
+    "periods only (one calendar month, calendar quarter, April–March year or calendar year; "
+    "default the last complete quarter), `as_of` taken to the start of its UTC day, "
+    "timeseries by month or quarter. "
     "`as_of` counts only what was recorded by then. `format=json|csv|xlsx` (or "
     "`Accept: text/csv`). `interval=week|month|quarter` (timeseries), "
     "`dimension=age_band|gender|disability|ethnicity` (demographics; default all), "
-    "`rate_pence_per_hour` (social-value). Any figure over fewer people than the suppression "
-    "threshold is null and marked suppressed, with further figures suppressed so that none can "
-    "be worked out from the rest of the response. Definitions: docs/reports.md."
+    "`rate_pence_per_hour` (social-value). Exact figures: any figure over fewer people than the "
+    "suppression threshold is null and marked suppressed, with further figures suppressed so "
+    "that none can be worked out from the rest of the response. Published figures: a row whose "
+    "population is under the threshold is null and suppressed. Definitions and the method: "
+    "docs/reports.md."
 )
 
 
@@ -163,6 +175,7 @@ async def _report(
     as_of: datetime | None,
     fmt: str | None,
     options: service.Options,
+    figures: str | None,
 ) -> Response[Any]:
     if name not in service.REPORTS:
         close = difflib.get_close_matches(name, service.REPORTS, n=1)
@@ -175,10 +188,21 @@ async def _report(
     for bank in banks:
         principal.require(bank.id, *service.REPORT_ROLES)
     out = _format(request, fmt)
-    period = resolve_period(principal, banks, date_from, date_to, as_of)
+    if figures is not None and figures not in ("exact", "published"):
+        raise InvalidInput("figures", "must be exact or published")
+    published = run.publishes(principal, figures)
+    if published and options.interval == "week":
+        raise InvalidInput("interval", "published figures are by month or quarter")
+    period = resolve_period(principal, banks, date_from, date_to, as_of, published=published)
     settings: Settings = request.app.state.settings
-    built, threshold = await service.build(
-        session, name, banks, period, options, timeout_ms=settings.report_timeout_ms
+    built, threshold = await run.build(
+        session,
+        name,
+        banks,
+        period,
+        options,
+        timeout_ms=settings.report_timeout_ms,
+        published=published,
     )
     meta: dict[str, Any] = {
         "report": name,
@@ -188,6 +212,8 @@ async def _report(
         "generated_at": utcnow().isoformat(),
         "definitions_version": service.DEFINITIONS_VERSION,
         "suppression_threshold": threshold,
+        "perturbed": published,
+        "method": run.METHOD if published else None,
     }
     filename = (
         f"{name}_{'+'.join(meta['timebanks'])}_{meta['period']['from']}_{meta['period']['to']}"
@@ -229,6 +255,7 @@ async def timebank_report(
     interval: Interval | None = None,
     dimension: Dimension | None = None,
     rate_pence_per_hour: int | None = RatePence,
+    figures: Figures | None = FiguresParam,
 ) -> Response[Any]:
     bank = await get_by_slug(db_session, principal, tb)
     return await _report(
@@ -242,6 +269,7 @@ async def timebank_report(
         as_of=parse_as_of(as_of),
         fmt=fmt,
         options=_options(interval, dimension, rate_pence_per_hour),
+        figures=figures,
     )
 
 
@@ -267,6 +295,7 @@ async def cross_bank_report(
     interval: Interval | None = None,
     dimension: Dimension | None = None,
     rate_pence_per_hour: int | None = RatePence,
+    figures: Figures | None = FiguresParam,
 ) -> Response[Any]:
     slugs = list(dict.fromkeys(timebank))
     if not slugs or len(slugs) > 50:
@@ -275,11 +304,12 @@ async def cross_bank_report(
         request,
         db_session,
         principal,
-        await service.banks_by_slug(db_session, slugs),
+        await run.banks_by_slug(db_session, principal, slugs),
         name,
         date_from=date_from,
         date_to=date_to,
         as_of=parse_as_of(as_of),
         fmt=fmt,
         options=_options(interval, dimension, rate_pence_per_hour),
+        figures=figures,
     )

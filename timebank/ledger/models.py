@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import Base, BigInt, utcnow, uuid7
+from timebank.db import Base, BigInt, record_key, utcnow, uuid7
 from timebank.types import DateTimeUTC, str_enum
 
 
@@ -130,6 +130,7 @@ class Exchange(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
     override_reason: Mapped[str | None] = mapped_column(Text, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
+    record_key: Mapped[int] = mapped_column(BigInt, default=record_key)  # never shown
 
 
 class Posting(Base):

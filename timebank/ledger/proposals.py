@@ -62,6 +62,11 @@ async def propose_exchange(
         raise Forbidden("A member key may propose the simple form only")
     if data.override_limits:
         raise Forbidden("A member key cannot override limits")
+    if data.external_ref is not None:
+        # a member could otherwise reserve a sheet's line, or probe which lines exist (409)
+        raise InvalidInput(
+            "external_ref", "is a broker's reference for paper sheets: a member key may not set it"
+        )
     prepared = await load_and_validate(session, tb, data)
     own = [p for p in prepared.parties if p.owner_type is OwnerType.member]
     if not any(p.owner_id == principal.member_id for p in own):

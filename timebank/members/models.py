@@ -7,7 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import Base, utcnow, uuid7
+from timebank.db import Base, BigInt, record_key, utcnow, uuid7
 from timebank.types import DateTimeUTC, str_enum
 
 
@@ -71,6 +71,7 @@ class Member(Base):
     status: Mapped[MemberStatus] = mapped_column(
         str_enum(MemberStatus, "member_status"), default=MemberStatus.active
     )
+    record_key: Mapped[int] = mapped_column(BigInt, default=record_key)  # never shown
     external_ref: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow, onupdate=utcnow)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from timebank.db import Base, utcnow, uuid7
+from timebank.db import Base, BigInt, record_key, utcnow, uuid7
 from timebank.types import DateTimeUTC, str_enum
 
 
@@ -49,5 +49,6 @@ class Organisation(Base):
     status: Mapped[OrganisationStatus] = mapped_column(
         str_enum(OrganisationStatus, "organisation_status"), default=OrganisationStatus.active
     )
+    record_key: Mapped[int] = mapped_column(BigInt, default=record_key)  # never shown
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow, onupdate=utcnow)

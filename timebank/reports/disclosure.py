@@ -72,7 +72,12 @@ class Chain:
 
 @dataclass
 class Disclosure:
+    """``by_population``: published figures (cell-key perturbed), where a cell's ``people``
+    is its population — who could be in it — and a cell under ``threshold`` people,
+    none included, is withheld; no secondary suppression (perturbation does that work)."""
+
     threshold: int
+    by_population: bool = False
     cells: list[Cell] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
 
@@ -91,6 +96,10 @@ class Disclosure:
 
     def apply(self) -> None:
         k = self.threshold
+        if self.by_population:
+            for c in self.cells:
+                c.suppressed = c.published and c.available and c.people < k
+            return
         for c in self.cells:
             if c.published and c.available and 0 < c.people < k:
                 c.suppressed = True

@@ -49,17 +49,47 @@ def first_of_month(d: date) -> date:
     return d.replace(day=1)
 
 
+LATTICE = (
+    "published figures cover one calendar month, one calendar quarter, one April–March "
+    "financial year or one calendar year: from its first day to the first day after it "
+    "(e.g. from=2026-07-01&to=2026-10-01)"
+)
+
+
+def on_lattice(start: date, end: date) -> bool:
+    """Whether [start, end) is a calendar month, calendar quarter, April–March year or
+    calendar year (SPEC §7.3): overlapping periods cannot then be differenced."""
+    if start.day != 1:
+        return False
+    if end == add_months(start, 1):
+        return True
+    if end == add_months(start, 3):
+        return start.month in (1, 4, 7, 10)
+    return end == add_months(start, 12) and start.month in (1, 4)
+
+
+def last_complete_quarter(today: date) -> tuple[date, date]:
+    end = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+    return add_months(end, -3), end
+
+
 def resolve_period(
     principal: Principal,
     banks: list[TimeBank],
     start: date | None,
     end: date | None,
     as_of: datetime | None,
+    *,
+    published: bool = False,
 ) -> Period:
     """``to`` defaults to the first of next month (in the first bank's time zone), ``from``
-    to ``to`` − 12 months. Funder periods must start and end on the 1st of a month, so
-    near-identical periods can't be differenced; for the same reason a funder's ``as_of``
-    is taken to the start of its UTC day (and defaults to the start of today)."""
+    to ``to`` − 12 months. Published figures (funder keys always) use lattice periods only,
+    by default the last complete quarter, and their ``as_of`` is taken to the start of its
+    UTC day (default: the start of today), so near-identical questions cannot be
+    differenced and noise cannot be averaged away."""
+    published = published or principal.role is Role.funder
+    if published and start is None and end is None:
+        start, end = last_complete_quarter(today(banks[0]))
     end = end or add_months(first_of_month(today(banks[0])), 1)
     start = start or add_months(end, -12)
     for name, value in (("from", start), ("to", end)):
@@ -67,17 +97,14 @@ def resolve_period(
             raise InvalidInput(name, f"must be between {EARLIEST_DATE} and {LATEST}")
     if start >= end:
         raise InvalidInput("from", "must be before to")
-    funder = principal.role is Role.funder
-    if funder:
-        for name, value in (("from", start), ("to", end)):
-            if value.day != 1:
-                raise InvalidInput(name, "funder reports use whole months: give the 1st")
+    if published and not on_lattice(start, end):
+        raise InvalidInput("from", LATTICE, ("to", LATTICE))
     now = utcnow()
     if as_of is None:
         as_of = now
     elif as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     as_of = min(as_of.astimezone(UTC), now)
-    if funder:
+    if published:
         as_of = datetime.combine(as_of.date(), time(0), tzinfo=UTC)
     return Period(start, end, as_of)

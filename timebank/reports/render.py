@@ -2,8 +2,8 @@
 
 JSON: scalar figures top-level, breakdowns in ``rows``; a withheld figure is ``null``,
 named in the top-level ``suppressed`` list (scalars) or flagged by the row's ``suppressed``.
-CSV: one row per figure with the period, ``definitions_version`` and a ``suppressed``
-column. XLSX: a "Report" sheet (what, when, totals), a "Rows" sheet (one line per row,
+CSV: one row per figure with the period, ``definitions_version``, ``perturbed`` and
+``method`` (published figures) and a ``suppressed`` column. XLSX: a "Report" sheet (what, when, totals), a "Rows" sheet (one line per row,
 withheld cells blank and shaded) and a "Tidy" sheet identical to the CSV.
 """
 
@@ -27,11 +27,20 @@ META_COLUMNS = [
     "as_of",
     "definitions_version",
     "suppression_threshold",
+    "perturbed",
+    "method",
 ]
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 SUPPRESSION_NOTE = (
-    "Figures over fewer people than the suppression threshold are withheld (blank, "
-    "suppressed = true), as are further figures from which a withheld one could be worked out."
+    "Exact figures. Figures over fewer people than the suppression threshold are withheld "
+    "(blank, suppressed = true), as are further figures from which a withheld one could be "
+    "worked out."
+)
+PUBLISHED_NOTE = (
+    "Published figures (cell-key method): every count and hours figure is slightly perturbed, "
+    "the same way every time it is asked for, so no small figure shows its true value and rows "
+    "need not add up to totals. Rows whose population is under the suppression threshold are "
+    "withheld (blank, suppressed = true). See docs/reports.md."
 )
 
 
@@ -84,6 +93,8 @@ def _meta_values(meta: dict[str, Any]) -> list[Any]:
         meta["as_of"],
         meta["definitions_version"],
         meta["suppression_threshold"],
+        meta["perturbed"],
+        meta["method"] or "",
     ]
 
 
@@ -139,7 +150,9 @@ def as_xlsx(meta: dict[str, Any], built: Built) -> bytes:
         ("generated_at", meta["generated_at"]),
         ("definitions_version", meta["definitions_version"]),
         ("suppression_threshold", meta["suppression_threshold"]),
-        ("note", SUPPRESSION_NOTE),
+        ("perturbed", meta["perturbed"]),
+        ("method", meta["method"] or ""),
+        ("note", PUBLISHED_NOTE if meta["perturbed"] else SUPPRESSION_NOTE),
         *built.params.items(),
     ]
     for r, (label, value) in enumerate(lines):

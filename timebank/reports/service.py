@@ -28,15 +28,12 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
     union,
 )
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Role
-from timebank.db import sqlstate
-from timebank.errors import InvalidInput, NotFound, ReportTimeout
+from timebank.errors import InvalidInput
 from timebank.ledger.models import Exchange, ExchangeKind, OwnerType
 from timebank.ledger.rules import POOL_KINDS, SERVICE_KINDS
 from timebank.members.models import Disability, Ethnicity, Gender, Member
@@ -117,8 +114,8 @@ class Ctx:
     def ids(self) -> list[uuid.UUID]:
         return [b.id for b in self.banks]
 
-    def built(self, keys: list[str] | None = None) -> Built:
-        return Built(Disclosure(self.threshold), keys=keys or [])
+    def built(self, keys: list[str] | None = None, *, by_population: bool = False) -> Built:
+        return Built(Disclosure(self.threshold, by_population), keys=keys or [])
 
     def legs(
         self,
@@ -1120,10 +1117,9 @@ async def retention(ctx: Ctx) -> Built:
 # --- social value ---------------------------------------------------------------------------
 
 
-async def social_value(ctx: Ctx) -> Built:
-    b = ctx.built()
-    d = b.disclosure
-    rate = ctx.options.rate_pence_per_hour
+def valuation_rate(b: Built, options: Options) -> int:
+    """The rate in pence per hour (given, or the named default), stated in the params."""
+    rate = options.rate_pence_per_hour
     if rate is None:
         b.params.update(
             rate_pence_per_hour=DEFAULT_RATE_PENCE,
@@ -1134,6 +1130,13 @@ async def social_value(ctx: Ctx) -> Built:
     else:
         b.params.update(rate_pence_per_hour=rate, rate_source="given by the caller", rate_date=None)
     b.params["valuation"] = VALUATION
+    return rate
+
+
+async def social_value(ctx: Ctx) -> Built:
+    b = ctx.built()
+    d = b.disclosure
+    rate = valuation_rate(b, ctx.options)
     exchanges, minutes = await service_totals(ctx)
     pence = (minutes * rate + 30) // 60
     b.scalars = [
@@ -1163,63 +1166,3 @@ REPORTS: dict[str, Builder] = {
     "retention": retention,
     "social-value": social_value,
 }
-
-
-async def banks_by_slug(session: AsyncSession, slugs: list[str]) -> list[TimeBank]:
-    """The time banks of a cross-bank report, in the order asked; 404 for an unknown one."""
-    found = {
-        b.slug: b
-        for b in (await session.execute(select(TimeBank).where(TimeBank.slug.in_(slugs)))).scalars()
-    }
-    missing = [s for s in slugs if s not in found]
-    if missing:
-        raise NotFound(f"No time bank '{missing[0]}'")
-    return [found[s] for s in slugs]
-
-
-async def build(
-    session: AsyncSession,
-    name: str,
-    banks: list[TimeBank],
-    period: Period,
-    options: Options,
-    *,
-    timeout_ms: int,
-) -> tuple[Built, int]:
-    """Run report ``name`` and its disclosure control in one snapshot, stopped (503
-    ``report_timeout``) past ``timeout_ms`` on PostgreSQL; the threshold is the highest of
-    the banks' (never below 5)."""
-    threshold = max(5, *(b.suppression_threshold for b in banks))
-    dialect = session.get_bind().dialect.name
-    try:
-        await _read_snapshot(session, timeout_ms)
-        ctx = Ctx(session, banks, period, threshold, dialect, options)
-        ctx.correct = bool(await session.scalar(q.later_writes(ctx.ids, period.as_of)))
-        built = await REPORTS[name](ctx)
-    except DBAPIError as exc:
-        if sqlstate(exc) != QUERY_CANCELED:
-            raise
-        await session.rollback()
-        raise ReportTimeout(
-            f"The report took longer than {timeout_ms} ms and was stopped; "
-            "try a shorter period, fewer time banks, or later"
-        ) from exc
-    built.disclosure.apply()
-    return built, threshold
-
-
-QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
-REPORT_WORK_MEM = "64MB"
-
-
-async def _read_snapshot(session: AsyncSession, timeout_ms: int) -> None:
-    """Every query of a report reads one snapshot, under a statement timeout (PostgreSQL;
-    SQLite has none)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    if session.in_transaction():
-        await session.commit()
-    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    await session.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
-    # report queries sort and hash tens of thousands of rollup rows: keep that in memory
-    await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal, Role
 from timebank.audit import service as audit
 from timebank.db import utcnow, uuid7
-from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
+from timebank.errors import Duplicate, InvalidInput, NotFound
 from timebank.idempotency import Claim
 from timebank.timebanks.models import Category, TimeBank
 
@@ -52,12 +52,11 @@ def check_date(field: str, value: date, tb: TimeBank) -> None:
 
 
 async def get_by_slug(session: AsyncSession, principal: Principal, slug: str) -> TimeBank:
-    """The time bank named in the path: 404 if unknown, 403 if the key is scoped elsewhere."""
+    """The time bank named in the path: 404 if unknown, and the same 404 if the key is scoped
+    elsewhere (SPEC §7.1: a key cannot tell the two apart, so it cannot list bank slugs)."""
     tb = (await session.execute(select(TimeBank).where(TimeBank.slug == slug))).scalar_one_or_none()
-    if tb is None:
+    if tb is None or not principal.can_access(tb.id):
         raise NotFound(f"No time bank '{slug}'")
-    if not principal.can_access(tb.id):
-        raise Forbidden("This key is not scoped to this time bank")
     return tb
 
 
