@@ -228,6 +228,19 @@ def test_a_partner_app_written_only_with_the_generated_client(
         assert cancelled.status_code == 200, cancelled.content
         assert cancelled.parsed.status == models.ExchangeStatus.CANCELLED
 
+        # the broker reads a report as JSON and as CSV, published figures chosen by the enum
+        report = call(
+            "reports.get_report",
+            tb=slug,
+            name="summary",
+            client=broker,
+            figures=models.Figures.EXACT,
+        )
+        assert report.status_code == 200, report.content
+        assert report.parsed.report == "summary"
+        as_csv = call("reports.get_report_csv", tb=slug, name="summary", client=broker)
+        assert as_csv.status_code == 200 and b"definitions_version" in as_csv.content
+
         # a group exchange (a class) through the other form of the same operation
         group = call(
             "exchanges.create_exchange",

@@ -16,13 +16,13 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
+from timebank.api import reports
 from timebank.api.audit import audit_events
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
 from timebank.api.members import MemberController, directory
 from timebank.api.organisations import OrganisationController
-from timebank.api.reports import cross_bank_report, timebank_report
 from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.db import create_engine
@@ -83,8 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MemberController,
             directory,
             audit_events,
-            timebank_report,
-            cross_bank_report,
+            *reports.ROUTES,
             OrganisationController,
             ExchangeController,
             ImportController,

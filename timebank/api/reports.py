@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from litestar import Request, Response, get
+from litestar.di import Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict
@@ -15,19 +18,35 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import Principal
 from timebank.config import Settings
 from timebank.db import utcnow
-from timebank.errors import InvalidInput, NotFound
+from timebank.errors import DATETIME_MESSAGE, InvalidInput, NotFound
 from timebank.reports import render, run, service
 from timebank.reports.periods import resolve_period
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
-from timebank.web.openapi import ALSO_RETURNS
+from timebank.web.openapi import FILE
 from timebank.web.problems import PROBLEM_JSON, Problem, problems
 
 MAX_RATE_PENCE = 100_000
-ReportFormat = Literal["json", "csv", "xlsx"]
-Interval = Literal["week", "month", "quarter"]
-Dimension = Literal["age_band", "gender", "disability", "ethnicity"]
-Figures = Literal["exact", "published"]
+
+
+class Interval(StrEnum):
+    week = "week"
+    month = "month"
+    quarter = "quarter"
+
+
+class Dimension(StrEnum):
+    age_band = "age_band"
+    gender = "gender"
+    disability = "disability"
+    ethnicity = "ethnicity"
+
+
+class Figures(StrEnum):
+    exact = "exact"
+    published = "published"
+
+
 FiguresParam = Parameter(
     default=None,
     description="`published` (always, for funder keys): cell-key perturbed figures to pass on; "
@@ -150,7 +169,7 @@ def parse_as_of(raw: str | None) -> datetime | None:
             raise ValueError(raw)  # a date alone
         return datetime.fromisoformat(raw)
     except ValueError as exc:
-        raise InvalidInput("as_of", "must be an ISO 8601 date-time") from exc
+        raise InvalidInput("as_of", DATETIME_MESSAGE) from exc
 
 
 def _options(interval: str | None, dimension: str | None, rate: int | None) -> service.Options:
@@ -169,13 +188,8 @@ async def _report(
     principal: Principal,
     banks: list[TimeBank],
     name: str,
-    *,
-    date_from: date | None,
-    date_to: date | None,
-    as_of: datetime | None,
+    report: ReportQuery,
     fmt: str | None,
-    options: service.Options,
-    figures: str | None,
 ) -> Response[Any]:
     if name not in service.REPORTS:
         close = difflib.get_close_matches(name, service.REPORTS, n=1)
@@ -188,12 +202,15 @@ async def _report(
     for bank in banks:
         principal.require(bank.id, *service.REPORT_ROLES)
     out = _format(request, fmt)
-    if figures is not None and figures not in ("exact", "published"):
+    options = report.options
+    if report.figures is not None and report.figures not in ("exact", "published"):
         raise InvalidInput("figures", "must be exact or published")
-    published = run.publishes(principal, figures)
+    published = run.publishes(principal, report.figures)
     if published and options.interval == "week":
         raise InvalidInput("interval", "published figures are by month or quarter")
-    period = resolve_period(principal, banks, date_from, date_to, as_of, published=published)
+    period = resolve_period(
+        principal, banks, report.date_from, report.date_to, report.as_of, published=published
+    )
     settings: Settings = request.app.state.settings
     built, threshold = await run.build(
         session,
@@ -233,13 +250,87 @@ async def _report(
     return Response(render.as_json(meta, built))
 
 
+@dataclass(frozen=True)
+class ReportQuery:
+    """The parameters every report operation takes."""
+
+    date_from: date | None
+    date_to: date | None
+    as_of: datetime | None
+    options: service.Options
+    figures: str | None
+
+
+async def report_query(
+    date_from: date | None = Parameter(
+        query="from", default=None, description="First day (inclusive), YYYY-MM-DD"
+    ),
+    date_to: date | None = Parameter(
+        query="to", default=None, description="Day after the last (exclusive), YYYY-MM-DD"
+    ),
+    as_of: str | None = AsOfParam,
+    interval: Interval | None = Parameter(default=None, description="timeseries only"),
+    dimension: Dimension | None = Parameter(default=None, description="demographics only"),
+    rate_pence_per_hour: int | None = RatePence,
+    figures: Figures | None = FiguresParam,
+) -> ReportQuery:
+    return ReportQuery(
+        date_from,
+        date_to,
+        parse_as_of(as_of),
+        _options(interval, dimension, rate_pence_per_hour),
+        figures,
+    )
+
+
+QUERY = {"report": Provide(report_query)}
+NameParam = Parameter(description="The report", schema_extra={"enum": list(service.REPORTS)})
+# ``?format=`` and ``Accept`` on the JSON operations are for curl users: the document gives
+# each file its own operation (generators read one media type per response).
+FormatParam = Parameter(query="format", default=None, include_in_schema=False)
+CSV, XLSX = "text/csv", render.XLSX_MEDIA_TYPE
+FILE_OF = {CSV: "csv", XLSX: "xlsx"}
+ONE_BANK = "/v1/timebanks/{tb:str}/reports/{name:str}"
+CROSS_BANK = "/v1/reports/{name:str}"
+CROSS_DOC = " Cross-bank reports use the highest threshold of the banks; `timebank=` repeats."
+
+
+async def _one_bank(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    principal: Principal,
+    tb: str,
+    name: str,
+    report: ReportQuery,
+    fmt: str | None,
+) -> Response[Any]:
+    bank = await get_by_slug(session, principal, tb)
+    return await _report(request, session, principal, [bank], name, report, fmt)
+
+
+async def _cross_bank(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    principal: Principal,
+    timebank: list[str],
+    name: str,
+    report: ReportQuery,
+    fmt: str | None,
+) -> Response[Any]:
+    slugs = list(dict.fromkeys(timebank))
+    if not slugs or len(slugs) > 50:
+        raise InvalidInput("timebank", "give 1 to 50 time banks")
+    banks = await run.banks_by_slug(session, principal, slugs)
+    return await _report(request, session, principal, banks, name, report, fmt)
+
+
 @get(
-    "/v1/timebanks/{tb:str}/reports/{name:str}",
+    ONE_BANK,
     tags=["reports"],
     responses=_responses(),
-    opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
+    dependencies=QUERY,
     summary="A report for one time bank (funder, broker, admin)",
-    description=REPORT_DOC,
+    description=REPORT_DOC + " As files: `getReportCsv`, `getReportXlsx`.",
     operation_id="getReport",
 )
 async def timebank_report(
@@ -247,69 +338,132 @@ async def timebank_report(
     db_session: AsyncSession,
     principal: Principal,
     tb: str,
-    name: str,
-    date_from: date | None = Parameter(query="from", default=None),
-    date_to: date | None = Parameter(query="to", default=None),
-    as_of: str | None = AsOfParam,
-    fmt: ReportFormat | None = Parameter(query="format", default=None),
-    interval: Interval | None = None,
-    dimension: Dimension | None = None,
-    rate_pence_per_hour: int | None = RatePence,
-    figures: Figures | None = FiguresParam,
-) -> Response[Any]:
-    bank = await get_by_slug(db_session, principal, tb)
-    return await _report(
-        request,
-        db_session,
-        principal,
-        [bank],
-        name,
-        date_from=date_from,
-        date_to=date_to,
-        as_of=parse_as_of(as_of),
-        fmt=fmt,
-        options=_options(interval, dimension, rate_pence_per_hour),
-        figures=figures,
-    )
+    report: ReportQuery,
+    name: str = NameParam,
+    fmt: str | None = FormatParam,
+) -> Response[ReportOut]:
+    return await _one_bank(request, db_session, principal, tb, name, report, fmt)
 
 
 @get(
-    "/v1/reports/{name:str}",
+    ONE_BANK + "/csv",
     tags=["reports"],
     responses=_responses(),
-    opt={ALSO_RETURNS: ["text/csv", render.XLSX_MEDIA_TYPE]},
+    dependencies=QUERY,
+    media_type=CSV,
+    opt={FILE: CSV},
+    summary="A report for one time bank, as tidy CSV",
+    description="One row per cell, with the period, `definitions_version`, `perturbed`, "
+    "`method` and `suppressed` columns. Parameters as `getReport`.",
+    operation_id="getReportCsv",
+)
+async def timebank_report_csv(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    principal: Principal,
+    tb: str,
+    report: ReportQuery,
+    name: str = NameParam,
+) -> Response[str]:
+    return await _one_bank(request, db_session, principal, tb, name, report, "csv")
+
+
+@get(
+    ONE_BANK + "/xlsx",
+    tags=["reports"],
+    responses=_responses(),
+    dependencies=QUERY,
+    media_type=XLSX,
+    opt={FILE: XLSX},
+    summary="A report for one time bank, as an Excel workbook",
+    description="The same cells as the CSV. Parameters as `getReport`.",
+    operation_id="getReportXlsx",
+)
+async def timebank_report_xlsx(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    principal: Principal,
+    tb: str,
+    report: ReportQuery,
+    name: str = NameParam,
+) -> Response[bytes]:
+    return await _one_bank(request, db_session, principal, tb, name, report, "xlsx")
+
+
+TimebanksParam = Parameter(query="timebank", description="A time bank's slug; repeat it")
+
+
+@get(
+    CROSS_BANK,
+    tags=["reports"],
+    responses=_responses(),
+    dependencies=QUERY,
     summary="A report across time banks (`?timebank=a&timebank=b`)",
-    description=REPORT_DOC + " Cross-bank reports use the highest threshold of the banks.",
+    description=REPORT_DOC + CROSS_DOC + " As files: `getCrossBankReportCsv`, "
+    "`getCrossBankReportXlsx`.",
     operation_id="getCrossBankReport",
 )
 async def cross_bank_report(
     request: Request[Any, Any, Any],
     db_session: AsyncSession,
     principal: Principal,
-    name: str,
-    timebank: list[str] = Parameter(query="timebank"),
-    date_from: date | None = Parameter(query="from", default=None),
-    date_to: date | None = Parameter(query="to", default=None),
-    as_of: str | None = AsOfParam,
-    fmt: ReportFormat | None = Parameter(query="format", default=None),
-    interval: Interval | None = None,
-    dimension: Dimension | None = None,
-    rate_pence_per_hour: int | None = RatePence,
-    figures: Figures | None = FiguresParam,
-) -> Response[Any]:
-    slugs = list(dict.fromkeys(timebank))
-    if not slugs or len(slugs) > 50:
-        raise InvalidInput("timebank", "give 1 to 50 time banks")
-    return await _report(
-        request,
-        db_session,
-        principal,
-        await run.banks_by_slug(db_session, principal, slugs),
-        name,
-        date_from=date_from,
-        date_to=date_to,
-        as_of=parse_as_of(as_of),
-        fmt=fmt,
-        options=_options(interval, dimension, rate_pence_per_hour),
-        figures=figures,
-    )
+    report: ReportQuery,
+    timebank: list[str] = TimebanksParam,
+    name: str = NameParam,
+    fmt: str | None = FormatParam,
+) -> Response[ReportOut]:
+    return await _cross_bank(request, db_session, principal, timebank, name, report, fmt)
+
+
+@get(
+    CROSS_BANK + "/csv",
+    tags=["reports"],
+    responses=_responses(),
+    dependencies=QUERY,
+    media_type=CSV,
+    opt={FILE: CSV},
+    summary="A report across time banks, as tidy CSV",
+    description="As `getReportCsv`, across the banks given." + CROSS_DOC,
+    operation_id="getCrossBankReportCsv",
+)
+async def cross_bank_report_csv(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    principal: Principal,
+    report: ReportQuery,
+    timebank: list[str] = TimebanksParam,
+    name: str = NameParam,
+) -> Response[str]:
+    return await _cross_bank(request, db_session, principal, timebank, name, report, "csv")
+
+
+@get(
+    CROSS_BANK + "/xlsx",
+    tags=["reports"],
+    responses=_responses(),
+    dependencies=QUERY,
+    media_type=XLSX,
+    opt={FILE: XLSX},
+    summary="A report across time banks, as an Excel workbook",
+    description="As `getReportXlsx`, across the banks given." + CROSS_DOC,
+    operation_id="getCrossBankReportXlsx",
+)
+async def cross_bank_report_xlsx(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    principal: Principal,
+    report: ReportQuery,
+    timebank: list[str] = TimebanksParam,
+    name: str = NameParam,
+) -> Response[bytes]:
+    return await _cross_bank(request, db_session, principal, timebank, name, report, "xlsx")
+
+
+ROUTES = [
+    timebank_report,
+    timebank_report_csv,
+    timebank_report_xlsx,
+    cross_bank_report,
+    cross_bank_report_csv,
+    cross_bank_report_xlsx,
+]

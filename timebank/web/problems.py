@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from timebank.db import session_ended, sqlstate
 from timebank.errors import DomainError, field_error
 from timebank.logs import request_id_var
+from timebank.web.query import route_parameters
 
 log = logging.getLogger("timebank.errors")
 
@@ -106,9 +107,9 @@ def _from_domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[s
 def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
     """The name a client used for a parameter: Litestar names a refused query or header
     parameter by its Python name (``date_from``, ``idempotency_key``), not ``from`` or
-    ``Idempotency-Key``."""
+    ``Idempotency-Key``; the route's own parameters, or those of its dependencies."""
     try:
-        param = request.route_handler.parsed_fn_signature.parameters.get(key)
+        param = route_parameters(request).get(key)
     except Exception:  # no route (e.g. a 404 from the router)
         return key
     kwarg = getattr(param, "kwarg_definition", None)

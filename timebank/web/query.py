@@ -17,12 +17,23 @@ def _is_text(annotation: Any) -> bool:
     return all(a is str or typing.get_origin(a) is list for a in args)
 
 
+def route_parameters(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The parsed parameters of the request's route and of its dependencies, by Python name."""
+    handler = request.route_handler
+    out = dict(handler.parsed_fn_signature.parameters)
+    for dependency in handler.resolve_dependencies().values():
+        signature = getattr(dependency, "parsed_fn_signature", None)
+        if signature is not None:
+            out |= signature.parameters
+    return out
+
+
 def refuse_null_queries(request: Request[Any, Any, Any]) -> None:
     """A ``before_request`` hook: ``?name=null`` for a parameter that is not free text."""
     nulls = [k for k, v in request.query_params.multi_items() if v == "null"]
     if not nulls:
         return
-    parameters = request.route_handler.parsed_fn_signature.parameters
+    parameters = route_parameters(request)
     by_wire_name = {
         getattr(p.kwarg_definition, "query", None) or name: p.annotation
         for name, p in parameters.items()
