@@ -1,7 +1,14 @@
 """Every model, imported in one place so the metadata is complete (Alembic, tests)."""
 
 from timebank.audit.models import AuditEvent
-from timebank.auth.models import ApiKey, ApiKeyTimeBank
+from timebank.auth.models import (
+    ApiKey,
+    ApiKeyTimeBank,
+    ConsoleSession,
+    ConsoleUser,
+    ConsoleUserTimeBank,
+    SignInFailure,
+)
 from timebank.db import Base
 from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Account, Exchange, Posting
@@ -18,11 +25,15 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Category",
+    "ConsoleSession",
+    "ConsoleUser",
+    "ConsoleUserTimeBank",
     "CategoryMonth",
     "Exchange",
     "IdempotencyRecord",
     "Member",
     "Organisation",
     "Posting",
+    "SignInFailure",
     "TimeBank",
 ]

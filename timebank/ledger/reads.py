@@ -121,7 +121,9 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
         recipient_account_id=e.recipient_account_id,
         reverses=e.reverses,
         reversed_by=p.reversed_by,
-        logged_by=LoggedBy.model_construct(key_id=e.logged_by_key_id, role=Role(e.logged_by_role)),
+        logged_by=LoggedBy.model_construct(
+            key_id=e.logged_by_key_id, user_id=e.logged_by_user_id, role=Role(e.logged_by_role)
+        ),
         proposed_by=e.proposed_by,
         decided_by=e.decided_by,
         decided_at=expired_at or e.decided_at,

@@ -86,8 +86,8 @@ async def idempotent(
     """Run a creating use case at most once per (API key, Idempotency-Key) and answer with
     the bytes it settled, so that a replay is byte-identical."""
     key = idempotency.check_key(request.headers.get("idempotency-key"))
-    assert principal.key_id is not None or key is None
-    api_key_id = principal.key_id or uuid.UUID(int=0)
+    assert principal.scope_id is not None or key is None
+    api_key_id = principal.scope_id or uuid.UUID(int=0)
     fp = await fingerprint(request)
 
     async def attempt() -> Claim:
