@@ -24,6 +24,7 @@ from timebank.api.organisations import OrganisationController
 from timebank.api.reports import cross_bank_report, timebank_report
 from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
+from timebank.console.router import console_router
 from timebank.db import create_engine
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ExchangeController,
             ApiKeyController,
             GlobalApiKeyController,
+            console_router,
         ],
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         dependencies={"principal": Provide(provide_principal)},

@@ -1,4 +1,4 @@
-"""The ``timebank`` command: serve, database migrations, API keys, demo data."""
+"""The ``timebank`` command: serve, database migrations, API keys, console users, demo data."""
 
 from __future__ import annotations
 
@@ -353,6 +353,102 @@ def keys_revoke(key_id: str) -> None:
 
     _with_session(run)
     click.echo(f"revoked {key_id}", err=True)
+
+
+@main.group()
+def users() -> None:
+    """Console users (people who sign in at /console)."""
+
+
+def _read_password() -> str:
+    """Twice at a terminal (not echoed); else the first line of stdin."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("create")
+@click.option("--role", type=click.Choice(["admin", "broker", "funder"]), required=True)
+@click.option("--email", required=True)
+@click.option(
+    "--timebank",
+    "slugs",
+    multiple=True,
+    help="A time bank the user works in (repeat for several; none: a global admin).",
+)
+@click.option("--name", default=None, help="The person's name, shown in the console.")
+def users_create(role: str, email: str, slugs: tuple[str, ...], name: str | None) -> None:
+    """Create a console user. The password is read from stdin when it is not a terminal,
+    else prompted for twice."""
+    from timebank.access import SYSTEM, Role
+    from timebank.auth.service import timebanks_by_slug
+    from timebank.auth.users import create_user
+    from timebank.db import utcnow
+    from timebank.errors import DomainError
+
+    password = _read_password()
+
+    async def run(session: AsyncSession) -> str:
+        try:
+            banks = await timebanks_by_slug(session, list(slugs))
+            user = await create_user(
+                session,
+                SYSTEM,
+                email=email,
+                password=password,
+                role=Role(role),
+                timebank_ids=list(banks.values()),
+                now=utcnow(),
+                name=name,
+            )
+        except DomainError as exc:
+            errors = exc.extra.get("errors")
+            raise click.ClickException(
+                "; ".join(f"{e['field']}: {e['message']}" for e in errors) if errors else exc.detail
+            ) from exc
+        return str(user.id)
+
+    click.echo(_with_session(run))
+
+
+@users.command("list")
+def users_list() -> None:
+    """List console users (never passwords)."""
+    from timebank.access import SYSTEM
+    from timebank.auth.users import list_users
+    from timebank.timebanks.models import TimeBank
+
+    async def run(session: AsyncSession) -> list[str]:
+        slugs = dict((await session.execute(select(TimeBank.id, TimeBank.slug))).tuples().all())
+        lines = []
+        for user, banks in await list_users(session, SYSTEM, None):
+            state = "disabled" if user.disabled_at else "active"
+            where = ",".join(slugs[b] for b in banks) or "global"
+            lines.append(f"{user.id}  {user.email}  {user.role.value:7} {where}  {state}")
+        return lines
+
+    for line in _with_session(run):
+        click.echo(line)
+
+
+@users.command("disable")
+@click.argument("user")
+def users_disable(user: str) -> None:
+    """Disable a console user (by email or id): their sessions end at once."""
+    from timebank.access import SYSTEM
+    from timebank.auth.users import disable_user, find_user
+    from timebank.db import utcnow
+    from timebank.errors import DomainError
+
+    async def run(session: AsyncSession) -> str:
+        try:
+            found = await find_user(session, user)
+            await disable_user(session, SYSTEM, found.id, utcnow())
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+        return found.email
+
+    click.echo(f"disabled {_with_session(run)}", err=True)
 
 
 if __name__ == "__main__":

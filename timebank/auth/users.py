@@ -394,6 +394,8 @@ async def resolve(
     ):
         return None
     banks = await _banks(session, user.id)
+    session.expunge(row)  # plain values from here on: ending the read must not expire them
+    session.expunge(user)
     await end_read(session)
     if now - row.last_seen_at > LAST_SEEN_LAG:
         try:  # best effort, as a key's last_used_at: a busy database never fails a page
