@@ -70,26 +70,58 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     )
 
 
+DEMO_USER = "admin@demo.example"
+
+
 def _demo(host: str, port: int) -> None:
+    """The demo bank (once), an admin key for it, and a console user (once: its password is
+    printed when it is made)."""
+    import secrets
+
     from timebank.access import SYSTEM, Role
+    from timebank.auth.models import ConsoleUser
     from timebank.auth.service import create_key
+    from timebank.auth.users import create_user
+    from timebank.db import utcnow
     from timebank.timebanks.models import TimeBank
     from timebank.tools.demo import create_demo
 
-    async def run(session: AsyncSession) -> tuple[str, str, bool]:
+    async def run(session: AsyncSession) -> tuple[str, str, bool, str | None]:
         tb = (await session.execute(select(TimeBank).where(TimeBank.slug == "demo"))).scalar()
         created = tb is None
         if tb is None:
             tb = await create_demo(session, "demo")
         key = await create_key(session, SYSTEM, role=Role.admin, timebank_id=tb.id, label="demo")
         await session.commit()
-        return tb.slug, key.secret, created
+        password = None
+        user = await session.scalar(select(ConsoleUser.id).where(ConsoleUser.email == DEMO_USER))
+        if user is None:
+            password = "-".join(secrets.token_hex(3) for _ in range(3))
+            await create_user(
+                session,
+                SYSTEM,
+                email=DEMO_USER,
+                password=password,
+                role=Role.admin,
+                timebank_ids=[tb.id],
+                now=utcnow(),
+                name="Demo admin",
+            )
+        return tb.slug, key.secret, created, password
 
-    slug, secret, created = _with_session(run)
+    slug, secret, created, password = _with_session(run)
     base = f"http://{host}:{port}"
+    if password:
+        sign_in = f"  email {DEMO_USER}\n  password {password}   (shown once)\n"
+    else:
+        sign_in = (
+            f"  email {DEMO_USER}, with the password printed when it was made\n"
+            f"  (forgotten? timebank users password {DEMO_USER})\n"
+        )
     click.echo(
         f"\nDemo time bank '{slug}' {'created' if created else 'already there'}.\n"
-        f"Admin key for it (shown once): {secret}\n\nTry:\n"
+        f"\nConsole: {base}/console  — sign in with\n{sign_in}"
+        f"\nAdmin key for it (shown once): {secret}\n\nTry:\n"
         f"  curl -s -H 'Authorization: Bearer {secret}' {base}/v1/timebanks/{slug}/members\n"
         f"API docs: {base}/schema\n",
         err=True,
@@ -429,6 +461,29 @@ def users_list() -> None:
 
     for line in _with_session(run):
         click.echo(line)
+
+
+@users.command("password")
+@click.argument("user")
+def users_password(user: str) -> None:
+    """Set a console user's password (by email or id): from stdin when it is not a terminal,
+    else prompted for twice. Their sessions end."""
+    from timebank.access import SYSTEM
+    from timebank.auth.users import find_user, set_password
+    from timebank.db import utcnow
+    from timebank.errors import DomainError
+
+    password = _read_password()
+
+    async def run(session: AsyncSession) -> str:
+        try:
+            found = await find_user(session, user)
+            await set_password(session, SYSTEM, found.id, password, utcnow())
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+        return found.email
+
+    click.echo(f"password set for {_with_session(run)}", err=True)
 
 
 @users.command("disable")

@@ -256,6 +256,21 @@ async def disable_user(
     return user
 
 
+async def set_password(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, password: str, now: datetime
+) -> None:
+    """An admin sets a user's password (a forgotten one); the user's sessions end."""
+    user, banks = await _get_managed(session, principal, user_id)
+    check_password(password)
+    user.password_hash = hash_password(password)
+    user.password_changed_at = now
+    await _revoke_all(session, user.id, now)
+    await audit.record_many(
+        session, _events(principal, "console_user.password", banks, "console_user", user.id)
+    )
+    await session.commit()
+
+
 async def _revoke_all(
     session: AsyncSession, user_id: uuid.UUID, now: datetime, keep: uuid.UUID | None = None
 ) -> None:

@@ -89,7 +89,10 @@ def from_validation(
 ) -> None:
     """Field errors of a pydantic model built from a form, or of ``InvalidInput``."""
     if isinstance(exc, ValidationError):
-        errors = [field_error(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        errors = [
+            field_error(".".join(str(p) for p in e["loc"]), pydantic_message(ctx, e))
+            for e in exc.errors()
+        ]
     else:
         errors = exc.extra.get("errors") or []
     for e in errors:
@@ -101,6 +104,32 @@ def from_validation(
             problems.add(name, field_message(ctx, label, e["message"]))
     if not problems:
         problems.add("", plain(ctx, getattr(exc, "code", "validation_error")))
+
+
+def pydantic_message(ctx: Ctx, e: Any) -> str:
+    """A pydantic error in words, by its type (its own message is for programmers)."""
+    _ = ctx.gettext
+    limit = e.get("ctx") or {}
+    kind = e["type"]
+    if kind == "string_too_short" and limit.get("min_length") == 1 or kind == "missing":
+        return _("must not be blank")
+    if kind == "string_pattern_mismatch":
+        return _("must not be blank")
+    if kind == "string_too_long":
+        return _("must be %(n)s characters or fewer") % {"n": limit.get("max_length")}
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return _("must be a whole number")
+    if kind in ("date_parsing", "date_from_datetime_parsing", "date_type"):
+        return _("must be a real date, like 2026-11-28")
+    if kind in ("greater_than_equal", "greater_than"):
+        return _("must be %(n)s or more") % {"n": limit.get("ge", limit.get("gt"))}
+    if kind in ("less_than_equal", "less_than"):
+        return _("must be %(n)s or less") % {"n": limit.get("le", limit.get("lt"))}
+    if kind == "enum":
+        return _("must be one of the choices")
+    if kind == "value_error" and "email" in str(e.get("msg", "")):
+        return _("must be an email address, like name@example.org")
+    return str(e["msg"])
 
 
 async def limit_message(
