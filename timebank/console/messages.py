@@ -111,7 +111,7 @@ def pydantic_message(ctx: Ctx, e: Any) -> str:
     _ = ctx.gettext
     limit = e.get("ctx") or {}
     kind = e["type"]
-    if kind == "string_too_short" and limit.get("min_length") == 1 or kind == "missing":
+    if (kind == "string_too_short" and limit.get("min_length") == 1) or kind == "missing":
         return _("must not be blank")
     if kind == "string_pattern_mismatch":
         return _("must not be blank")
