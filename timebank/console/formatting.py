@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_datetime
 
 MINUS = "\u2212"
+# the catalogue's language → the locale its dates are written in (British English: 1 December)
+DATE_LOCALES = {"en": "en_GB"}
 
 
 def duration(minutes: int | None, gettext: Callable[[str], str]) -> str:
@@ -28,13 +30,15 @@ def duration(minutes: int | None, gettext: Callable[[str], str]) -> str:
 def day(value: date | None, lang: str) -> str:
     if value is None:
         return ""
-    return format_date(value, format="long", locale=lang)
+    return format_date(value, format="long", locale=DATE_LOCALES.get(lang, lang))
 
 
 def moment(value: datetime | None, lang: str, zone: str = "Europe/London") -> str:
     if value is None:
         return ""
-    return format_datetime(value, format="d MMM y, HH:mm", tzinfo=ZoneInfo(zone), locale=lang)
+    return format_datetime(
+        value, format="d MMM y, HH:mm", tzinfo=ZoneInfo(zone), locale=DATE_LOCALES.get(lang, lang)
+    )
 
 
 def parse_hours_minutes(hours: str, minutes: str) -> tuple[int | None, list[tuple[str, str]]]:
