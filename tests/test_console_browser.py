@@ -59,11 +59,15 @@ def _chromium_or_skip() -> None:
             f"CI=true but Chromium ({CHROMIUM}) or Playwright is missing: the browser tests "
             "must run (.ci/run installs chromium with apt-get)"
         )
-    pytest.skip(f"!!! Chromium not found at {CHROMIUM}: browser tests SKIPPED (they fail with CI=true)")
+    pytest.skip(
+        f"!!! Chromium not found at {CHROMIUM}: browser tests SKIPPED (they fail with CI=true)"
+    )
 
 
 @pytest.fixture(scope="module")
-def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def site(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """A server on a SQLite database with a bank, members, an organisation, and console
     users made with the CLI as an operator would."""
     _chromium_or_skip()
@@ -84,14 +88,25 @@ def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             assert r.status_code in (200, 201), f"{method} {path}: {r.status_code} {r.text}"
             return r.json()
 
-        tb = ok("post", "/v1/timebanks", {"slug": "riverside", "name": "Riverside Time Bank",
-                                           "settings": {"member_min_balance_minutes": -600}})
+        tb = ok(
+            "post",
+            "/v1/timebanks",
+            {
+                "slug": "riverside",
+                "name": "Riverside Time Bank",
+                "settings": {"member_min_balance_minutes": -600},
+            },
+        )
         other = ok("post", "/v1/timebanks", {"slug": "hillside", "name": "Hillside Time Bank"})
         people = {
             name: ok("post", "/v1/timebanks/riverside/members", {"display_name": name})
             for name in ("May Reid", "Sam Cole", "Priya Shah", "Tom Hughes")
         }
-        ok("post", "/v1/timebanks/riverside/organisations", {"name": "Riverside Food Bank", "kind": "charity"})
+        ok(
+            "post",
+            "/v1/timebanks/riverside/organisations",
+            {"name": "Riverside Food Bank", "kind": "charity"},
+        )
         for email, role, slug in (
             ("admin@riverside.example", "admin", "riverside"),
             ("broker@riverside.example", "broker", "riverside"),
@@ -99,19 +114,40 @@ def site(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             ("broker@hillside.example", "broker", "hillside"),
         ):
             done = subprocess.run(
-                [str(Path(__file__).resolve().parent.parent / ".venv/bin/timebank"), "users",
-                 "create", "--role", role, "--email", email, "--timebank", slug],
+                [
+                    str(Path(__file__).resolve().parent.parent / ".venv/bin/timebank"),
+                    "users",
+                    "create",
+                    "--role",
+                    role,
+                    "--email",
+                    email,
+                    "--timebank",
+                    slug,
+                ],
                 input=PASSWORD + "\n",
                 env={**os.environ, "TIMEBANK_DATABASE_URL": db_url},
-                capture_output=True, text=True, cwd=work, check=False,
+                capture_output=True,
+                text=True,
+                cwd=work,
+                check=False,
             )
             assert done.returncode == 0, done.stderr
         may_key = ok(
-            "post", "/v1/timebanks/riverside/api-keys",
+            "post",
+            "/v1/timebanks/riverside/api-keys",
             {"role": "member", "member_id": people["May Reid"]["id"], "label": "May's phone"},
         )["secret"]
-        yield {"server": server, "tb": tb, "other": other, "people": people, "api": api,
-               "ok": ok, "may_key": may_key, "db_url": db_url}
+        yield {
+            "server": server,
+            "tb": tb,
+            "other": other,
+            "people": people,
+            "api": api,
+            "ok": ok,
+            "may_key": may_key,
+            "db_url": db_url,
+        }
         api.close()
 
 
@@ -125,8 +161,9 @@ def browser(site: dict[str, Any]) -> Iterator[Browser]:
 
 @pytest.fixture
 def context(browser: Browser, site: dict[str, Any]) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(base_url=site["server"].base_url, viewport=WIDTHS["desktop"],
-                              accept_downloads=True)
+    ctx = browser.new_context(
+        base_url=site["server"].base_url, viewport=WIDTHS["desktop"], accept_downloads=True
+    )
     ctx.set_default_timeout(15_000)
     yield ctx
     ctx.close()
@@ -161,7 +198,9 @@ def check_page(page: Page, name: str, *, axe: bool = True) -> None:
             if v["impact"] in ("serious", "critical")
         ]
         # no sideways scrolling of the page itself at 360 px (tables scroll in their box)
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
         assert overflow <= 0, f"{name} scrolls sideways at {width} width by {overflow}px"
     if size:
         page.set_viewport_size(size)
@@ -249,9 +288,13 @@ def test_a_coordinator_walks_the_console_end_to_end(page: Page, site: dict[str, 
     r = httpx.post(
         f"{site['server'].base_url}/v1/timebanks/{slug}/exchanges",
         headers={"Authorization": f"Bearer {site['may_key']}"},
-        json={"provider": {"member_id": people["May Reid"]["id"]},
-              "recipient": {"member_id": people["Sam Cole"]["id"]},
-              "minutes": 45, "category": "transport", "description": "Lift to the surgery"},
+        json={
+            "provider": {"member_id": people["May Reid"]["id"]},
+            "recipient": {"member_id": people["Sam Cole"]["id"]},
+            "minutes": 45,
+            "category": "transport",
+            "description": "Lift to the surgery",
+        },
     )
     assert r.status_code == 201 and r.json()["status"] == "pending", r.text
     page.get_by_role("link", name="Proposals").click()
@@ -266,7 +309,9 @@ def test_a_coordinator_walks_the_console_end_to_end(page: Page, site: dict[str, 
     page.get_by_role("link", name="Reverse this exchange").click()
     check_page(page, "reverse")
     page.get_by_role("button", name="Reverse the exchange").click()
-    expect(page.locator("#reason-error")).to_contain_text("Enter why this exchange is being reversed")
+    expect(page.locator("#reason-error")).to_contain_text(
+        "Enter why this exchange is being reversed"
+    )
     page.get_by_label("Why is it being reversed?").fill("May says the lift was cancelled")
     page.get_by_role("button", name="Reverse the exchange").click()
     expect(page.get_by_role("status")).to_contain_text("The exchange was reversed")
@@ -288,7 +333,9 @@ def test_a_coordinator_walks_the_console_end_to_end(page: Page, site: dict[str, 
     expect(page).to_have_url(re.compile(r"/console/sign-in\?next="))
 
 
-def test_every_other_page_passes_axe_at_desktop_and_phone_width(page: Page, site: dict[str, Any]) -> None:
+def test_every_other_page_passes_axe_at_desktop_and_phone_width(
+    page: Page, site: dict[str, Any]
+) -> None:
     slug, may = "riverside", site["people"]["May Reid"]
     sign_in(page, "admin@riverside.example")
     expect(page.get_by_role("heading", level=1)).to_have_text("Riverside Time Bank")
@@ -395,19 +442,27 @@ def test_core_flows_work_with_javascript_off(browser: Browser, site: dict[str, A
         r = httpx.post(
             f"{site['server'].base_url}/v1/timebanks/{slug}/exchanges",
             headers={"Authorization": f"Bearer {site['may_key']}"},
-            json={"provider": {"member_id": people["May Reid"]["id"]},
-                  "recipient": {"member_id": people["Priya Shah"]["id"]},
-                  "minutes": 30, "category": "transport", "description": "Shopping trip"},
+            json={
+                "provider": {"member_id": people["May Reid"]["id"]},
+                "recipient": {"member_id": people["Priya Shah"]["id"]},
+                "minutes": 30,
+                "category": "transport",
+                "description": "Shopping trip",
+            },
         )
         assert r.status_code == 201, r.text
         page.goto(f"/console/{slug}/proposals")
-        page.locator(".card", has_text="Shopping trip").get_by_role("button", name=re.compile("^Confirm")).click()
+        page.locator(".card", has_text="Shopping trip").get_by_role(
+            "button", name=re.compile("^Confirm")
+        ).click()
         expect(page.get_by_role("status")).to_have_text("The proposal is confirmed and recorded.")
     finally:
         ctx.close()
 
 
-def test_a_funder_and_another_banks_broker_cannot_reach_broker_pages(page: Page, site: dict[str, Any]) -> None:
+def test_a_funder_and_another_banks_broker_cannot_reach_broker_pages(
+    page: Page, site: dict[str, Any]
+) -> None:
     sign_in(page, "funder@riverside.example")
     expect(page.get_by_role("heading", level=1)).to_have_text("Your time banks")
     for path in ("", "/members", "/exchanges/new", "/proposals", "/admin"):

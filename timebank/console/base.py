@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -144,19 +145,20 @@ def render(
     ctx: Ctx, template: str, *, status: int = 200, cookies: Iterable[Cookie] = (), **values: Any
 ) -> Response[str]:
     """A page: the template in the context's language, with the console's headers."""
-    trans = translations(ctx.lang)
-    env = TEMPLATES.overlay()
-    env.install_gettext_translations(trans, newstyle=True)  # type: ignore[attr-defined]
-    html = env.get_template(template).render(
-        ctx=ctx,
-        lang=ctx.lang,
-        tb=ctx.tb,
-        who=ctx.who,
-        version=VERSION,
-        d=ctx.duration,
-        day=ctx.day,
-        moment=ctx.moment,
-        **values,
+    html = (
+        environment(ctx.lang)
+        .get_template(template)
+        .render(
+            ctx=ctx,
+            lang=ctx.lang,
+            tb=ctx.tb,
+            who=ctx.who,
+            version=VERSION,
+            d=ctx.duration,
+            day=ctx.day,
+            moment=ctx.moment,
+            **values,
+        )
     )
     return Response(
         html,
@@ -165,6 +167,14 @@ def render(
         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
         cookies=list(cookies),
     )
+
+
+@lru_cache(maxsize=16)
+def environment(lang: str) -> Environment:
+    """The templates in one language (each language's compiled templates cached apart)."""
+    env = TEMPLATES.overlay(cache_size=400)
+    env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    return env
 
 
 def redirect(path: str, cookies: Iterable[Cookie] = ()) -> Redirect:
