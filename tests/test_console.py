@@ -446,3 +446,39 @@ def test_users_cli_creates_lists_and_disables_with_the_password_from_stdin(
         [cli, "users", "list"], env=env, capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout
     assert "disabled" in listed
+
+
+async def test_a_broker_of_two_banks_works_in_each_and_sign_in_and_out_are_audited(
+    browser: AsyncTestClient[Any],
+    bank: dict[str, Any],
+    session_maker: async_sessionmaker[AsyncSession],
+    clock: Clock,
+) -> None:
+    a, b = bank["tb"], bank["other"]
+    await make_user(session_maker, "both@example.org", Role.broker, [a["id"], b["id"]], clock)
+    r = await sign_in(browser, "both@example.org")
+    assert r.headers["location"] == "/console"  # several banks: the list of them
+    front = await browser.get("/console")
+    assert a["name"] in front.text and b["name"] in front.text
+    assert (await browser.get(f"/console/{a['slug']}")).status_code == 200
+    assert (await browser.get(f"/console/{b['slug']}")).status_code == 200
+    home = await browser.get(f"/console/{a['slug']}")
+    out = await browser.post(
+        "/console/sign-out", data={"csrf_token": token(home.text)}, follow_redirects=False
+    )
+    assert out.status_code == 303
+    assert (await browser.get(f"/console/{a['slug']}", follow_redirects=False)).status_code == 303
+    async with session_maker() as s:
+        events = (
+            await s.execute(
+                select(AuditEvent.action, AuditEvent.timebank_id, AuditEvent.user_id).where(
+                    AuditEvent.action.like("console_user.sign_%")
+                )
+            )
+        ).all()
+    actions = sorted((action, str(tb)) for action, tb, user in events if user is not None)
+    assert actions == sorted(
+        (action, tb)
+        for action in ("console_user.sign_in", "console_user.sign_out")
+        for tb in (a["id"], b["id"])
+    )

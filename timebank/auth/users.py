@@ -160,8 +160,6 @@ async def create_user(
         raise InvalidInput("role", "must be admin, broker or funder")
     if not banks and role is not Role.admin:
         raise InvalidInput("timebanks", "a broker or funder works in at least one time bank")
-    if role is Role.broker and len(banks) > 1:
-        raise InvalidInput("timebanks", "a broker works in one time bank")
     check_password(password)
     taken = await session.execute(select(ConsoleUser.id).where(ConsoleUser.email == address))
     if taken.first() is not None:
