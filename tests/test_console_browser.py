@@ -102,7 +102,7 @@ def site(
             name: ok("post", "/v1/timebanks/riverside/members", {"display_name": name})
             for name in ("May Reid", "Sam Cole", "Priya Shah", "Tom Hughes")
         }
-        ok(
+        org = ok(
             "post",
             "/v1/timebanks/riverside/organisations",
             {"name": "Riverside Food Bank", "kind": "charity"},
@@ -147,6 +147,7 @@ def site(
             "ok": ok,
             "may_key": may_key,
             "db_url": db_url,
+            "org": org,
         }
         api.close()
 
@@ -262,7 +263,7 @@ def test_a_coordinator_walks_the_console_end_to_end(page: Page, site: dict[str, 
     pick_name(page, "Who received it", "ann b", "Ann Brown")
     page.get_by_label("Hours").fill("2")
     page.get_by_label("Minutes").fill("15")
-    page.get_by_label("Category (optional)").select_option(label="Home and garden")
+    page.get_by_label("Category", exact=True).select_option(label="Home and garden")
     page.get_by_label("What was done (optional)").fill("Dug the vegetable beds")
     page.get_by_role("button", name="Record the exchange").click()
     expect(page.get_by_role("status")).to_have_text("The exchange is recorded.")
@@ -276,7 +277,7 @@ def test_a_coordinator_walks_the_console_end_to_end(page: Page, site: dict[str, 
     page.get_by_label("Who received it").fill("Tom Hughes")
     page.get_by_label("Hours").fill("10")
     page.get_by_label("Minutes").fill("5")
-    page.get_by_label("Category (optional)").select_option(label="Home and garden")
+    page.get_by_label("Category", exact=True).select_option(label="Home and garden")
     page.get_by_role("button", name="Record the exchange").click()
     expect(page.locator("#recipient-error")).to_contain_text(
         "Tom Hughes would go to −10 h 5 min; the lowest they may go is −10 h"
@@ -342,6 +343,8 @@ def test_every_other_page_passes_axe_at_desktop_and_phone_width(
     for name, path in (
         ("organisations", "/organisations"),
         ("organisation-register", "/organisations/new"),
+        ("organisation", f"/organisations/{site['org']['id']}"),
+        ("organisation-edit", f"/organisations/{site['org']['id']}/edit"),
         ("member-edit", f"/members/{may['id']}/edit"),
         ("member-erase", f"/members/{may['id']}/erase"),
         ("record-group", "/exchanges/new-group"),
@@ -361,6 +364,14 @@ def test_every_other_page_passes_axe_at_desktop_and_phone_width(
     page.get_by_role("button", name="Create a key").click()
     expect(page.locator("#secret")).to_have_text(re.compile(r"^tbk_"))
     check_page(page, "member-key-created")
+    page.goto(f"/console/{slug}/organisations/{site['org']['id']}/edit")
+    page.get_by_label("Town or neighbourhood (optional)").fill("Riverside East")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Your changes are saved.")
+    page.get_by_role("button", name="Suspend").click()
+    expect(page.get_by_role("status")).to_have_text("Riverside Food Bank is suspended.")
+    page.get_by_role("button", name="Make active again").click()
+    expect(page.get_by_role("status")).to_have_text("Riverside Food Bank is active again.")
     page.goto(f"/console/{slug}/admin/settings")
     page.get_by_label("Lowest balance a member may have, in hours").fill("lots")
     page.get_by_role("button", name="Save settings").click()
@@ -426,7 +437,7 @@ def test_core_flows_work_with_javascript_off(browser: Browser, site: dict[str, A
         page.get_by_label("Who gave the time").fill("olu")
         page.get_by_label("Who received it").fill("Sam Cole")
         page.get_by_label("Hours").fill("1")
-        page.get_by_label("Category (optional)").select_option(label="Home and garden")
+        page.get_by_label("Category", exact=True).select_option(label="Home and garden")
         page.get_by_role("button", name="Record the exchange").click()
         expect(page.locator("#provider-error")).to_contain_text("No one is called exactly olu")
         check_page(page, "record-choose-no-js", axe=False)

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response
@@ -182,11 +181,18 @@ def redirect(path: str, cookies: Iterable[Cookie] = ()) -> Redirect:
     return Redirect(path, status_code=303, cookies=list(cookies))
 
 
+def _quote(text: str) -> str:
+    """Percent-encoding for a query value (the console imports nothing from ``urllib``:
+    the service makes no outbound requests, tests/test_abuse.py)."""
+    safe = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/")
+    return "".join(chr(b) if chr(b) in safe else f"%{b:02X}" for b in text.encode())
+
+
 def sign_in_redirect(request: Request[Any, Any, Any]) -> Redirect:
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
-    return Redirect(f"/console/sign-in?next={quote(target)}", status_code=303)
+    return Redirect(f"/console/sign-in?next={_quote(target)}", status_code=303)
 
 
 async def signed_in(request: Request[Any, Any, Any], db_session: AsyncSession) -> SignedIn:

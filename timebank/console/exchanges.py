@@ -206,7 +206,8 @@ async def _form_page(
         form=values,
         key=key,
         problems=problems,
-        categories=[("", ctx.gettext("No category"))] + [(c.slug, c.name) for c in categories],
+        categories=[("", ctx.gettext("Choose a category"))]
+        + [(c.slug, c.name) for c in categories],
         choices={n: r.choices for n, r in (resolved or {}).items()},
         today=today(ctx.tb).isoformat(),
         rows=range(1, GROUP_ROWS + 1),

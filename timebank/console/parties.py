@@ -35,9 +35,13 @@ from timebank.lifecycle.register import create_member, create_organisation
 from timebank.members.models import Disability, Ethnicity, Gender, Member, MemberStatus
 from timebank.members.schemas import MemberCreate, MemberOut, MemberPatch
 from timebank.members.service import get_member, list_members, update_member
-from timebank.organisations.models import OrganisationKind
-from timebank.organisations.schemas import OrganisationCreate, OrganisationOut
-from timebank.organisations.service import get_organisation, list_organisations
+from timebank.organisations.models import OrganisationKind, OrganisationStatus
+from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
+from timebank.organisations.service import (
+    get_organisation,
+    list_organisations,
+    update_organisation,
+)
 from timebank.web.idempotent import run_once, view_as
 from timebank.web.pagination import encode_cursor, id_cursor
 
@@ -311,6 +315,7 @@ async def _party_page(
         "suspended": _("%(name)s is suspended.") % {"name": name},
         "active": _("%(name)s is active again.") % {"name": name},
         "left": _("%(name)s has left the time bank.") % {"name": name},
+        "closed": _("%(name)s is closed.") % {"name": name},
         "erased": _("The member's personal data was erased."),
         "revoked": _("The key was revoked. Apps using it can no longer act for this member."),
     }
@@ -571,14 +576,8 @@ async def organisation_create(
     form = await form_of(request, ctx)
     problems = Problems()
     key = idempotency.check_key(form.get("idempotency_key") or None)
-    body: dict[str, Any] = {
-        k: form.get(k, "").strip() or None
-        for k in ("locality", "registration_number", "contact_email")
-    }
-    body["name"] = form.get("name", "").strip()
-    body["kind"] = form.get("kind", "")
     try:
-        data = OrganisationCreate.model_validate(body)
+        data = OrganisationCreate.model_validate(_org_body(form, patch=False))
         fp = idempotency.fingerprint("POST", request.url.path, form)
 
         async def use_case(claim: Claim) -> Any:
@@ -624,6 +623,93 @@ async def organisation_page(
     return await _party_page(
         request, db_session, ctx, "organisation", org, org.account_id, org.name, after, done
     )
+
+
+def _org_body(form: dict[str, str], *, patch: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        k: form.get(k, "").strip() or None
+        for k in ("locality", "registration_number", "contact_email")
+    }
+    body["name"] = form.get("name", "").strip()
+    body["kind"] = form.get("kind", "")
+    return body
+
+
+@get("/{tb:str}/organisations/{org_id:uuid}/edit", include_in_schema=False)
+async def organisation_edit(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, org_id: uuid.UUID
+) -> Response[str]:
+    ctx = await staff(request, db_session, tb)
+    assert ctx.tb is not None
+    org = await get_organisation(db_session, ctx.tb, org_id)
+    form = {
+        k: "" if getattr(org, k) is None else str(getattr(org, k))
+        for k in ("name", "locality", "registration_number", "contact_email")
+    }
+    form["kind"] = org.kind.value
+    return render(
+        ctx,
+        "organisation_form.html",
+        section="organisations",
+        form=form,
+        key=None,
+        kinds=org_kinds(ctx),
+        editing=org,
+    )
+
+
+@post("/{tb:str}/organisations/{org_id:uuid}/edit", include_in_schema=False, status_code=200)
+async def organisation_save(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, org_id: uuid.UUID
+) -> Response[Any]:
+    ctx = await staff(request, db_session, tb)
+    assert ctx.tb is not None
+    bank = ctx.tb
+    form = await form_of(request, ctx)
+    org = detached(db_session, await get_organisation(db_session, bank, org_id))
+    problems = Problems()
+    try:
+        patch = OrganisationPatch.model_validate(_org_body(form, patch=True))
+        await _write(
+            request,
+            db_session,
+            lambda: update_organisation(db_session, ctx.principal, bank, org_id, patch),
+        )
+    except (ValidationError, DomainError) as exc:
+        from_validation(ctx, problems, exc, org_labels(ctx))
+        return render(
+            ctx,
+            "organisation_form.html",
+            section="organisations",
+            form=form,
+            key=None,
+            kinds=org_kinds(ctx),
+            editing=org,
+            problems=problems,
+            status=422,
+        )
+    return redirect(ctx.url(f"/organisations/{org_id}?done=saved"))
+
+
+@post("/{tb:str}/organisations/{org_id:uuid}/status", include_in_schema=False, status_code=200)
+async def organisation_status(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, org_id: uuid.UUID
+) -> Response[Any]:
+    """Suspend, reactivate or close (one button each on the organisation's page)."""
+    ctx = await staff(request, db_session, tb)
+    assert ctx.tb is not None
+    bank = ctx.tb
+    form = await form_of(request, ctx)
+    status = form.get("status", "")
+    if status not in (s.value for s in OrganisationStatus):
+        raise InvalidInput("status", "must be active, suspended or closed")
+    patch = OrganisationPatch.model_validate({"status": status})
+    await _write(
+        request,
+        db_session,
+        lambda: update_organisation(db_session, ctx.principal, bank, org_id, patch),
+    )
+    return redirect(ctx.url(f"/organisations/{org_id}?done={status}"))
 
 
 @get("/{tb:str}/organisations/{org_id:uuid}/statement.csv", include_in_schema=False)
