@@ -415,6 +415,7 @@ async def _exchange_page(
     postings = [
         (names.get(p.account_id, ("pool", p.account_id, "?")), p.minutes) for p in ex.postings
     ]
+    categories = {c.slug: c.name for c in await list_categories(session, ctx.tb, None, 200)}
     return render(
         ctx,
         "exchange.html",
@@ -422,6 +423,7 @@ async def _exchange_page(
         row=row,
         ex=ex,
         postings=postings,
+        categories=categories,
         problems=problems,
         flash=flash,
         status=status,
