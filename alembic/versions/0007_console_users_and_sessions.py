@@ -112,7 +112,9 @@ def upgrade() -> None:
         _utc("revoked_at", True),
         sa.Column("address", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["console_users.id"], name=op.f("fk_console_sessions_user_id_console_users")
+            ["user_id"],
+            ["console_users.id"],
+            name=op.f("fk_console_sessions_user_id_console_users"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_console_sessions")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_console_sessions_token_hash")),
