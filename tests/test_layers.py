@@ -19,6 +19,7 @@ LAYERS = [
     "cli",  # the command line
     "app",  # the application factory
     "models",  # every table, for Alembic and the tests
+    "console",  # web: the console's pages (beside the API's controllers, above them)
     "api",  # web: controllers
     "web",  # web: problems, idempotent writes, pagination, middleware, server
     "tools",  # demo generator, backups
@@ -33,7 +34,7 @@ LAYERS = [
     "audit",
     "base",  # access, config, db, errors, idempotency, logs, types, ...
 ]
-WEB = {"app", "cli", "api", "web"}
+WEB = {"app", "cli", "console", "api", "web"}
 
 
 def unit(module: str) -> str:

@@ -174,7 +174,7 @@ async def test_member_proposal_is_pending_moves_no_balance_and_shows_on_both_bal
     assert ex["description"] == "Lift to the surgery"
     assert ex["postings"] == []
     assert ex["proposed_by"] == b.ann["id"]
-    assert ex["logged_by"] == {"key_id": b.ann_key.id, "role": "member"}
+    assert ex["logged_by"] == {"key_id": b.ann_key.id, "user_id": None, "role": "member"}
     assert ex["decided_by"] is None and ex["decided_at"] is None
     assert await fetch(api, b.slug, ex["id"]) == ex
     # no balance moved; the provider expects 90 in, the recipient 90 out

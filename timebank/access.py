@@ -1,5 +1,6 @@
-"""Who is calling: the role and scope of an API key (or, later, a console session), and the
-checks every use case makes. The base of access control: every domain imports it, it imports
+"""Who is calling: the role and scope of an API key or of a console user's session (SPEC §7.2:
+the same ``Principal`` either way, so the services need not know which), and the checks every
+use case makes. The base of access control: every domain imports it, it imports
 only the domain errors."""
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class Principal:
     timebank_id: uuid.UUID | None = None  # None for a global admin
     member_id: uuid.UUID | None = None  # member keys: the member the partner app acts for
     report_timebanks: frozenset[uuid.UUID] = frozenset()  # funder keys spanning several banks
+    user_id: uuid.UUID | None = None  # a console user's session (then key_id is None)
+
+    @property
+    def scope_id(self) -> uuid.UUID | None:
+        """Whose Idempotency-Keys these are: the key's or the console user's (SPEC §7.2)."""
+        return self.key_id or self.user_id
 
     @property
     def is_global_admin(self) -> bool:

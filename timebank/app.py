@@ -25,6 +25,7 @@ from timebank.api.members import MemberController, directory
 from timebank.api.organisations import OrganisationController
 from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
+from timebank.console.router import console_router
 from timebank.db import create_engine
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ApiKeyController,
             GlobalApiKeyController,
             docs_assets(),
+            console_router,
         ],
         plugins=[SQLAlchemyPlugin(config=alchemy)],
         dependencies={"principal": Provide(provide_principal)},

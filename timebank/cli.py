@@ -1,4 +1,4 @@
-"""The ``timebank`` command: serve, database migrations, API keys, demo data."""
+"""The ``timebank`` command: serve, database migrations, API keys, console users, demo data."""
 
 from __future__ import annotations
 
@@ -70,26 +70,58 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     )
 
 
+DEMO_USER = "admin@demo.example"
+
+
 def _demo(host: str, port: int) -> None:
+    """The demo bank (once), an admin key for it, and a console user (once: its password is
+    printed when it is made)."""
+    import secrets
+
     from timebank.access import SYSTEM, Role
+    from timebank.auth.models import ConsoleUser
     from timebank.auth.service import create_key
+    from timebank.auth.users import create_user
+    from timebank.db import utcnow
     from timebank.timebanks.models import TimeBank
     from timebank.tools.demo import create_demo
 
-    async def run(session: AsyncSession) -> tuple[str, str, bool]:
+    async def run(session: AsyncSession) -> tuple[str, str, bool, str | None]:
         tb = (await session.execute(select(TimeBank).where(TimeBank.slug == "demo"))).scalar()
         created = tb is None
         if tb is None:
             tb = await create_demo(session, "demo")
         key = await create_key(session, SYSTEM, role=Role.admin, timebank_id=tb.id, label="demo")
         await session.commit()
-        return tb.slug, key.secret, created
+        password = None
+        user = await session.scalar(select(ConsoleUser.id).where(ConsoleUser.email == DEMO_USER))
+        if user is None:
+            password = "-".join(secrets.token_hex(3) for _ in range(3))
+            await create_user(
+                session,
+                SYSTEM,
+                email=DEMO_USER,
+                password=password,
+                role=Role.admin,
+                timebank_ids=[tb.id],
+                now=utcnow(),
+                name="Demo admin",
+            )
+        return tb.slug, key.secret, created, password
 
-    slug, secret, created = _with_session(run)
+    slug, secret, created, password = _with_session(run)
     base = f"http://{host}:{port}"
+    if password:
+        sign_in = f"  email {DEMO_USER}\n  password {password}   (shown once)\n"
+    else:
+        sign_in = (
+            f"  email {DEMO_USER}, with the password printed when it was made\n"
+            f"  (forgotten? timebank users password {DEMO_USER})\n"
+        )
     click.echo(
         f"\nDemo time bank '{slug}' {'created' if created else 'already there'}.\n"
-        f"Admin key for it (shown once): {secret}\n\nTry:\n"
+        f"\nConsole: {base}/console  — sign in with\n{sign_in}"
+        f"\nAdmin key for it (shown once): {secret}\n\nTry:\n"
         f"  curl -s -H 'Authorization: Bearer {secret}' {base}/v1/timebanks/{slug}/members\n"
         f"API docs: {base}/schema\n",
         err=True,
@@ -450,6 +482,125 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
     if not record and counts["ready"]:
         click.echo("nothing recorded yet: run again with --commit to record the ready lines")
     sys.exit(1 if refused else 0)
+
+
+@main.group()
+def users() -> None:
+    """Console users (people who sign in at /console)."""
+
+
+def _read_password() -> str:
+    """Twice at a terminal (not echoed); else the first line of stdin."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("create")
+@click.option("--role", type=click.Choice(["admin", "broker", "funder"]), required=True)
+@click.option("--email", required=True)
+@click.option(
+    "--timebank",
+    "slugs",
+    multiple=True,
+    help="A time bank the user works in (repeat for several; none: a global admin).",
+)
+@click.option("--name", default=None, help="The person's name, shown in the console.")
+def users_create(role: str, email: str, slugs: tuple[str, ...], name: str | None) -> None:
+    """Create a console user. The password is read from stdin when it is not a terminal,
+    else prompted for twice."""
+    from timebank.access import SYSTEM, Role
+    from timebank.auth.service import timebanks_by_slug
+    from timebank.auth.users import create_user
+    from timebank.db import utcnow
+    from timebank.errors import DomainError
+
+    password = _read_password()
+
+    async def run(session: AsyncSession) -> str:
+        try:
+            banks = await timebanks_by_slug(session, list(slugs))
+            user = await create_user(
+                session,
+                SYSTEM,
+                email=email,
+                password=password,
+                role=Role(role),
+                timebank_ids=list(banks.values()),
+                now=utcnow(),
+                name=name,
+            )
+        except DomainError as exc:
+            errors = exc.extra.get("errors")
+            raise click.ClickException(
+                "; ".join(f"{e['field']}: {e['message']}" for e in errors) if errors else exc.detail
+            ) from exc
+        return str(user.id)
+
+    click.echo(_with_session(run))
+
+
+@users.command("list")
+def users_list() -> None:
+    """List console users (never passwords)."""
+    from timebank.access import SYSTEM
+    from timebank.auth.users import list_users
+    from timebank.timebanks.models import TimeBank
+
+    async def run(session: AsyncSession) -> list[str]:
+        slugs = dict((await session.execute(select(TimeBank.id, TimeBank.slug))).tuples().all())
+        lines = []
+        for user, banks in await list_users(session, SYSTEM, None):
+            state = "disabled" if user.disabled_at else "active"
+            where = ",".join(slugs[b] for b in banks) or "global"
+            lines.append(f"{user.id}  {user.email}  {user.role.value:7} {where}  {state}")
+        return lines
+
+    for line in _with_session(run):
+        click.echo(line)
+
+
+@users.command("password")
+@click.argument("user")
+def users_password(user: str) -> None:
+    """Set a console user's password (by email or id): from stdin when it is not a terminal,
+    else prompted for twice. Their sessions end."""
+    from timebank.access import SYSTEM
+    from timebank.auth.users import find_user, set_password
+    from timebank.db import utcnow
+    from timebank.errors import DomainError
+
+    password = _read_password()
+
+    async def run(session: AsyncSession) -> str:
+        try:
+            found = await find_user(session, user)
+            await set_password(session, SYSTEM, found.id, password, utcnow())
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+        return found.email
+
+    click.echo(f"password set for {_with_session(run)}", err=True)
+
+
+@users.command("disable")
+@click.argument("user")
+def users_disable(user: str) -> None:
+    """Disable a console user (by email or id): their sessions end at once."""
+    from timebank.access import SYSTEM
+    from timebank.auth.users import disable_user, find_user
+    from timebank.db import utcnow
+    from timebank.errors import DomainError
+
+    async def run(session: AsyncSession) -> str:
+        try:
+            found = await find_user(session, user)
+            await disable_user(session, SYSTEM, found.id, utcnow())
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+        return found.email
+
+    click.echo(f"disabled {_with_session(run)}", err=True)
 
 
 if __name__ == "__main__":

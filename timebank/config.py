@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,15 @@ class Settings(BaseSettings):
     keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=3600)
     max_header_bytes: int = Field(default=32_768, ge=1024)
     max_connections: int = Field(default=1000, ge=0)  # per worker; 0 = unbounded
+    # The console (SPEC §3.9): sessions end after this long idle, and this long after sign-in.
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_absolute_hours: int = Field(default=12, ge=1, le=24 * 30)
+    # The session cookie's Secure flag: auto = when the request came over https (behind TLS).
+    console_secure_cookie: Literal["auto", "always", "never"] = "auto"
+    # Sign-in throttling: refused sign-ins allowed per account and per address in the window.
+    sign_in_failures_per_account: int = Field(default=5, ge=1)
+    sign_in_failures_per_address: int = Field(default=20, ge=1)
+    sign_in_window_minutes: int = Field(default=15, ge=1)
     debug: bool = False
 
     @property

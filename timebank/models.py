@@ -1,7 +1,14 @@
 """Every model, imported in one place so the metadata is complete (Alembic, tests)."""
 
 from timebank.audit.models import AuditEvent
-from timebank.auth.models import ApiKey, ApiKeyTimeBank
+from timebank.auth.models import (
+    ApiKey,
+    ApiKeyTimeBank,
+    ConsoleSession,
+    ConsoleUser,
+    ConsoleUserTimeBank,
+    SignInFailure,
+)
 from timebank.db import Base
 from timebank.idempotency import IdempotencyRecord
 from timebank.imports.models import SheetImport
@@ -20,11 +27,15 @@ __all__ = [
     "Base",
     "Category",
     "CategoryMonth",
+    "ConsoleSession",
+    "ConsoleUser",
+    "ConsoleUserTimeBank",
     "Exchange",
     "IdempotencyRecord",
     "Member",
     "Organisation",
     "Posting",
     "SheetImport",
+    "SignInFailure",
     "TimeBank",
 ]

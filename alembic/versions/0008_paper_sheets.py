@@ -5,7 +5,7 @@ it (SPEC §3.10); organisations get an optional reference unique in their bank, 
 can name them by it (§7.7).
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ from advanced_alchemy.types.datetime import DateTimeUTC
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

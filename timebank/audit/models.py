@@ -21,6 +21,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     timebank_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("timebanks.id"))
     key_id: Mapped[uuid.UUID | None]
+    user_id: Mapped[uuid.UUID | None]  # a console user (SPEC §7.2)
     role: Mapped[str] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(32))

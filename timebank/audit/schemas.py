@@ -15,6 +15,7 @@ class AuditEventOut(BaseModel):
                 {
                     "id": 1207,
                     "key_id": "01937a40-0000-7000-8000-00000000beef",
+                    "user_id": None,
                     "role": "broker",
                     "action": "exchange.record",
                     "target_type": "exchange",
@@ -30,6 +31,7 @@ class AuditEventOut(BaseModel):
 
     id: int
     key_id: uuid.UUID | None
+    user_id: uuid.UUID | None
     role: str
     action: str
     target_type: str

@@ -28,6 +28,7 @@ def event(
     return {
         "timebank_id": timebank_id,
         "key_id": principal.key_id,
+        "user_id": principal.user_id,
         "role": principal.role.value,
         "action": action,
         "target_type": target_type,

@@ -124,6 +124,7 @@ class Exchange(Base):
         ForeignKey("accounts.id"), default=None, index=True
     )
     logged_by_key_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    logged_by_user_id: Mapped[uuid.UUID | None] = mapped_column(default=None)  # console user
     logged_by_role: Mapped[str] = mapped_column(String(16))
     proposed_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
     decided_by: Mapped[uuid.UUID | None] = mapped_column(default=None)

@@ -79,6 +79,7 @@ class NewExchange:
     recipient_account_id: uuid.UUID | None
     logged_by_key_id: uuid.UUID | None
     logged_by_role: str
+    logged_by_user_id: uuid.UUID | None
     proposed_by: uuid.UUID | None
     decided_by: uuid.UUID | None
     decided_at: datetime | None
@@ -246,6 +247,7 @@ def exchange_row(
         "recipient_account_id": d.simple_parties[1] if d.simple_parties else None,
         "logged_by_key_id": principal.key_id,
         "logged_by_role": principal.role.value,
+        "logged_by_user_id": principal.user_id,
         "override_reason": d.override_reason,
         "reason": d.reason,
         "proposed_by": proposed_by,

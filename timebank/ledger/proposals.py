@@ -185,7 +185,7 @@ async def decide(
     if locked.status is not ExchangeStatus.pending:
         raise NotPending(f"This exchange is {locked.status.value}, not pending")
     now = utcnow()
-    values: dict[str, object] = {"decided_by": principal.key_id, "decided_at": now}
+    values: dict[str, object] = {"decided_by": principal.scope_id, "decided_at": now}
     if decision is Decision.confirm:
         await _recheck_parties(session, locked)
         assert locked.provider_account_id is not None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy import and_, case, func, literal, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
@@ -30,7 +30,7 @@ from timebank.ledger.models import (
 from timebank.ledger.posting import Posted
 from timebank.ledger.rules import effective_limits
 from timebank.ledger.schemas import BalanceOut, ExchangeOut, LoggedBy, PostingOut
-from timebank.members.models import Member
+from timebank.members.models import Member, MemberStatus
 from timebank.organisations.models import Organisation
 from timebank.timebanks.models import Category, TimeBank
 
@@ -121,7 +121,9 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
         recipient_account_id=e.recipient_account_id,
         reverses=e.reverses,
         reversed_by=p.reversed_by,
-        logged_by=LoggedBy.model_construct(key_id=e.logged_by_key_id, role=Role(e.logged_by_role)),
+        logged_by=LoggedBy.model_construct(
+            key_id=e.logged_by_key_id, user_id=e.logged_by_user_id, role=Role(e.logged_by_role)
+        ),
         proposed_by=e.proposed_by,
         decided_by=e.decided_by,
         decided_at=expired_at or e.decided_at,
@@ -398,3 +400,72 @@ async def statement(
             }
         )
     return opening, opening + in_period, entries, next_after
+
+
+async def recent(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    *,
+    pending: bool,
+    limit: int,
+) -> list[ExchangeOut]:
+    """The newest exchanges (by when they were recorded): recorded ones, or the proposals
+    still waiting for a decision (not yet past the bank's expiry)."""
+    principal.require(tb.id, Role.admin, Role.broker)
+    stmt = select(Exchange).where(Exchange.timebank_id == tb.id)
+    if pending:
+        stmt = stmt.where(
+            Exchange.status == ExchangeStatus.pending, Exchange.recorded_at >= expiry_cutoff(tb)
+        )
+    else:
+        stmt = stmt.where(Exchange.status == ExchangeStatus.recorded)
+    rows = list(
+        (await session.execute(stmt.order_by(Exchange.recorded_at.desc()).limit(limit))).scalars()
+    )
+    return await load_views(session, tb, rows)
+
+
+@dataclass(frozen=True)
+class NearLimit:
+    member_id: uuid.UUID
+    display_name: str
+    balance_minutes: int
+    min_balance_minutes: int | None
+    max_balance_minutes: int | None
+
+
+async def near_limits(
+    session: AsyncSession, principal: Principal, tb: TimeBank, *, margin: int, limit: int
+) -> list[NearLimit]:
+    """Active members within ``margin`` minutes of a balance limit, or past it (the limits
+    of :func:`~timebank.ledger.rules.effective_limits`, in SQL), lowest balance first."""
+    principal.require(tb.id, Role.admin, Role.broker)
+    lo = case(
+        (Account.custom_limits, Account.min_balance_minutes),
+        else_=literal(tb.member_min_balance_minutes),
+    )
+    hi = case(
+        (Account.custom_limits, Account.max_balance_minutes),
+        else_=literal(tb.member_max_balance_minutes),
+    )
+    rows = await session.execute(
+        select(Member.id, Member.display_name, Account.balance_minutes, lo, hi)
+        .join(Account, Account.id == Member.account_id)
+        .where(
+            Member.timebank_id == tb.id,
+            Member.status == MemberStatus.active,
+            or_(
+                and_(lo.is_not(None), Account.balance_minutes <= lo + margin),
+                and_(hi.is_not(None), Account.balance_minutes >= hi - margin),
+            ),
+        )
+        .order_by(Account.balance_minutes, Member.id)
+        .limit(limit)
+    )
+    return [
+        NearLimit(
+            mid, name, bal, None if low is None else int(low), None if high is None else int(high)
+        )
+        for mid, name, bal, low, high in rows.tuples()
+    ]

@@ -238,7 +238,10 @@ class PostingOut(BaseModel):
 
 
 class LoggedBy(BaseModel):
+    """Who recorded it (SPEC §7.2): an API key or a console user, and the role it had."""
+
     key_id: uuid.UUID | None
+    user_id: uuid.UUID | None
     role: Role
 
 
@@ -266,6 +269,7 @@ class ExchangeOut(BaseModel):
                     "reversed_by": None,
                     "logged_by": {
                         "key_id": "01937a40-0000-7000-8000-00000000beef",
+                        "user_id": None,
                         "role": "broker",
                     },
                     "proposed_by": None,

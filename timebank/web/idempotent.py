@@ -88,36 +88,18 @@ async def idempotent(
     """Run a creating use case at most once per (API key, Idempotency-Key) and answer with
     the bytes it settled, so that a replay is byte-identical."""
     key = idempotency.check_key(request.headers.get("idempotency-key"))
-    assert principal.key_id is not None or key is None
-    api_key_id = principal.key_id or uuid.UUID(int=0)
-    fp = await fingerprint(request)
-
-    async def attempt() -> Claim:
-        claim = Claim(api_key_id, key, status, render, unstored_fields)
-        await idempotency.claim(session, claim, fp, subject_id)
-        result = await use_case(claim)
-        if claim.body is None:  # refused as a whole and rolled back (an atomic batch)
-            claim.body = idempotency.dump(render(result))
-        return claim
-
-    outcome: Outcome | None = None
-    for _ in range(3):
-        try:
-            claim = await write(request, session, attempt)
-            outcome = Outcome(status, claim.body or b"null")
-            break
-        except Replayed as replayed:
-            outcome = replayed.outcome
-            break
-        except IntegrityError as exc:
-            if key is None or "idempotency" not in str(exc.orig).lower():
-                raise
-            # A concurrent duplicate committed first: replay its stored result.
-            outcome = await idempotency.replay_after_race(session, api_key_id, key, fp)
-            if outcome is not None:
-                break
-    if outcome is None:
-        raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed")
+    outcome = await run_once(
+        request,
+        session,
+        principal,
+        use_case,
+        key=key,
+        fp=await fingerprint(request),
+        status=status,
+        render=render,
+        subject_id=subject_id,
+        unstored_fields=unstored_fields,
+    )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     if outcome.status == 201:
         headers["Location"] = location(request, outcome.body)
@@ -127,6 +109,49 @@ async def idempotent(
         media_type="application/json",
         headers=headers,
     )
+
+
+async def run_once(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    principal: Principal,
+    use_case: Callable[[Claim], Awaitable[Any]],
+    *,
+    key: str | None,
+    fp: str,
+    status: int = 201,
+    render: Callable[[Any], Any] = as_json,
+    subject_id: uuid.UUID | None = None,
+    unstored_fields: tuple[str, ...] = (),
+) -> Outcome:
+    """The core of :func:`idempotent`, for the API and the console alike: run the use case
+    at most once per (principal, ``key``) — a key's or a console user's (SPEC §7.2) — and
+    return its settled result, or the stored one of an earlier run."""
+    assert principal.scope_id is not None or key is None
+    api_key_id = principal.scope_id or uuid.UUID(int=0)
+
+    async def attempt() -> Claim:
+        claim = Claim(api_key_id, key, status, render, unstored_fields)
+        await idempotency.claim(session, claim, fp, subject_id)
+        result = await use_case(claim)
+        if claim.body is None:  # refused as a whole and rolled back (an atomic batch)
+            claim.body = idempotency.dump(render(result))
+        return claim
+
+    for _ in range(3):
+        try:
+            claim = await write(request, session, attempt)
+            return Outcome(status, claim.body or b"null")
+        except Replayed as replayed:
+            return replayed.outcome
+        except IntegrityError as exc:
+            if key is None or "idempotency" not in str(exc.orig).lower():
+                raise
+            # A concurrent duplicate committed first: replay its stored result.
+            outcome = await idempotency.replay_after_race(session, api_key_id, key, fp)
+            if outcome is not None:
+                return outcome
+    raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed")
 
 
 async def fingerprint(request: Request[Any, Any, Any]) -> str:

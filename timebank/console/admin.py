@@ -1,0 +1,366 @@
+"""Admin pages: the time bank's settings, console users (create, disable, sign out a
+session), API keys, and the audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Request, Response, get, post
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from timebank import db
+from timebank.access import Role
+from timebank.audit.service import list_events
+from timebank.auth import service as keys
+from timebank.auth import users
+from timebank.console.base import (
+    Ctx,
+    admin,
+    form_of,
+    now,
+    redirect,
+    render,
+    settings_of,
+    timeouts,
+)
+from timebank.console.messages import Problems, from_validation, plain
+from timebank.errors import DomainError
+from timebank.timebanks.models import TimeBank
+from timebank.timebanks.schemas import TimeBankSettingsPatch
+from timebank.timebanks.service import update_timebank
+
+
+async def _write(request: Request[Any, Any, Any], session: AsyncSession, fn: Any) -> Any:
+    return await db.write(session, fn, retries=settings_of(request).write_retries)
+
+
+@get("/{tb:str}/admin", include_in_schema=False)
+async def admin_home(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
+) -> Response[str]:
+    ctx = await admin(request, db_session, tb)
+    return render(ctx, "admin.html", section="admin")
+
+
+# ---- settings -----------------------------------------------------------------------------
+
+HOUR_SETTINGS = (
+    "member_min_balance_minutes",
+    "member_max_balance_minutes",
+    "organisation_min_balance_minutes",
+    "organisation_max_balance_minutes",
+    "max_exchange_minutes",
+    "starting_grant_minutes",
+)
+
+
+def _settings_form(ctx: Ctx) -> dict[str, str]:
+    assert ctx.tb is not None
+    out = {"name": ctx.tb.name, "pending_expiry_days": str(ctx.tb.pending_expiry_days)}
+    for name in HOUR_SETTINGS:
+        value = getattr(ctx.tb, name)
+        out[name] = "" if value is None else f"{value / 60:g}"
+    return out
+
+
+def settings_labels(ctx: Ctx) -> dict[str, str]:
+    _ = ctx.gettext
+    return {
+        "name": _("Name of the time bank"),
+        "member_min_balance_minutes": _("Lowest balance a member may have, in hours"),
+        "member_max_balance_minutes": _("Highest balance a member may have, in hours"),
+        "organisation_min_balance_minutes": _("Lowest balance an organisation may have, in hours"),
+        "organisation_max_balance_minutes": _("Highest balance an organisation may have, in hours"),
+        "max_exchange_minutes": _("Longest exchange, in hours"),
+        "starting_grant_minutes": _("Starting grant for a new member, in hours"),
+        "pending_expiry_days": _("Days before an unanswered proposal expires"),
+    }
+
+
+@get("/{tb:str}/admin/settings", include_in_schema=False)
+async def settings_form(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
+) -> Response[str]:
+    ctx = await admin(request, db_session, tb)
+    return render(
+        ctx,
+        "settings.html",
+        section="admin",
+        form=_settings_form(ctx),
+        labels=settings_labels(ctx),
+        hours=HOUR_SETTINGS,
+    )
+
+
+@post("/{tb:str}/admin/settings", include_in_schema=False, status_code=200)
+async def settings_save(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
+) -> Response[Any]:
+    ctx = await admin(request, db_session, tb)
+    assert ctx.tb is not None
+    bank = ctx.tb
+    _ = ctx.gettext
+    form = await form_of(request, ctx)
+    labels = settings_labels(ctx)
+    problems = Problems()
+    changes: dict[str, Any] = {}
+    for name in HOUR_SETTINGS:
+        text = form.get(name, "").strip().replace("\u2212", "-")
+        if not text:
+            if name.endswith("balance_minutes"):
+                changes[name] = None
+            continue
+        try:
+            changes[name] = round(float(text) * 60)
+        except ValueError:
+            problems.add(
+                name, _("%(label)s must be a number, like 10 or 2.5") % {"label": labels[name]}
+            )
+    days = form.get("pending_expiry_days", "").strip()
+    if days:
+        if days.isdigit():
+            changes["pending_expiry_days"] = int(days)
+        else:
+            problems.add(
+                "pending_expiry_days",
+                _("%(label)s must be a whole number") % {"label": labels["pending_expiry_days"]},
+            )
+    name = form.get("name", "").strip()
+    if not name:
+        problems.add("name", _("Enter the name of the time bank"))
+    if not problems:
+        try:
+            patch = TimeBankSettingsPatch.model_validate(changes)
+            body = {"name": name[:200], "settings": patch.model_dump(exclude_unset=True)}
+
+            async def save() -> Any:
+                attached = await db_session.get(TimeBank, bank.id)  # ctx.tb is detached
+                assert attached is not None
+                return await update_timebank(db_session, ctx.principal, attached, body)
+
+            await _write(request, db_session, save)
+            return redirect(ctx.url("/admin/settings?done=saved"))
+        except (ValidationError, DomainError) as exc:
+            from_validation(ctx, problems, exc, labels)
+    return render(
+        ctx,
+        "settings.html",
+        section="admin",
+        form=form,
+        labels=labels,
+        hours=HOUR_SETTINGS,
+        problems=problems,
+        status=422,
+    )
+
+
+# ---- console users ------------------------------------------------------------------------
+
+
+@get("/{tb:str}/admin/users", include_in_schema=False)
+async def users_page(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, done: str | None = None
+) -> Response[str]:
+    ctx = await admin(request, db_session, tb)
+    return await _users_page(request, ctx, db_session, done=done)
+
+
+async def _users_page(
+    request: Request[Any, Any, Any],
+    ctx: Ctx,
+    session: AsyncSession,
+    *,
+    form: dict[str, str] | None = None,
+    problems: Problems | None = None,
+    done: str | None = None,
+    status: int = 200,
+) -> Response[str]:
+    assert ctx.tb is not None
+    _ = ctx.gettext
+    idle, absolute = timeouts(request)
+    people = await users.list_users(session, ctx.principal, ctx.tb.id)
+    live = await users.list_sessions(
+        session, ctx.principal, ctx.tb.id, now(request), idle, absolute
+    )
+    flashes = {
+        "created": _("The user is created. Give them their password in person or by phone."),
+        "disabled": _("The user is disabled and signed out everywhere."),
+        "revoked": _("That session is signed out."),
+    }
+    return render(
+        ctx,
+        "users.html",
+        section="admin",
+        people=people,
+        live=live,
+        form=form or {"role": "broker"},
+        problems=problems,
+        flash=flashes.get(done or ""),
+        status=status,
+    )
+
+
+@post("/{tb:str}/admin/users", include_in_schema=False, status_code=200)
+async def user_create(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
+) -> Response[Any]:
+    ctx = await admin(request, db_session, tb)
+    assert ctx.tb is not None
+    bank = ctx.tb
+    _ = ctx.gettext
+    form = await form_of(request, ctx)
+    problems = Problems()
+    role = form.get("role", "")
+    if role not in ("admin", "broker", "funder"):
+        problems.add("role", _("Choose a role"))
+    if not form.get("email", "").strip():
+        problems.add("email", _("Enter their email address"))
+    if not problems:
+        try:
+            await _write(
+                request,
+                db_session,
+                lambda: users.create_user(
+                    db_session,
+                    ctx.principal,
+                    email=form.get("email", ""),
+                    password=form.get("password", ""),
+                    role=Role(role),
+                    timebank_ids=[bank.id],
+                    now=now(request),
+                    name=form.get("name"),
+                ),
+            )
+            return redirect(ctx.url("/admin/users?done=created"))
+        except DomainError as exc:
+            if exc.code == "duplicate":
+                problems.add("email", _("A console user with this email address exists"))
+            else:
+                from_validation(
+                    ctx,
+                    problems,
+                    exc,
+                    {
+                        "email": _("Email address"),
+                        "password": _("Password"),
+                        "role": _("Role"),
+                    },
+                )
+    form.pop("password", None)
+    return await _users_page(request, ctx, db_session, form=form, problems=problems, status=422)
+
+
+@post("/{tb:str}/admin/users/{user_id:uuid}/disable", include_in_schema=False, status_code=200)
+async def user_disable(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, user_id: uuid.UUID
+) -> Response[Any]:
+    ctx = await admin(request, db_session, tb)
+    await form_of(request, ctx)
+    try:
+        await _write(
+            request,
+            db_session,
+            lambda: users.disable_user(db_session, ctx.principal, user_id, now(request)),
+        )
+    except DomainError as exc:
+        if exc.code == "not_found":
+            raise
+        problems = Problems()
+        problems.add("", exc.detail if exc.code == "validation_error" else plain(ctx, exc.code))
+        return await _users_page(request, ctx, db_session, problems=problems, status=422)
+    return redirect(ctx.url("/admin/users?done=disabled"))
+
+
+@post("/{tb:str}/admin/sessions/{session_id:uuid}/revoke", include_in_schema=False, status_code=200)
+async def session_revoke(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, session_id: uuid.UUID
+) -> Response[Any]:
+    ctx = await admin(request, db_session, tb)
+    await form_of(request, ctx)
+    await _write(
+        request,
+        db_session,
+        lambda: users.revoke_session(db_session, ctx.principal, session_id, now(request)),
+    )
+    return redirect(ctx.url("/admin/users?done=revoked"))
+
+
+# ---- API keys -----------------------------------------------------------------------------
+
+
+@get("/{tb:str}/admin/keys", include_in_schema=False)
+async def keys_page(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, done: str | None = None
+) -> Response[str]:
+    ctx = await admin(request, db_session, tb)
+    assert ctx.tb is not None
+    found = await keys.list_keys(db_session, ctx.principal, ctx.tb.id, None, 500)
+    flash = ctx.gettext("The key was revoked.") if done == "revoked" else None
+    return render(ctx, "keys.html", section="admin", keys=found[:500], flash=flash)
+
+
+@post("/{tb:str}/admin/keys", include_in_schema=False, status_code=200)
+async def key_create(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
+) -> Response[Any]:
+    ctx = await admin(request, db_session, tb)
+    assert ctx.tb is not None
+    bank = ctx.tb
+    form = await form_of(request, ctx)
+    role = form.get("role", "broker")
+    if role not in ("admin", "broker"):
+        role = "broker"
+    label = form.get("label", "").strip()[:200] or None
+    created = await _write(
+        request,
+        db_session,
+        lambda: keys.issue_key(
+            db_session, ctx.principal, role=Role(role), timebank_id=bank.id, label=label
+        ),
+    )
+    return render(ctx, "key_created.html", section="admin", member=None, created=created)
+
+
+@post("/{tb:str}/admin/keys/{key_id:uuid}/revoke", include_in_schema=False, status_code=200)
+async def key_revoke(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, key_id: uuid.UUID
+) -> Response[Any]:
+    ctx = await admin(request, db_session, tb)
+    assert ctx.tb is not None
+    bank = ctx.tb
+    await form_of(request, ctx)
+    await _write(
+        request, db_session, lambda: keys.revoke_key(db_session, ctx.principal, key_id, bank.id)
+    )
+    return redirect(ctx.url("/admin/keys?done=revoked"))
+
+
+# ---- audit --------------------------------------------------------------------------------
+
+
+@get("/{tb:str}/admin/audit", include_in_schema=False)
+async def audit_page(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    action: str = "",
+    after: int | None = None,
+) -> Response[str]:
+    ctx = await admin(request, db_session, tb)
+    assert ctx.tb is not None
+    action = action.strip()[:64]
+    events = await list_events(
+        db_session,
+        ctx.principal,
+        ctx.tb.id,
+        action=action or None,
+        target=None,
+        date_from=None,
+        date_to=None,
+        after=after,
+        limit=50,
+    )
+    more = events[49].id if len(events) > 50 else None
+    return render(ctx, "audit.html", section="admin", events=events[:50], action=action, more=more)

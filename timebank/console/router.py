@@ -1,0 +1,185 @@
+"""The console's routes, its static files, and how a refused page is shown (an HTML page
+in plain English, never problem JSON; not signed in: to the sign-in page)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response, Router, get
+from litestar.exceptions import HTTPException, ValidationException
+
+from timebank.console import account, admin, exchanges, home, parties
+from timebank.console.base import (
+    CSP,
+    STATIC,
+    CsrfRefused,
+    Ctx,
+    NotSignedIn,
+    page_lang,
+    render,
+    sign_in_redirect,
+    status_of,
+)
+from timebank.errors import DomainError
+
+log = logging.getLogger("timebank.console")
+TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+@get("/static/{version:str}/{name:str}", include_in_schema=False)
+async def static(version: str, name: str) -> Response[bytes]:
+    """The console's own files (no CDN), cached for a year: the URL changes with them."""
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or not path.is_file() or path.suffix not in TYPES:
+        return Response(b"", status_code=404)
+    return Response(
+        path.read_bytes(),
+        media_type=TYPES[path.suffix],
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+def _page(
+    request: Request[Any, Any, Any], status: int, heading: str, message: str
+) -> Response[str]:
+    ctx = Ctx(request, page_lang(request))
+    return render(
+        ctx, "error.html", status=status, heading=ctx.gettext(heading), message=ctx.gettext(message)
+    )
+
+
+def _not_signed_in(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return sign_in_redirect(request)
+
+
+def _csrf(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return _page(
+        request,
+        403,
+        "This form has expired",
+        "The page was open too long, or the form came from elsewhere. Go back, reload the page and try again.",
+    )
+
+
+def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, DomainError)
+    status = status_of(exc)
+    if status == 404:
+        return _page(
+            request, 404, "Page not found", "If you typed the web address, check it is correct."
+        )
+    if status == 403:
+        return _page(
+            request,
+            403,
+            "You cannot use this page",
+            "Your role in this time bank does not allow it. Ask an admin if you need it.",
+        )
+    if status == 401:
+        return sign_in_redirect(request)
+    return _page(
+        request, status, "There is a problem", "We could not do this. Go back and try again."
+    )
+
+
+def _http(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if isinstance(exc, ValidationException) or status == 400:
+        return _page(
+            request,
+            400,
+            "There is a problem",
+            "Something in the web address or form was not right. Go back and try again.",
+        )
+    if status == 404:
+        return _page(
+            request, 404, "Page not found", "If you typed the web address, check it is correct."
+        )
+    if status == 405:
+        return _page(
+            request, 405, "Page not found", "If you typed the web address, check it is correct."
+        )
+    if status == 413:
+        return _page(request, 413, "There is a problem", "What you sent is too large.")
+    if status >= 500:
+        log.exception("console page failed", exc_info=exc)
+    return _page(request, status, "Sorry, there is a problem with the service", "Try again later.")
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("console page failed", exc_info=exc)
+    return _page(request, 500, "Sorry, there is a problem with the service", "Try again later.")
+
+
+console_router = Router(
+    path="/console",
+    include_in_schema=False,
+    route_handlers=[
+        static,
+        account.sign_in_form,
+        account.sign_in,
+        account.sign_out,
+        account.front,
+        account.password_form,
+        account.change_password,
+        home.home,
+        home.directory,
+        parties.members,
+        parties.member_new,
+        parties.member_create,
+        parties.member_page,
+        parties.member_csv,
+        parties.member_edit,
+        parties.member_save,
+        parties.member_status,
+        parties.member_erase_confirm,
+        parties.member_erase,
+        parties.member_key_create,
+        parties.member_key_revoke,
+        parties.organisations,
+        parties.organisation_new,
+        parties.organisation_create,
+        parties.organisation_page,
+        parties.organisation_csv,
+        parties.organisation_edit,
+        parties.organisation_save,
+        parties.organisation_status,
+        exchanges.record_form,
+        exchanges.record,
+        exchanges.group_form,
+        exchanges.record_group,
+        exchanges.exchange_page,
+        exchanges.reverse_form,
+        exchanges.reverse,
+        exchanges.proposals,
+        exchanges.confirm,
+        exchanges.reject_form,
+        exchanges.reject,
+        admin.admin_home,
+        admin.settings_form,
+        admin.settings_save,
+        admin.users_page,
+        admin.user_create,
+        admin.user_disable,
+        admin.session_revoke,
+        admin.keys_page,
+        admin.key_create,
+        admin.key_revoke,
+        admin.audit_page,
+    ],
+    exception_handlers={
+        NotSignedIn: _not_signed_in,
+        CsrfRefused: _csrf,
+        DomainError: _domain,
+        HTTPException: _http,
+        Exception: _unexpected,
+    },
+)
+
+__all__ = ["CSP", "console_router"]
