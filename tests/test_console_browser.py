@@ -513,4 +513,40 @@ def test_a_session_revoked_by_an_admin_is_refused_at_the_next_click(
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
 
 
+def test_a_paper_time_sheet_is_uploaded_fixed_and_recorded(
+    page: Page, site: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 14 in the console: upload, the refused line highlighted with its reason, the
+    person chosen from the names that matched, commit; a second upload records nothing."""
+    sheet = tmp_path / "week-48.csv"
+    sheet.write_text(
+        "Date,Giver,Receiver,Hours,Category\n"
+        "28/11/2026,Priya Shah,Tom Hughes,1:30,Home and garden\n"
+        "29/11/2026,Tom Hughez,Priya Shah,45m,Home and garden\n"
+    )
+    sign_in(page, "broker@riverside.example")
+    page.get_by_role("link", name="Time sheets").click()
+    check_page(page, "sheets")
+    page.get_by_label("The sheet's file").set_input_files(str(sheet))
+    page.get_by_role("button", name="Upload and check").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("week-48")
+    refused = page.locator("#line-3")
+    expect(refused).to_have_class(re.compile("row-refused"))
+    expect(refused).to_contain_text("nobody in this time bank is called 'Tom Hughez'")
+    check_page(page, "sheet-preview")
+    refused.get_by_label("Who was it?").select_option(label="Tom Hughes")
+    refused.get_by_role("button", name="Use this person").click()
+    expect(page.get_by_role("status")).to_have_text("Chosen. Every line was checked again.")
+    expect(page.locator("#line-3")).to_contain_text("Ready")
+    page.get_by_role("button", name="Record the ready lines").click()
+    expect(page.get_by_role("status")).to_have_text("The ready lines are recorded.")
+    expect(page.locator("tbody tr").filter(has_text="Recorded")).to_have_count(2)
+    # the same sheet again: both lines already recorded (even the misspelt one), nothing to record
+    page.get_by_role("link", name="All time sheets").click()
+    page.get_by_label("The sheet's file").set_input_files(str(sheet))
+    page.get_by_role("button", name="Upload and check").click()
+    expect(page.locator("tbody tr").filter(has_text="Already recorded")).to_have_count(2)
+    expect(page.get_by_role("button", name="Record the ready lines")).to_be_disabled()
+
+
 __all__ = ["ServerProcess", "cli"]

@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request, Response, Router, get
 from litestar.exceptions import HTTPException, ValidationException
 
-from timebank.console import account, admin, exchanges, home, parties
+from timebank.console import account, admin, exchanges, home, parties, sheets
 from timebank.console.base import (
     CSP,
     STATIC,
@@ -130,6 +130,7 @@ console_router = Router(
         account.change_password,
         home.home,
         home.directory,
+        *sheets.ROUTES,
         parties.members,
         parties.member_new,
         parties.member_create,

@@ -180,6 +180,13 @@ def _same(line: dict[str, Any], exchange: Exchange, accounts: dict[str, uuid.UUI
     return all(ours is None or ours == theirs for ours, theirs in said)
 
 
+async def _fresh(session: AsyncSession, tb: TimeBank) -> None:
+    """The bank again after a rollback (which expires what the session holds; a bank the
+    caller detached, as the console does, is untouched)."""
+    if tb in session:
+        await session.refresh(tb)
+
+
 async def _judge(
     session: AsyncSession,
     principal: Principal,
@@ -218,7 +225,7 @@ async def _judge(
     outcome = await record_batch(
         session, principal, tb, [_request(line) for line in ready], False, dry_run=True
     )
-    await session.refresh(tb)  # the dry run rolled back, which expired what the session held
+    await _fresh(session, tb)
     for line, verdict in zip(ready, outcome.lines, strict=True):
         if verdict.error is not None:
             line["status"] = "refused"
@@ -368,7 +375,7 @@ async def commit(
     outcome = await record_batch(
         session, principal, tb, [_request(line) for line in ready], atomic
     )  # commits (or, atomic and refused, rolls back)
-    await session.refresh(tb)
+    await _fresh(session, tb)
     for line, verdict in zip(ready, outcome.lines, strict=True):
         if verdict.exchange is not None:
             line.update(status="recorded", error=None, exchange_id=str(verdict.exchange.id))
