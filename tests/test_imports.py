@@ -337,3 +337,26 @@ async def test_the_cli_previews_commits_and_exits_1_when_a_line_is_refused(
     again = run("--commit")
     assert again.returncode == 0 and "5 already recorded" in again.stdout, again.stdout
     assert len((await api.get(f"/v1/timebanks/{slug}/exchanges")).json()["items"]) == 5
+
+
+async def test_suspended_parties_are_refused_and_erased_ones_are_not_found(api: Api) -> None:
+    slug, p = await community(api)
+    await api.ok("patch", f"/v1/timebanks/{slug}/members/{p['raj']['id']}", {"status": "suspended"})
+    await api.ok("post", f"/v1/timebanks/{slug}/members/{p['jo2']['id']}/erase", status=200)
+    sheet = (
+        "Date,Provider,Recipient,Hours,Category\n"
+        "2026-11-28,May Reid,Raj Patel,1,home-garden\n"  # Raj is suspended
+        "2026-11-28,May Reid,jo@example.org,1,home-garden\n"  # erased: no longer findable
+        "2026-11-28,May Reid,Jo Smith,1,home-garden\n"  # only one Jo Smith left now
+    )
+    preview = (await upload(api, slug, sheet, sheet="status")).json()
+    verdicts = [(x["status"], (x["error"] or {}).get("code")) for x in preview["lines"]]
+    assert verdicts == [
+        ("refused", "party_inactive"),
+        ("refused", "unknown_party"),
+        ("ready", None),
+    ]
+    assert (
+        "Raj Patel" in preview["lines"][0]["error"]["message"]
+        or "member" in (preview["lines"][0]["error"]["message"])
+    )
