@@ -237,3 +237,23 @@ async def test_the_docs_page_loads_nothing_from_outside_the_service(
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "http" not in csp
     assert "validatorUrl: null" in page.text  # Swagger UI would ask validator.swagger.io
+
+
+async def test_a_refused_exchange_names_the_party_not_only_an_account(api: Api) -> None:
+    """SPEC §3: a limit or an inactive party is named by its name and member or
+    organisation id (on PostgreSQL the one-call path hands these refusals to the words)."""
+    slug = (await api.timebank())["slug"]
+    ann = await api.member(slug, "Ann Lee")
+    bob = await api.member(slug, "Bob Ray")
+    over = await api.exchange(slug, simple(ann, bob, 700, category="shopping-errands"))
+    assert over.status_code == 409, over.text
+    assert over.json()["detail"].startswith(
+        f"Bob Ray (member {bob['id']}) would go to −11 h 40 min"
+    )
+    await api.ok("patch", f"/v1/timebanks/{slug}/members/{bob['id']}", {"status": "suspended"})
+    inactive = await api.exchange(slug, simple(ann, bob, 30, category="shopping-errands"))
+    assert inactive.status_code == 409, inactive.text
+    assert inactive.json()["code"] == "party_inactive"
+    assert inactive.json()["detail"] == (
+        f"recipient Bob Ray (member {bob['id']}) is not active (suspended, left or erased)"
+    )

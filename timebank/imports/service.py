@@ -230,11 +230,6 @@ async def _judge(
         if verdict.error is not None:
             line["status"] = "refused"
             line["error"] = _of_domain(verdict.error)
-            if verdict.error.code == "party_inactive":  # name them, as the sheet does
-                for side in ("provider", "recipient"):
-                    line["error"]["message"] = line["error"]["message"].replace(
-                        side, f"{side} {line[side]['name']}"
-                    )
 
 
 async def preview(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from timebank import errors
-from timebank.errors import BalanceLimitExceeded, DomainError, InvalidInput
+from timebank.errors import BalanceLimitExceeded, DomainError, InvalidInput, PartyInactive
 from timebank.ledger.schemas import ExchangeCreate, PartyRef
 
 RECORD = "SELECT timebank_record_simple(" + ", ".join(f"${i}" for i in range(1, 18)) + ")"
@@ -103,7 +103,7 @@ async def record_simple(
             state = getattr(exc, "sqlstate", None)
             if state == REFUSED:
                 refused = refusal(str(getattr(exc, "message", exc)))
-                if isinstance(refused, BalanceLimitExceeded):
+                if isinstance(refused, BalanceLimitExceeded | PartyInactive):
                     # Nothing was written: the in-process path answers, naming the party
                     # (the wording of the refusal lives once, in Python).
                     return None

@@ -32,6 +32,7 @@ class Party:
     owner_id: uuid.UUID
     account_id: uuid.UUID
     active: bool
+    name: str = ""  # a member's display name or an organisation's name, for refusals
 
 
 def _party_refs(data: ExchangeCreate) -> list[PartyRef]:
@@ -67,10 +68,17 @@ class Lookup:
                 model.account_id,
                 (model.status == active).label("active"),
                 literal(owner_type.value).label("owner_type"),
+                name.label("name"),
             ).where(model.id.in_(ids))
-            for model, ids, active, owner_type in (
-                (Member, member_ids, MemberStatus.active, OwnerType.member),
-                (Organisation, org_ids, OrganisationStatus.active, OwnerType.organisation),
+            for model, ids, active, owner_type, name in (
+                (Member, member_ids, MemberStatus.active, OwnerType.member, Member.display_name),
+                (
+                    Organisation,
+                    org_ids,
+                    OrganisationStatus.active,
+                    OwnerType.organisation,
+                    Organisation.name,
+                ),
             )
             if ids
         ]
@@ -81,7 +89,9 @@ class Lookup:
             for row in rows:
                 if row.timebank_id == tb.id:
                     owner = OwnerType(row.owner_type)
-                    parties[row.id] = Party(owner, row.id, row.account_id, bool(row.active))
+                    parties[row.id] = Party(
+                        owner, row.id, row.account_id, bool(row.active), row.name
+                    )
         slugs = {d.category for d in requests if d.category is not None}
         categories: dict[str, Category] = {}
         if slugs:
@@ -197,7 +207,7 @@ def validate(data: ExchangeCreate, lookup: Lookup) -> Prepared:
                 raise InvalidInput(label, "a party is given twice")
             seen.add(party.account_id)
             if not party.active:
-                inactive.append(label)
+                inactive.append(f"{label} {party.name} ({party.owner_type.value} {party.owner_id})")
             if data.is_group and party.owner_type is OwnerType.pool:
                 raise InvalidInput(label, "the pool cannot take part in a group exchange")
             types.add(party.owner_type)
