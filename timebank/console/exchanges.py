@@ -6,7 +6,6 @@ so a form sent twice records once."""
 from __future__ import annotations
 
 import json
-import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -23,6 +22,7 @@ from timebank.console.home import rows_of
 from timebank.console.messages import Problems, from_validation, limit_message, plain
 from timebank.errors import BalanceLimitExceeded, DomainError, NotFound
 from timebank.idempotency import Claim
+from timebank.imports.sheet import normalise
 from timebank.ledger import reads
 from timebank.ledger.proposals import Decision, decide
 from timebank.ledger.record import record_exchange
@@ -38,12 +38,8 @@ GROUP_ROWS = 8
 
 
 def same_name(a: str, b: str) -> bool:
-    """Names compared ignoring case, surrounding and repeated spaces and Unicode form."""
-
-    def norm(s: str) -> str:
-        return " ".join(unicodedata.normalize("NFKC", s).casefold().split())
-
-    return norm(a) == norm(b)
+    """Names compared as the sheet importer compares them (one rule, SPEC §7.7)."""
+    return normalise(a) == normalise(b)
 
 
 @dataclass

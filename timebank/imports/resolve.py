@@ -57,6 +57,7 @@ class Directory:
     by_ref: dict[str, list[Party]]
     by_email: dict[str, list[Party]]
     by_name: dict[str, list[Party]]
+    by_party: dict[uuid.UUID, Party]  # every party (the pool by its account id)
 
     @classmethod
     async def load(cls, session: AsyncSession, tb: TimeBank) -> Directory:
@@ -90,16 +91,11 @@ class Directory:
                 by_ref[normalise(ref)].append(party)
         assert tb.pool_account_id is not None  # every bank has its pool
         pool = Party("pool", tb.pool_account_id, tb.pool_account_id, "Pool")
-        return cls(pool, dict(by_ref), dict(by_email), dict(by_name))
+        everyone = {p.id: p for ps in by_name.values() for p in ps} | {pool.id: pool}
+        return cls(pool, dict(by_ref), dict(by_email), dict(by_name), everyone)
 
     def by_id(self, party_id: uuid.UUID) -> Party | None:
-        if party_id == self.pool.id:
-            return self.pool
-        for parties in self.by_name.values():
-            for party in parties:
-                if party.id == party_id:
-                    return party
-        return None
+        return self.by_party.get(party_id)
 
     def resolve(self, cell: str) -> Party:
         """The one party ``cell`` names, or :class:`Unresolved` with the candidates."""

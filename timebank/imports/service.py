@@ -196,8 +196,7 @@ async def _judge(
 ) -> None:
     """Mark lines whose reference is already recorded, then dry-run the rest as one batch
     (in line order, so limits are judged as the commit will)."""
-    accounts = {str(p.id): p.account_id for ps in directory.by_name.values() for p in ps}
-    accounts[str(directory.pool.id)] = directory.pool.account_id
+    accounts = {str(i): p.account_id for i, p in directory.by_party.items()}
     recorded = await _recorded_refs(session, tb, [line["external_ref"] for line in lines])
     for line in lines:
         exchange = recorded.get(line["external_ref"])

@@ -70,8 +70,9 @@ class Sheet:
 
 
 def normalise(text: str) -> str:
-    """A name or header as compared: Unicode NFC, case-folded, spaces collapsed."""
-    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    """A name or header as compared (SPEC §7.7): Unicode compatibility form (NFKC),
+    case-folded, surrounding and repeated spaces dropped — for sheets and the console."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def _header_key(text: str) -> str:
