@@ -264,8 +264,8 @@ async def test_every_record_gets_a_random_key_that_no_response_shows(
     api: Api, session_maker: async_sessionmaker[AsyncSession]
 ) -> None:
     """Members, organisations and exchanges get a record key on every insert path: the ORM,
-    a batch (COPY on PostgreSQL from 50 rows) and the one-call simple form (PostgreSQL's
-    ``timebank_record_simple``); no response carries it."""
+    a batch (COPY on PostgreSQL from 50 rows) and the two-statement simple form (PostgreSQL's
+    ``ledger/fast.py``); no response carries it."""
     tb = await api.timebank(member_min_balance_minutes=None)
     slug = tb["slug"]
     people = [await api.member(slug, f"K{i}") for i in range(6)]

@@ -73,6 +73,12 @@ async def _replay(
             )
         )
     ).scalar_one_or_none()
+    return judge(row, fp)
+
+
+def judge(row: IdempotencyRecord | None, fp: str) -> Outcome | None:
+    """What an earlier use of a key means for a request with fingerprint ``fp``: nothing
+    (``None``: first use), its stored result to replay, or a refusal (409/422)."""
     if row is None:
         return None
     if row.fingerprint != fp:

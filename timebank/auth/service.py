@@ -137,13 +137,8 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     key = (
         await session.execute(select(ApiKey).where(ApiKey.secret_hash == digest))
     ).scalar_one_or_none()
-    if key is None or not hmac.compare_digest(key.secret_hash, digest):
-        raise Unauthorized("Unknown API key")
     now = utcnow()
-    if key.revoked_at is not None:
-        raise Unauthorized("This API key was revoked")
-    if key.expires_at is not None and key.expires_at <= now:
-        raise Unauthorized("This API key has expired")
+    key = check_key(key, digest, now)
     scopes: frozenset[uuid.UUID] = frozenset()
     if key.role is Role.funder:
         scopes = frozenset(
@@ -153,18 +148,38 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
                 )
             ).scalars()
         )
-    principal = Principal(
+    principal = principal_of(key, scopes)
+    await end_read(session)
+    if due_for_touch(key, now):
+        await _touch(session, principal.key_id, now)
+    return principal
+
+
+def check_key(key: ApiKey | None, digest: str, now: datetime) -> ApiKey:
+    """The key a secret's digest found, if it may be used now; 401 if unknown, revoked or
+    expired (the rules of a key, once: every path that authenticates asks here)."""
+    if key is None or not hmac.compare_digest(key.secret_hash, digest):
+        raise Unauthorized("Unknown API key")
+    if key.revoked_at is not None:
+        raise Unauthorized("This API key was revoked")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise Unauthorized("This API key has expired")
+    return key
+
+
+def principal_of(key: ApiKey, report_timebanks: frozenset[uuid.UUID] = frozenset()) -> Principal:
+    return Principal(
         key_id=key.id,
         role=key.role,
         timebank_id=key.timebank_id,
         member_id=key.member_id,
-        report_timebanks=scopes,
+        report_timebanks=report_timebanks,
     )
-    stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_LAG
-    await end_read(session)
-    if stale:
-        await _touch(session, principal.key_id, now)
-    return principal
+
+
+def due_for_touch(key: ApiKey, now: datetime) -> bool:
+    """Whether the key's ``last_used_at`` is due (written at most once a minute)."""
+    return key.last_used_at is None or now - key.last_used_at > LAST_USED_LAG
 
 
 async def _touch(session: AsyncSession, key_id: uuid.UUID | None, now: datetime) -> None:

@@ -145,7 +145,7 @@ class Book:
                     "min_balance_minutes": lo,
                     "max_balance_minutes": hi,
                 }
-                raise BalanceLimitExceeded(_limit_detail(facts), **facts)
+                raise BalanceLimitExceeded(limit_refusal(facts), **facts)
         for account_id, delta in deltas.items():
             self.balance[account_id] += delta
             self.earned[account_id] += max(delta, 0)
@@ -322,7 +322,8 @@ def duplicate_ref(ref: str | None) -> Duplicate:
     return Duplicate(f"external_ref '{ref}' was already recorded in this time bank")
 
 
-def _limit_detail(facts: dict[str, Any], name: str | None = None) -> str:
+def limit_refusal(facts: dict[str, Any], name: str | None = None) -> str:
+    """The detail of a balance-limit refusal from its facts, naming the party if known."""
     party = facts["party"]
     who = "The community pool" if party["type"] == "pool" else f"{party['type']} {party['id']}"
     if name is not None and party["type"] != "pool":
@@ -352,7 +353,7 @@ async def name_parties(session: AsyncSession, refusals: Sequence[DomainError]) -
         .all()
     )
     for e in limits:
-        e.detail = _limit_detail(e.extra, names.get(uuid.UUID(e.extra["party"]["id"])))
+        e.detail = limit_refusal(e.extra, names.get(uuid.UUID(e.extra["party"]["id"])))
 
 
 async def post(session: AsyncSession, principal: Principal, tb: TimeBank, d: Draft) -> Posted:

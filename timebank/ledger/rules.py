@@ -62,11 +62,24 @@ def effective_limits(account: HasLimits, tb: BankLimits) -> tuple[int | None, in
     return None, None
 
 
+def admissible(delta: int, lo: int | None, hi: int | None) -> tuple[int | None, int | None]:
+    """The balances an account may start from for a movement of ``delta`` within limits
+    [lo, hi]: (lowest, highest), None for no bound. A debit must not end below ``lo``, a
+    credit not above ``hi``; a movement towards the range is always allowed. This is the
+    limit rule, once: :func:`refused` asks it in Python, and the one-statement write on
+    PostgreSQL (:mod:`timebank.ledger.fast`) makes its conditional UPDATE keep the balance
+    inside the range it gives, so the check is atomic there."""
+    if delta < 0 and lo is not None:
+        return lo - delta, None
+    if delta > 0 and hi is not None:
+        return None, hi - delta
+    return None, None
+
+
 def refused(balance: int, delta: int, lo: int | None, hi: int | None) -> bool:
     """Whether moving ``balance`` by ``delta`` takes it further outside [lo, hi]."""
-    below = delta < 0 and lo is not None and balance + delta < lo
-    above = delta > 0 and hi is not None and balance + delta > hi
-    return below or above
+    low, high = admissible(delta, lo, hi)
+    return (low is not None and balance < low) or (high is not None and balance > high)
 
 
 def duration(minutes: int) -> str:

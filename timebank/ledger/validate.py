@@ -82,16 +82,10 @@ class Lookup:
             )
             if ids
         ]
-        parties: dict[uuid.UUID, Party] = {}
+        rows: list[Any] = []
         if queries:
             stmt: Any = queries[0] if len(queries) == 1 else union_all(*queries)
-            rows: list[Any] = list((await session.execute(stmt)).all())
-            for row in rows:
-                if row.timebank_id == tb.id:
-                    owner = OwnerType(row.owner_type)
-                    parties[row.id] = Party(
-                        owner, row.id, row.account_id, bool(row.active), row.name
-                    )
+            rows = list((await session.execute(stmt)).all())
         slugs = {d.category for d in requests if d.category is not None}
         categories: dict[str, Category] = {}
         if slugs:
@@ -108,6 +102,21 @@ class Lookup:
                 )
             )
             taken = {r for r in found_refs.scalars() if r is not None}
+        return cls.of(tb, rows, categories, taken)
+
+    @classmethod
+    def of(
+        cls, tb: TimeBank, rows: Sequence[Any], categories: dict[str, Category], taken: set[str]
+    ) -> Lookup:
+        """A lookup from rows found (``id, timebank_id, account_id, active, owner_type,
+        name``; a party of another bank is as if not found)."""
+        parties = {
+            row.id: Party(
+                OwnerType(row.owner_type), row.id, row.account_id, bool(row.active), row.name
+            )
+            for row in rows
+            if row.timebank_id == tb.id
+        }
         return cls(tb, parties, categories, taken)
 
     def party(self, ref: PartyRef, field_name: str) -> Party:

@@ -55,6 +55,11 @@ async def get_by_slug(session: AsyncSession, principal: Principal, slug: str) ->
     """The time bank named in the path: 404 if unknown, and the same 404 if the key is scoped
     elsewhere (SPEC §7.1: a key cannot tell the two apart, so it cannot list bank slugs)."""
     tb = (await session.execute(select(TimeBank).where(TimeBank.slug == slug))).scalar_one_or_none()
+    return visible(tb, principal, slug)
+
+
+def visible(tb: TimeBank | None, principal: Principal, slug: str) -> TimeBank:
+    """``tb`` (found by ``slug``) if ``principal`` may see it; else 404 as if unknown."""
     if tb is None or not principal.can_access(tb.id):
         raise NotFound(f"No time bank '{slug}'")
     return tb

@@ -28,9 +28,8 @@ from timebank.access import Principal
 from timebank.auth import service as auth
 from timebank.errors import IdempotencyInFlight
 from timebank.idempotency import Claim, Outcome, Replayed
-from timebank.ledger import server_side
+from timebank.ledger import fast, server_side
 from timebank.ledger.schemas import ExchangeCreate
-from timebank.logs import request_id_var
 
 T = TypeVar("T")
 
@@ -197,22 +196,20 @@ async def balance_in_one_call(
 async def record_in_one_call(
     request: Request[Any, Any, Any], engine: AsyncEngine, slug: str, data: ExchangeCreate
 ) -> Response[Any] | None:
-    """PostgreSQL: record a simple exchange with one statement (key, bank, Idempotency-Key
-    and the whole write: :mod:`timebank.ledger.server_side`). ``None`` where that path does
-    not take the request on; nothing was written then."""
+    """PostgreSQL: record an exchange with one read and one write statement, the rules in
+    Python (:mod:`timebank.ledger.fast`). ``None`` where that path does not take the request
+    on; nothing was written then."""
     secret = auth.bearer_secret(request.headers.get("authorization"))
     if secret is None:
         return None
     key = idempotency.check_key(request.headers.get("idempotency-key"))
     async with db.autocommit_driver(engine) as conn:
-        answer = await server_side.record_simple(
+        answer = await fast.record(
             conn,
             secret_hash=auth.hash_secret(secret),
             slug=slug,
             idempotency_key=key,
             fingerprint=await fingerprint(request) if key else "",
-            request_id=request_id_var.get(),
-            exchange_id=db.uuid7(),
             data=data,
             retries=retries(request),
         )
