@@ -149,8 +149,9 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
             ).scalars()
         )
     principal = principal_of(key, scopes)
+    stale = due_for_touch(key, now)  # before end_read, which expires the key's attributes
     await end_read(session)
-    if due_for_touch(key, now):
+    if stale:
         await _touch(session, principal.key_id, now)
     return principal
 
