@@ -60,3 +60,15 @@ class Principal:
 
 SYSTEM = Principal(key_id=None, role=Role.admin)
 STAFF = (Role.admin, Role.broker)
+
+
+def require_self_or_staff(
+    principal: Principal, timebank_id: uuid.UUID, member_id: uuid.UUID
+) -> None:
+    """Staff may read any member; a member key only its own member."""
+    if principal.role is Role.member:
+        principal.require(timebank_id, Role.member)
+        if principal.member_id != member_id:
+            raise Forbidden("A member key may read only its own member")
+        return
+    principal.require(timebank_id, *STAFF)

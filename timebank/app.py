@@ -26,7 +26,7 @@ from timebank.api.organisations import OrganisationController
 from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
-from timebank.db import create_engine
+from timebank.db import DriverPool, create_engine
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
@@ -76,6 +76,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     middleware.append(
         DefineMiddleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     )
+    driver_pool = DriverPool(engine, settings.db_pool_size) if not settings.is_sqlite else None
+
+    async def close_driver_pool() -> None:
+        if driver_pool is not None:
+            await driver_pool.close()
+
     return Litestar(
         route_handlers=[
             health,
@@ -97,7 +103,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=exception_handlers,
         middleware=middleware,
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "driver_pool": driver_pool}),
+        on_shutdown=[close_driver_pool],
         before_send=[add_security_headers, complete_allow_header],
         before_request=refuse_null_queries,
         cors_config=cors_config(settings),

@@ -259,6 +259,38 @@ async def copy_rows(
             progress(min(i + step, len(rows)))
 
 
+class DriverPool:
+    """PostgreSQL: asyncpg's own pool, for the hot routes that are one or two statements in
+    autocommit (recording an exchange, reading a balance). Acquiring from it costs a
+    fraction of a SQLAlchemy checkout, which was a good part of those routes' Python. It
+    holds nothing but connections; opened on first use, closed with the app."""
+
+    def __init__(self, engine: AsyncEngine, max_size: int) -> None:
+        url = engine.url.set(drivername="postgresql")
+        self.dsn = url.render_as_string(hide_password=False)
+        self.max_size = max_size
+        self.pool: Any = None
+        self.lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        if self.pool is None:
+            async with self.lock:
+                if self.pool is None:
+                    import asyncpg
+
+                    self.pool = await asyncpg.create_pool(
+                        self.dsn, min_size=1, max_size=self.max_size
+                    )
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+
 @asynccontextmanager
 async def autocommit_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     """A pooled connection's asyncpg connection in autocommit: each statement is its own

@@ -1,10 +1,12 @@
-"""rules once: PostgreSQL records an exchange with rules in Python (SPEC §7.6)
+"""rules once: PostgreSQL records an exchange, and reads a balance, with rules in Python
 
-``timebank_record_simple`` (0003) held a PL/pgSQL copy of the ledger's rules beside the
-Python ones. It is dropped, with its helpers: recording on PostgreSQL now reads the facts in
-one statement, judges them with the same Python as the in-process path, and writes in one
-statement (``timebank/ledger/fast.py``) whose guards are generic — each balance kept inside
-the range the Python limit rule allows. ``timebank_assert`` is how that statement stops
+``timebank_record_simple`` and ``timebank_member_balance`` (0003) held a PL/pgSQL copy of
+the ledger's rules (keys, scope, validation, limits, pending expiry) beside the Python ones
+(SPEC §7.6). They are dropped, with their helpers: on PostgreSQL recording now reads the
+facts in one statement, judges them with the same Python as the in-process path, and
+writes in one statement (``timebank/ledger/fast.py``) whose guards are generic — each
+balance kept inside the range the Python limit rule allows; a balance is one read of facts
+judged in Python. ``timebank_assert`` is how that statement stops
 itself when a guard fails: it raises SQLSTATE ``TB002`` and the whole statement rolls back.
 
 Revision ID: 0009
@@ -33,7 +35,16 @@ BEGIN
   RETURN true;
 END $$
 """
-DROPPED = ("timebank_record_simple", "timebank_touch", "timebank_invalid", "timebank_refuse")
+OLD_LOGGED_BY = "json_build_object('key_id', k.id, 'role', k.role)"
+NEW_LOGGED_BY = "json_build_object('key_id', k.id, 'user_id', NULL, 'role', k.role)"
+DROPPED = (
+    "timebank_record_simple",
+    "timebank_member_balance",
+    "timebank_touch",
+    "timebank_invalid",
+    "timebank_refuse",
+    "timebank_iso",
+)
 
 
 def upgrade() -> None:
@@ -46,6 +57,8 @@ def upgrade() -> None:
     op.execute("DROP FUNCTION timebank_touch(uuid, timestamptz, timestamptz)")
     op.execute("DROP FUNCTION timebank_invalid(text, text)")
     op.execute("DROP FUNCTION timebank_refuse(text, text, jsonb)")
+    op.execute("DROP FUNCTION timebank_member_balance(text, text, uuid)")
+    op.execute("DROP FUNCTION timebank_iso(timestamptz)")
     op.execute(ASSERT)
 
 
@@ -60,4 +73,5 @@ def downgrade() -> None:
     spec.loader.exec_module(module)
     for statement in module.FUNCTION.split("\n--\n"):
         if any(f"CREATE FUNCTION {name}(" in statement for name in DROPPED):
-            op.execute(statement)
+            # as 0007 left it: ``logged_by`` with its ``user_id``
+            op.execute(statement.replace(OLD_LOGGED_BY, NEW_LOGGED_BY))

@@ -95,7 +95,7 @@ class ExchangeController(Controller):
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
         if db_engine.dialect.name == "postgresql" and not data.is_group:
-            answered = await record_in_one_call(request, db_engine, tb, data)
+            answered = await record_in_one_call(request, tb, data)
             if answered is not None:
                 return answered
         principal = await provide_principal(request, db_session)

@@ -8,7 +8,7 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from timebank.access import STAFF, Principal, Role
+from timebank.access import STAFF, Principal, Role, require_self_or_staff
 from timebank.api.statements import (
     CSV,
     FormatParam,
@@ -18,7 +18,6 @@ from timebank.api.statements import (
     statement_json,
     wants_csv,
 )
-from timebank.errors import Forbidden
 from timebank.idempotency import Claim
 from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
@@ -41,18 +40,6 @@ from timebank.web.idempotent import (
 from timebank.web.openapi import FILE
 from timebank.web.pagination import LimitParam, Page, check_limit, id_cursor, page
 from timebank.web.problems import problems
-
-
-def require_self_or_staff(
-    principal: Principal, timebank_id: uuid.UUID, member_id: uuid.UUID
-) -> None:
-    """Staff may read any member; a member key only its own member."""
-    if principal.role is Role.member:
-        principal.require(timebank_id, Role.member)
-        if principal.member_id != member_id:
-            raise Forbidden("A member key may read only its own member")
-        return
-    principal.require(timebank_id, *STAFF)
 
 
 @get(
@@ -222,7 +209,7 @@ class MemberController(Controller):
         member_id: uuid.UUID,
     ) -> Response[BalanceOut]:
         if db_engine.dialect.name == "postgresql":
-            answered = await balance_in_one_call(request, db_engine, tb, member_id)
+            answered = await balance_in_one_call(request, tb, member_id)
             if answered is not None:
                 return answered
         principal = await provide_principal(request, db_session)

@@ -1,4 +1,5 @@
-"""Recording an exchange on PostgreSQL in two round trips, every rule in Python.
+"""Recording an exchange on PostgreSQL in two round trips, and reading a balance in one,
+every rule in Python.
 
 The use case of :func:`timebank.ledger.record.record_exchange`, for a broker's or admin's
 API key, shaped for speed:
@@ -21,6 +22,10 @@ API key, shaped for speed:
    ``timebank_assert`` (migration 0009) stops the statement: nothing is written, and the
    in-process path answers (it locks first, so it words the refusal or replays).
 
+A balance (:func:`balance`) is one read of the same kind — the key, the bank, the
+member's account and its pending proposals — judged by the same functions as the
+in-process read (:func:`timebank.ledger.reads.balance_view`, the bank's expiry cutoff).
+
 The database enforces SPEC §2 on these rows as on any other (zero-sum, sealed and
 append-only postings, the balance columns). Anything this path does not take on — a member
 (a proposal) or funder key — comes back as ``None`` before anything is written. SQLite has
@@ -41,7 +46,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 
 from timebank import idempotency
-from timebank.access import STAFF, Principal, Role
+from timebank.access import STAFF, Principal, Role, require_self_or_staff
 from timebank.audit.models import AuditEvent
 from timebank.auth import service as auth
 from timebank.auth.models import ApiKey
@@ -50,10 +55,10 @@ from timebank.errors import BalanceLimitExceeded
 from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Account, Exchange, OwnerType
 from timebank.ledger.posting import Book, duplicate_ref, exchange_row, limit_refusal, posted
-from timebank.ledger.reads import view
+from timebank.ledger.reads import balance_view, expiry_cutoff, no_such, view
 from timebank.ledger.record import recorded_event
 from timebank.ledger.rules import admissible, effective_limits
-from timebank.ledger.schemas import ExchangeCreate, PartyRef
+from timebank.ledger.schemas import BalanceOut, ExchangeCreate, PartyRef
 from timebank.ledger.validate import Lookup, check_active, draft, validate
 from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.service import visible
@@ -235,19 +240,11 @@ async def record(
     )
     now = utcnow()
     # the key, and the bank in its scope
-    key = None
-    if f["k_id"] is not None:
-        key = ApiKey(**{c: f[f"k_{c}"] for c in _KEY})
-        key.role = Role(key.role)
-    key = auth.check_key(key, secret_hash, now)
+    key = auth.check_key(_key(f), secret_hash, now)
     if key.role not in STAFF:
         return None  # a member's proposal, a funder's refusal: the in-process path
     principal: Principal = auth.principal_of(key)
-    tb = visible(
-        TimeBank(**{c: f[f"t_{c}"] for c in _BANK}) if f["t_id"] is not None else None,
-        principal,
-        slug,
-    )
+    tb = visible(_bank(f), principal, slug)
     principal.require(tb.id, *STAFF)
     # the Idempotency-Key: a replay, or a refusal, before anything else
     if idempotency_key is not None and f["i_fingerprint"] is not None:
@@ -279,8 +276,7 @@ async def record(
     # the limits, on the balances read (the write keeps them within what the rule allows)
     accounts = {}
     for values in f["accounts"]:
-        account = Account(**dict(zip(_ACCOUNT, values, strict=True)))
-        account.owner_type = OwnerType(account.owner_type)
+        account = _account(dict(zip(_ACCOUNT, values, strict=True)))
         accounts[account.id] = account
     book = Book(tb, accounts)
     try:
@@ -338,6 +334,26 @@ async def record(
     return Answer(201, body, False)
 
 
+def _key(f: Any) -> ApiKey | None:
+    if f["k_id"] is None:
+        return None
+    key = ApiKey(**{c: f[f"k_{c}"] for c in _KEY})
+    key.role = Role(key.role)
+    return key
+
+
+def _bank(f: Any, *more: str) -> TimeBank | None:
+    if f["t_id"] is None:
+        return None
+    return TimeBank(**{c: f[f"t_{c}"] for c in (*_BANK, *more)})
+
+
+def _account(values: dict[str, Any]) -> Account:
+    account = Account(**values)
+    account.owner_type = OwnerType(account.owner_type)
+    return account
+
+
 @dataclass(frozen=True)
 class _PartyRow:
     id: uuid.UUID
@@ -358,3 +374,47 @@ def _values(row: dict[str, Any], columns: list[str]) -> list[Any]:
             value = value.value
         out.append(value)
     return out
+
+
+BALANCE_FACTS = f"""
+SELECT {", ".join(f"k.{c} AS k_{c}" for c in _KEY)},
+       {", ".join(f"t.{c} AS t_{c}" for c in (*_BANK, "pending_expiry_days"))},
+       {", ".join(f"a.{c} AS a_{c}" for c in _ACCOUNT)},
+       ARRAY(SELECT ROW(recorded_at, minutes, true) FROM exchanges
+             WHERE provider_account_id = a.id AND status = 'pending'
+             UNION ALL
+             SELECT ROW(recorded_at, minutes, false) FROM exchanges
+             WHERE recipient_account_id = a.id AND status = 'pending') AS pending
+FROM (SELECT 1) AS one
+LEFT JOIN api_keys k ON k.secret_hash = $1
+LEFT JOIN timebanks t ON t.slug = $2
+LEFT JOIN members m ON m.id = $3 AND m.timebank_id = t.id
+LEFT JOIN accounts a ON a.id = m.account_id
+"""
+
+
+async def balance(conn: Any, *, secret_hash: str, slug: str, member_id: uuid.UUID) -> bytes | None:
+    """A member's balance as JSON (``BalanceOut``) with one read on ``conn`` (asyncpg,
+    autocommit); ``None`` for a funder key, which the in-process path refuses."""
+    f = await conn.fetchrow(BALANCE_FACTS, secret_hash, slug, member_id)
+    now = utcnow()
+    key = auth.check_key(_key(f), secret_hash, now)
+    if key.role is Role.funder:
+        return None
+    principal = auth.principal_of(key)
+    tb = visible(_bank(f, "pending_expiry_days"), principal, slug)
+    require_self_or_staff(principal, tb.id, member_id)
+    if f["a_id"] is None:
+        raise no_such(OwnerType.member)
+    if auth.due_for_touch(key, now):
+        await conn.execute(TOUCH, key.id, now)
+    account = _account({c: f[f"a_{c}"] for c in _ACCOUNT})
+    cutoff = expiry_cutoff(tb)
+    live = [(minutes, incoming) for at, minutes, incoming in f["pending"] if at >= cutoff]
+    out = balance_view(
+        account,
+        tb,
+        sum(m for m, incoming in live if incoming),
+        sum(m for m, incoming in live if not incoming),
+    )
+    return BalanceOut.__pydantic_serializer__.to_json(out)

@@ -261,16 +261,25 @@ async def balance(
         )
     ).first()
     if row is None:
-        raise NotFound(f"No such {owner_type.value} in this time bank")
+        raise no_such(owner_type)
     acc, pending_in, pending_out = row
+    return balance_view(acc, tb, int(pending_in), int(pending_out))
+
+
+def no_such(owner_type: OwnerType) -> NotFound:
+    return NotFound(f"No such {owner_type.value} in this time bank")
+
+
+def balance_view(acc: Any, tb: TimeBank, pending_in: int, pending_out: int) -> BalanceOut:
+    """A balance as the API shows it: the account's figures, its effective limits."""
     lo, hi = effective_limits(acc, tb)
-    return BalanceOut(
+    return BalanceOut.model_construct(
         account_id=acc.id,
         balance_minutes=acc.balance_minutes,
         earned_minutes=acc.earned_minutes,
         spent_minutes=acc.spent_minutes,
-        pending_in_minutes=int(pending_in),
-        pending_out_minutes=int(pending_out),
+        pending_in_minutes=pending_in,
+        pending_out_minutes=pending_out,
         min_balance_minutes=lo,
         max_balance_minutes=hi,
         as_of=utcnow(),

@@ -21,14 +21,14 @@ from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank import db, idempotency
 from timebank.access import Principal
 from timebank.auth import service as auth
 from timebank.errors import IdempotencyInFlight
 from timebank.idempotency import Claim, Outcome, Replayed
-from timebank.ledger import fast, server_side
+from timebank.ledger import fast
 from timebank.ledger.schemas import ExchangeCreate
 
 T = TypeVar("T")
@@ -174,15 +174,15 @@ async def fingerprint(request: Request[Any, Any, Any]) -> str:
 
 
 async def balance_in_one_call(
-    request: Request[Any, Any, Any], engine: AsyncEngine, slug: str, member_id: uuid.UUID
+    request: Request[Any, Any, Any], slug: str, member_id: uuid.UUID
 ) -> Response[Any] | None:
     """PostgreSQL: a member's balance with one statement (key, bank, member, pending
     flows). ``None`` where that path does not take the request on."""
     secret = auth.bearer_secret(request.headers.get("authorization"))
     if secret is None:
         return None
-    async with db.autocommit_driver(engine) as conn:
-        body = await server_side.member_balance(
+    async with request.app.state.driver_pool.connection() as conn:
+        body = await fast.balance(
             conn,
             secret_hash=auth.hash_secret(secret),
             slug=slug,
@@ -194,7 +194,7 @@ async def balance_in_one_call(
 
 
 async def record_in_one_call(
-    request: Request[Any, Any, Any], engine: AsyncEngine, slug: str, data: ExchangeCreate
+    request: Request[Any, Any, Any], slug: str, data: ExchangeCreate
 ) -> Response[Any] | None:
     """PostgreSQL: record an exchange with one read and one write statement, the rules in
     Python (:mod:`timebank.ledger.fast`). ``None`` where that path does not take the request
@@ -203,7 +203,7 @@ async def record_in_one_call(
     if secret is None:
         return None
     key = idempotency.check_key(request.headers.get("idempotency-key"))
-    async with db.autocommit_driver(engine) as conn:
+    async with request.app.state.driver_pool.connection() as conn:
         answer = await fast.record(
             conn,
             secret_hash=auth.hash_secret(secret),
