@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import Integer, String, Text, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -60,7 +61,9 @@ def check_key(key: str | None) -> str | None:
 
 
 def dump(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+    """A result as the JSON bytes sent and stored (compact; pydantic-core's encoder, which
+    is several times faster than the standard library's on a 1000-item batch result)."""
+    return pydantic_core.to_json(payload, fallback=str)
 
 
 async def _replay(

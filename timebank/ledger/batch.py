@@ -15,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+import pydantic_core
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
+from timebank.bodies import whole_numbers_as_integers
 from timebank.errors import BatchAborted, DomainError, InvalidInput, field_error
 from timebank.idempotency import Claim
 from timebank.ledger.posting import (
@@ -67,6 +69,31 @@ def _invalid(exc: ValidationError) -> InvalidInput:
     )
 
 
+_ITEMS = TypeAdapter(list[ExchangeCreate])
+
+
+def _parse(lines: list[Line], items: list[dict[str, Any]]) -> dict[int, ExchangeCreate]:
+    """Each item as ``ExchangeCreate.model_validate`` takes it: all at once when all are
+    valid (one call into pydantic-core), else one by one, so each mistake is its item's."""
+    try:
+        return dict(
+            enumerate(
+                _ITEMS.validate_json(
+                    pydantic_core.to_json(whole_numbers_as_integers(items)), strict=True
+                )
+            )
+        )
+    except ValidationError:
+        pass
+    requests: dict[int, ExchangeCreate] = {}
+    for line, raw in zip(lines, items, strict=True):
+        try:
+            requests[line.index] = ExchangeCreate.model_validate(raw)
+        except ValidationError as exc:
+            line.error = _invalid(exc)
+    return requests
+
+
 async def record_batch(
     session: AsyncSession,
     principal: Principal,
@@ -83,12 +110,7 @@ async def record_batch(
     ``dry_run``: the verdicts only (a sheet's preview), rolled back."""
     principal.require(tb.id, *STAFF)
     lines = [Line(i) for i in range(len(items))]
-    requests: dict[int, ExchangeCreate] = {}
-    for line, raw in zip(lines, items, strict=True):
-        try:
-            requests[line.index] = ExchangeCreate.model_validate(raw)
-        except ValidationError as exc:
-            line.error = _invalid(exc)
+    requests = _parse(lines, items)
 
     # validate against one lookup
     lookup = await Lookup.load(session, tb, list(requests.values()))
