@@ -27,7 +27,7 @@ from sqlalchemy import BigInteger, Integer, MetaData, Table, event, insert
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, configure_mappers
 
 from timebank.config import Settings
 
@@ -51,6 +51,20 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """A model's table, for Core statements on hot paths (they skip the ORM's bookkeeping)."""
     return cast(Table, model.__table__)
+
+
+M = TypeVar("M", bound=Base)
+
+
+def transient(model: type[M], values: dict[str, Any]) -> M:
+    """An ORM object from values read by hand, outside any session: the mapper's own way of
+    making an instance without its constructor (~2 µs, against ~20 µs for ``Model(**values)``
+    and its attribute events) — for the hot paths that judge rows with the same functions
+    as the ORM paths. Only the given attributes are set."""
+    configure_mappers()
+    obj = model.__mapper__.class_manager.new_instance()
+    obj.__dict__.update(values)
+    return cast(M, obj)
 
 
 def record_key() -> int:

@@ -50,7 +50,7 @@ from timebank.access import STAFF, Principal, Role, require_self_or_staff
 from timebank.audit.models import AuditEvent
 from timebank.auth import service as auth
 from timebank.auth.models import ApiKey
-from timebank.db import record_key, table_of, utcnow
+from timebank.db import record_key, table_of, transient, utcnow
 from timebank.errors import BalanceLimitExceeded
 from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Account, Exchange, OwnerType
@@ -249,10 +249,13 @@ async def record(
     # the Idempotency-Key: a replay, or a refusal, before anything else
     if idempotency_key is not None and f["i_fingerprint"] is not None:
         earlier = idempotency.judge(
-            IdempotencyRecord(
-                fingerprint=f["i_fingerprint"],
-                status_code=f["i_status_code"],
-                response_body=f["i_response_body"],
+            transient(
+                IdempotencyRecord,
+                {
+                    "fingerprint": f["i_fingerprint"],
+                    "status_code": f["i_status_code"],
+                    "response_body": f["i_response_body"],
+                },
             ),
             fingerprint,
         )
@@ -263,7 +266,9 @@ async def record(
     # validate: parties, kind, amounts, date, category, reference
     categories = {}
     if f["c_id"] is not None:
-        categories[f["c_slug"]] = Category(id=f["c_id"], slug=f["c_slug"], timebank_id=tb.id)
+        categories[f["c_slug"]] = transient(
+            Category, {"id": f["c_id"], "slug": f["c_slug"], "timebank_id": tb.id}
+        )
     lookup = Lookup.of(
         tb,
         [_PartyRow(*p) for p in f["parties"]],
@@ -337,21 +342,20 @@ async def record(
 def _key(f: Any) -> ApiKey | None:
     if f["k_id"] is None:
         return None
-    key = ApiKey(**{c: f[f"k_{c}"] for c in _KEY})
-    key.role = Role(key.role)
-    return key
+    values = {c: f[f"k_{c}"] for c in _KEY}
+    values["role"] = Role(values["role"])
+    return transient(ApiKey, values)
 
 
 def _bank(f: Any, *more: str) -> TimeBank | None:
     if f["t_id"] is None:
         return None
-    return TimeBank(**{c: f[f"t_{c}"] for c in (*_BANK, *more)})
+    return transient(TimeBank, {c: f[f"t_{c}"] for c in (*_BANK, *more)})
 
 
 def _account(values: dict[str, Any]) -> Account:
-    account = Account(**values)
-    account.owner_type = OwnerType(account.owner_type)
-    return account
+    values["owner_type"] = OwnerType(values["owner_type"])
+    return transient(Account, values)
 
 
 @dataclass(frozen=True)
