@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, GetJsonSchemaHandler
@@ -57,6 +57,22 @@ class JsonBody(BaseModel):
             strict=True,
             context=kwargs.get("context"),
         )
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def trusted(model: type[B], **values: Any) -> B:
+    """``model.model_construct(**values)`` for data from the ledger that gives every field
+    (no aliases, defaults or extras to resolve): the same instance for a fraction of the
+    cost — a 1000-item batch builds four per item. ``tests/test_trusted.py`` checks it
+    against ``model_construct`` for every model built this way."""
+    m = model.__new__(model)
+    object.__setattr__(m, "__dict__", values)
+    object.__setattr__(m, "__pydantic_fields_set__", set(values))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m
 
 
 # The models documented as alternatives of a body (:func:`one_of`): the OpenAPI document

@@ -21,9 +21,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import BigInteger, Integer, MetaData, Table, event, insert
+from sqlalchemy import BigInteger, Enum, Integer, MetaData, Table, event, insert
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -237,9 +238,15 @@ async def write(session: AsyncSession, attempt: Callable[[], Awaitable[T]], *, r
             raise
 
 
-def _copyable(value: Any) -> Any:
-    """COPY takes plain values: enums as their text."""
-    return value.value if isinstance(value, enum.Enum) else value
+def _plain(values: Any, enums: list[int]) -> tuple[Any, ...]:
+    """A row for COPY, which takes plain values: the enum columns' values as their text."""
+    if not enums:
+        return values if isinstance(values, tuple) else (values,)
+    out = list(values)
+    for i in enums:
+        if isinstance(out[i], enum.Enum):
+            out[i] = out[i].value
+    return tuple(out)
 
 
 async def copy_rows(
@@ -260,8 +267,10 @@ async def copy_rows(
         raw = (await conn.get_raw_connection()).driver_connection
         assert raw is not None
         columns = list(rows[0])
+        row_of = itemgetter(*columns)
+        enums = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, Enum)]
         for i in range(0, len(rows), chunk):
-            records = [tuple(_copyable(r[c]) for c in columns) for r in rows[i : i + chunk]]
+            records = [_plain(row_of(r), enums) for r in rows[i : i + chunk]]
             await raw.copy_records_to_table(table.name, records=records, columns=columns)
             if progress:
                 progress(min(i + chunk, len(rows)))

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
+from timebank.bodies import trusted
 from timebank.db import copy_rows, sqlstate, table_of, utcnow, uuid7
 from timebank.errors import AlreadyReversed, BalanceLimitExceeded, DomainError, Duplicate
 from timebank.ledger.models import Account, Exchange, ExchangeKind, ExchangeStatus, Posting
@@ -275,10 +276,7 @@ def posted(row: dict[str, Any], d: Draft) -> Posted:
     """The response's view of a row just written."""
     return Posted(
         NewExchange(**row),
-        [
-            PostingOut.model_construct(account_id=leg.account_id, minutes=leg.minutes)
-            for leg in d.legs
-        ],
+        [trusted(PostingOut, account_id=leg.account_id, minutes=leg.minutes) for leg in d.legs],
         d.category.slug if d.category else None,
     )
 

@@ -16,6 +16,7 @@ from sqlalchemy import and_, case, func, literal, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
+from timebank.bodies import trusted
 from timebank.db import utcnow
 from timebank.errors import NotFound
 from timebank.ledger.accounts import get_account
@@ -77,9 +78,7 @@ async def load_views(
                 .order_by(Posting.id)
             )
         ).all():
-            postings[ex_id].append(
-                PostingOut.model_construct(account_id=account_id, minutes=minutes)
-            )
+            postings[ex_id].append(trusted(PostingOut, account_id=account_id, minutes=minutes))
     cat_ids = {e.category_id for e in exchanges if e.category_id}
     cats: dict[uuid.UUID, str] = {}
     if cat_ids:
@@ -106,7 +105,8 @@ async def load_views(
 def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
     """The API's view of an exchange; ``expired_at`` for a stale proposal."""
     e = p.exchange
-    return ExchangeOut.model_construct(  # trusted: from the ledger, not from a client
+    return trusted(
+        ExchangeOut,  # trusted: from the ledger, not from a client
         id=e.id,
         status=ExchangeStatus.expired if expired_at else e.status,
         kind=e.kind,
@@ -121,8 +121,11 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
         recipient_account_id=e.recipient_account_id,
         reverses=e.reverses,
         reversed_by=p.reversed_by,
-        logged_by=LoggedBy.model_construct(
-            key_id=e.logged_by_key_id, user_id=e.logged_by_user_id, role=Role(e.logged_by_role)
+        logged_by=trusted(
+            LoggedBy,
+            key_id=e.logged_by_key_id,
+            user_id=e.logged_by_user_id,
+            role=Role(e.logged_by_role),
         ),
         proposed_by=e.proposed_by,
         decided_by=e.decided_by,
@@ -273,7 +276,8 @@ def no_such(owner_type: OwnerType) -> NotFound:
 def balance_view(acc: Any, tb: TimeBank, pending_in: int, pending_out: int) -> BalanceOut:
     """A balance as the API shows it: the account's figures, its effective limits."""
     lo, hi = effective_limits(acc, tb)
-    return BalanceOut.model_construct(
+    return trusted(
+        BalanceOut,
         account_id=acc.id,
         balance_minutes=acc.balance_minutes,
         earned_minutes=acc.earned_minutes,
