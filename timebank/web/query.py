@@ -28,8 +28,9 @@ def route_parameters(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return out
 
 
-def refuse_null_queries(request: Request[Any, Any, Any]) -> None:
-    """A ``before_request`` hook: ``?name=null`` for a parameter that is not free text."""
+async def refuse_null_queries(request: Request[Any, Any, Any]) -> None:
+    """A ``before_request`` hook: ``?name=null`` for a parameter that is not free text.
+    (``async``, though it awaits nothing: Litestar runs a sync hook in a worker thread.)"""
     nulls = [k for k, v in request.query_params.multi_items() if v == "null"]
     if not nulls:
         return
