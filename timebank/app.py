@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from timebank.api import reports
 from timebank.api.audit import audit_events
@@ -103,7 +104,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"principal": Provide(provide_principal)},
         exception_handlers=exception_handlers,
         middleware=middleware,
-        state=State({"settings": settings, "driver_pool": driver_pool}),
+        state=State(
+            {
+                "settings": settings,
+                "driver_pool": driver_pool,
+                "sessions": async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
+            }
+        ),
         on_shutdown=[close_driver_pool],
         before_send=[add_security_headers, complete_allow_header],
         before_request=refuse_null_queries,

@@ -297,16 +297,25 @@ class DriverPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
-        if self.pool is None:
-            async with self.lock:
-                if self.pool is None:
-                    import asyncpg
+        """A pooled connection; a failure to connect (the server down, starting, refusing
+        connections, out of slots) is a :class:`ConnectionError`, answered 503 as a
+        SQLAlchemy checkout's would be."""
+        import asyncpg
 
-                    self.pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=self.max_size
-                    )
-        async with self.pool.acquire() as conn:
+        try:
+            if self.pool is None:
+                async with self.lock:
+                    if self.pool is None:
+                        self.pool = await asyncpg.create_pool(
+                            self.dsn, min_size=1, max_size=self.max_size
+                        )
+            conn = await self.pool.acquire()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ConnectionError(f"cannot connect to the database: {exc}") from exc
+        try:
             yield conn
+        finally:
+            await self.pool.release(conn)
 
     async def close(self) -> None:
         if self.pool is not None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
 from timebank.errors import Forbidden, InvalidInput
@@ -32,7 +32,13 @@ from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
 from timebank.timebanks.service import get_by_slug
 from timebank.web.auth import provide_principal
-from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, record_in_one_call, write
+from timebank.web.idempotent import (
+    IdempotencyKeyHeader,
+    idempotent,
+    record_in_one_call,
+    session_for,
+    write,
+)
 from timebank.web.pagination import LimitParam, Page, check_limit, encode_cursor, id_cursor
 from timebank.web.problems import problems, status_of
 
@@ -88,25 +94,26 @@ class ExchangeController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        db_session: AsyncSession,
-        db_engine: AsyncEngine,
         tb: str,
         data: ExchangeCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ExchangeOut]:
-        if db_engine.dialect.name == "postgresql" and not data.is_group:
+        # a hot route: no session until the in-process path needs one (PostgreSQL's
+        # two-statement path takes a connection of its own)
+        if not data.is_group:
             answered = await record_in_one_call(request, tb, data)
             if answered is not None:
                 return answered
-        principal = await provide_principal(request, db_session)
+        async with session_for(request) as db_session:
+            principal = await provide_principal(request, db_session)
 
-        async def use_case(claim: Claim) -> ExchangeOut:
-            bank = await get_by_slug(db_session, principal, tb)
-            if principal.role is Role.member:
-                return await propose_exchange(db_session, principal, bank, data, claim)
-            return await record_exchange(db_session, principal, bank, data, claim)
+            async def use_case(claim: Claim) -> ExchangeOut:
+                bank = await get_by_slug(db_session, principal, tb)
+                if principal.role is Role.member:
+                    return await propose_exchange(db_session, principal, bank, data, claim)
+                return await record_exchange(db_session, principal, bank, data, claim)
 
-        return await idempotent(request, db_session, principal, use_case)
+            return await idempotent(request, db_session, principal, use_case)
 
     @post(
         "/batch",

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal, Role, require_self_or_staff
 from timebank.api.statements import (
@@ -34,6 +34,7 @@ from timebank.web.idempotent import (
     IdempotencyKeyHeader,
     balance_in_one_call,
     idempotent,
+    session_for,
     view_as,
     write,
 )
@@ -201,21 +202,17 @@ class MemberController(Controller):
         description="Staff keys, or a member key for itself.",
     )
     async def balance(
-        self,
-        request: Request[Any, Any, Any],
-        db_session: AsyncSession,
-        db_engine: AsyncEngine,
-        tb: str,
-        member_id: uuid.UUID,
+        self, request: Request[Any, Any, Any], tb: str, member_id: uuid.UUID
     ) -> Response[BalanceOut]:
-        if db_engine.dialect.name == "postgresql":
-            answered = await balance_in_one_call(request, tb, member_id)
-            if answered is not None:
-                return answered
-        principal = await provide_principal(request, db_session)
-        bank = await get_by_slug(db_session, principal, tb)
-        require_self_or_staff(principal, bank.id, member_id)
-        return Response(await reads.balance(db_session, bank, OwnerType.member, member_id))
+        # a hot route: no session until the in-process path needs one
+        answered = await balance_in_one_call(request, tb, member_id)
+        if answered is not None:
+            return answered
+        async with session_for(request) as db_session:
+            principal = await provide_principal(request, db_session)
+            bank = await get_by_slug(db_session, principal, tb)
+            require_self_or_staff(principal, bank.id, member_id)
+            return Response(await reads.balance(db_session, bank, OwnerType.member, member_id))
 
     async def _statement_of(
         self, db_session: AsyncSession, principal: Principal, tb: str, member_id: uuid.UUID

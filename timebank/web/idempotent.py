@@ -173,15 +173,23 @@ async def fingerprint(request: Request[Any, Any, Any]) -> str:
     return idempotency.fingerprint(request.method, path, body)
 
 
+def session_for(request: Request[Any, Any, Any]) -> AsyncSession:
+    """A session of the app's engine for a route that opens one only when it needs it (the
+    hot routes, whose PostgreSQL path needs none); use it as ``async with``."""
+    session: AsyncSession = request.app.state.sessions()
+    return session
+
+
 async def balance_in_one_call(
     request: Request[Any, Any, Any], slug: str, member_id: uuid.UUID
 ) -> Response[Any] | None:
-    """PostgreSQL: a member's balance with one statement (key, bank, member, pending
-    flows). ``None`` where that path does not take the request on."""
+    """PostgreSQL: a member's balance with one read (key, bank, member, pending flows)
+    judged in Python. ``None`` where that path does not take the request on (SQLite)."""
+    pool = request.app.state.driver_pool
     secret = auth.bearer_secret(request.headers.get("authorization"))
-    if secret is None:
+    if pool is None or secret is None:
         return None
-    async with request.app.state.driver_pool.connection() as conn:
+    async with pool.connection() as conn:
         body = await fast.balance(
             conn,
             secret_hash=auth.hash_secret(secret),
@@ -199,11 +207,12 @@ async def record_in_one_call(
     """PostgreSQL: record an exchange with one read and one write statement, the rules in
     Python (:mod:`timebank.ledger.fast`). ``None`` where that path does not take the request
     on; nothing was written then."""
+    pool = request.app.state.driver_pool
     secret = auth.bearer_secret(request.headers.get("authorization"))
-    if secret is None:
+    if pool is None or secret is None:
         return None
     key = idempotency.check_key(request.headers.get("idempotency-key"))
-    async with request.app.state.driver_pool.connection() as conn:
+    async with pool.connection() as conn:
         answer = await fast.record(
             conn,
             secret_hash=auth.hash_secret(secret),
