@@ -45,14 +45,20 @@ STATIC = HERE / "static"
 VERSION = hashlib.sha256(
     b"".join(p.read_bytes() for p in sorted(STATIC.rglob("*")) if p.is_file())
 ).hexdigest()[:12]
-TEMPLATES = Environment(
-    loader=FileSystemLoader(str(HERE / "templates")),
-    autoescape=select_autoescape(["html"]),
-    extensions=["jinja2.ext.i18n"],
-    trim_blocks=True,
-    lstrip_blocks=True,
-    auto_reload=False,
-)
+
+
+def _templates() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(HERE / "templates")),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+        cache_size=400,
+    )
+
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
@@ -208,7 +214,9 @@ def render(
 @lru_cache(maxsize=16)
 def environment(lang: str) -> Environment:
     """The templates in one language (each language's compiled templates cached apart)."""
-    env = TEMPLATES.overlay(cache_size=400)
+    # an environment of its own (an overlay would share its parent's globals, where the
+    # i18n extension installs the translations: every language would get the last one's)
+    env = _templates()
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     return env
 
