@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from html import unescape
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
 

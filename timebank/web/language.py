@@ -19,7 +19,7 @@ from litestar import Request, Response
 from timebank.console.i18n import SOURCE, negotiate, translated
 
 
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention for a marked message
+def N_(message: str) -> str:  # the gettext convention: a message marked for extraction
     return message
 
 
