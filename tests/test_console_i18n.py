@@ -82,3 +82,17 @@ def test_the_order_of_precedence() -> None:
     assert choose(user="xx", cookie="zz", bank="cy", accept_language="en") == "cy"
     assert choose(accept_language="cy") == "cy"
     assert choose() == "en"
+
+
+def test_a_service_message_without_a_translation_is_marked_english_on_a_welsh_page() -> None:
+    from timebank.console.base import Ctx
+    from timebank.console.messages import field_message
+
+    cy, en = Ctx(None, "cy"), Ctx(None, "en")  # type: ignore[arg-type]
+    assert field_message(cy, "Enw", "must not be blank") == "Enw rhaid peidio â'i adael yn wag"
+    assert field_message(cy, "Enw", "is odd") == 'Enw <span lang="en">is odd</span>'
+    assert field_message(cy, "<b>", "<i>") == '&lt;b&gt; <span lang="en">&lt;i&gt;</span>'
+    assert field_message(en, "Name", "is odd") == "Name is odd"
+    assert field_message(cy, "Oriau", "rhaid iddo fod yn rhif cyfan", localised=True) == (
+        "Oriau rhaid iddo fod yn rhif cyfan"
+    )

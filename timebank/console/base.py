@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +32,14 @@ from timebank.auth import users
 from timebank.auth.users import SignedIn
 from timebank.config import Settings
 from timebank.console import formatting
-from timebank.console.i18n import LANG_COOKIE, available, choose, native_name, translations
+from timebank.console.i18n import (
+    LANG_COOKIE,
+    SOURCE,
+    available,
+    choose,
+    native_name,
+    translations,
+)
 from timebank.db import utcnow
 from timebank.errors import DomainError, Forbidden, NotFound
 from timebank.timebanks.models import TimeBank
@@ -152,6 +160,14 @@ class Ctx:
         if self.request.url.query:
             target += "?" + self.request.url.query
         return target
+
+    def english(self, text: str) -> str:
+        """English words (a service's message the catalogue has not) on this page: marked
+        ``lang="en"`` when the page is in another language, so a screen reader says them
+        as English."""
+        if self.lang == SOURCE or not text:
+            return text
+        return Markup('<span lang="en">{}</span>').format(text)
 
     def url(self, path: str = "") -> str:
         """A page of this bank: ``/console/<slug><path>``."""
