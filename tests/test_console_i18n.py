@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from html import unescape
 
 import pytest
 
@@ -89,10 +90,12 @@ def test_a_service_message_without_a_translation_is_marked_english_on_a_welsh_pa
     from timebank.console.messages import field_message
 
     cy, en = Ctx(None, "cy"), Ctx(None, "en")  # type: ignore[arg-type]
-    assert field_message(cy, "Enw", "must not be blank") == "Enw rhaid peidio â'i adael yn wag"
-    assert field_message(cy, "Enw", "is odd") == 'Enw <span lang="en">is odd</span>'
-    assert field_message(cy, "<b>", "<i>") == '&lt;b&gt; <span lang="en">&lt;i&gt;</span>'
+    blank = field_message(cy, "Enw", "must not be blank")
+    assert unescape(blank) == "Enw: rhaid peidio â'i adael yn wag"
+    assert field_message(cy, "Enw", "is odd") == 'Enw: <span lang="en">is odd</span>'
+    assert field_message(cy, "<b>", "<i>") == '&lt;b&gt;: <span lang="en">&lt;i&gt;</span>'
     assert field_message(en, "Name", "is odd") == "Name is odd"
     assert field_message(cy, "Oriau", "rhaid iddo fod yn rhif cyfan", localised=True) == (
-        "Oriau rhaid iddo fod yn rhif cyfan"
+        "Oriau: rhaid iddo fod yn rhif cyfan"
     )
+    assert field_message(en, "Name", "can't be 'x'") == "Name can&#39;t be &#39;x&#39;"

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from markupsafe import Markup
+from markupsafe import escape
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,8 +86,9 @@ def field_message(ctx: Ctx, label: str, message: str, *, localised: bool = False
     if text is None:
         text = _(message)
         if text == message:
-            return Markup("{} {}").format(label, ctx.english(message))
-    return f"{label} {text}"
+            text = ctx.english(message)
+    # the label and the words after it (Welsh puts a colon between them)
+    return escape(_("%(label)s %(message)s")) % {"label": label, "message": text}
 
 
 def from_validation(
