@@ -142,12 +142,14 @@ async def settings_save(
     if not problems:
         try:
             patch = TimeBankSettingsPatch.model_validate(changes)
-            body = {"name": name[:200], "settings": patch.model_dump(exclude_unset=True)}
+            settings = patch.model_dump(exclude_unset=True)
+            # the console's own setting (not in the API's settings): set, and audited, alike
+            settings["default_language"] = known(language)
+            body = {"name": name[:200], "settings": settings}
 
             async def save() -> Any:
                 attached = await db_session.get(TimeBank, bank.id)  # ctx.tb is detached
                 assert attached is not None
-                attached.default_language = known(language)
                 return await update_timebank(db_session, ctx.principal, attached, body)
 
             await _write(request, db_session, save)
