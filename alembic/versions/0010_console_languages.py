@@ -4,8 +4,8 @@ The console speaks English and Welsh (issue 17): the language a user picks with 
 is kept on their row, and an admin may set the language of their bank's console for users
 who have not picked one. Both are nullable (not chosen: the next rule decides).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
