@@ -16,7 +16,7 @@ from typing import Any
 
 from litestar import Request, Response
 
-from timebank.console.i18n import SOURCE, negotiate, translated
+from timebank.i18n import SOURCE, negotiate, translated
 
 
 def N_(message: str) -> str:  # the gettext convention: a message marked for extraction
