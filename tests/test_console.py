@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -353,7 +354,9 @@ async def test_a_user_of_bank_b_gets_404_for_bank_a_and_a_funder_403_for_broker_
     for path in ("", "/members", f"/members/{bank['may']['id']}", "/exchanges/new", "/admin"):
         r = await browser.get(f"/console/{slug}{path}")
         assert r.status_code == 404, path
-        assert r.text == (await browser.get(f"/console/no-such-bank{path}")).text
+        # the same page as an unknown bank's (the language switch names the page's own path)
+        unknown = (await browser.get(f"/console/no-such-bank{path}")).text
+        assert r.text.replace(slug, "no-such-bank") == unknown
     assert (await browser.get(f"/console/{other['slug']}")).status_code == 200
     assert (await browser.get(f"/console/{other['slug']}/admin")).status_code == 403
     assert (await sign_in(browser, "funder@example.org")).status_code == 303
@@ -482,3 +485,192 @@ async def test_a_broker_of_two_banks_works_in_each_and_sign_in_and_out_are_audit
         for action in ("console_user.sign_in", "console_user.sign_out")
         for tb in (a["id"], b["id"])
     )
+
+
+# ---- English and Welsh (issue 17) -----------------------------------------------------------
+
+
+def html_lang(html: str) -> str:
+    found = re.search(r'<html lang="([^"]+)"', html)
+    assert found, "no <html lang>"
+    return found.group(1)
+
+
+def test_every_console_string_has_a_translation_in_every_language_marked_for_review(
+    tmp_path: Path,
+) -> None:
+    """No language may leave a console string untranslated (a new English string fails
+    here until each catalogue has it), every form of a plural is filled, the placeholders
+    agree, and every Welsh entry is flagged ``needs-review`` (not ``fuzzy``: gettext would
+    then ignore it) until a Welsh speaker checks it."""
+    from babel.messages import pofile
+
+    from timebank.console.i18n import LOCALE_DIR, SOURCE, available, gettext
+
+    pot = tmp_path / "messages.pot"
+    subprocess.run(
+        [str(ROOT / ".venv/bin/pybabel"), "extract", "-F", "babel.cfg", "-o", str(pot), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    with pot.open("rb") as f:
+        wanted = {m.id for m in pofile.read_po(f) if m.id}
+    langs = [lang for lang in available() if lang != SOURCE]
+    assert "cy" in langs
+    for lang in langs:
+        with (LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
+            catalog = pofile.read_po(f, locale=lang)
+        have = {m.id: m for m in catalog if m.id}
+        missing = sorted(str(m) for m in wanted if m not in have)
+        empty = sorted(
+            str(m.id)
+            for m in have.values()
+            if m.id in wanted
+            and (not m.string or (isinstance(m.string, tuple | list) and not all(m.string)))
+        )
+        assert not missing and not empty, (
+            f"{lang}: {len(missing)} console strings missing and {len(empty)} untranslated; "
+            f"refresh the catalogues (README, Cymraeg / Welsh) and translate them. "
+            f"First: {(missing + empty)[:5]}"
+        )
+        assert not [m.id for m in have.values() if m.fuzzy], f"{lang}: fuzzy entries are ignored"
+        problems = [(m.id, [str(e) for e in errs]) for m, errs in catalog.check()]
+        assert not problems, f"{lang}: placeholders disagree: {problems[:5]}"
+        if lang == "cy":
+            unflagged = [m.id for m in have.values() if "needs-review" not in m.flags]
+            assert not unflagged, f"cy entries not marked needs-review: {unflagged[:5]}"
+        # Babel uses the flagged translations
+        assert gettext(lang, "Sign in") == have["Sign in"].string
+
+
+async def switch(c: AsyncTestClient[Any], lang: str, next_: str, csrf: str = "") -> Any:
+    return await c.post(
+        "/console/language",
+        data={"lang": lang, "next": next_, "csrf_token": csrf},
+        follow_redirects=False,
+    )
+
+
+async def test_the_language_switch_round_trips_and_is_remembered_per_user_and_in_a_cookie(
+    broker: AsyncTestClient[Any], bank: dict[str, Any]
+) -> None:
+    home = f"/console/{bank['tb']['slug']}"
+    page = await broker.get(home)
+    assert html_lang(page.text) == "en" and "Record an exchange" in page.text
+    # the switch offers Cymraeg, marked as Welsh, in a form with the session's CSRF token
+    assert re.search(r'<button[^>]*lang="cy"[^>]*>Cymraeg</button>', page.text)
+    assert (await switch(broker, "cy", home)).status_code == 403  # no CSRF token: refused
+    r = await switch(broker, "cy", home, token(page.text))
+    assert r.status_code == 303 and r.headers["location"] == home
+    assert any("timebank_lang=cy" in h for h in r.headers.get_list("set-cookie"))
+    page = await broker.get(home)
+    assert html_lang(page.text) == "cy"
+    assert "Cofnodi cyfnewid" in page.text and "Record an exchange" not in page.text
+    assert re.search(r'<button[^>]*lang="en"[^>]*>English</button>', page.text)
+    r = await broker.get(f"{home}/exchanges/{uuid.UUID(int=7)}")  # an error page, in Welsh
+    assert r.status_code == 404 and html_lang(r.text) == "cy"
+    assert "Heb ddod o hyd i'r dudalen" in unescape(r.text)
+    # signed out: the sign-in page is in Welsh (the cookie)
+    r = await broker.post(
+        "/console/sign-out", data={"csrf_token": token(page.text)}, follow_redirects=True
+    )
+    assert html_lang(r.text) == "cy" and "Rydych wedi allgofnodi." in r.text
+    # another browser (no cookie): English until they sign in, then their choice
+    broker.cookies.clear()
+    assert html_lang((await broker.get("/console/sign-in")).text) == "en"
+    r = await sign_in(broker, "broker@example.org")
+    assert any("timebank_lang=cy" in h for h in r.headers.get_list("set-cookie"))
+    broker.cookies.delete("timebank_lang", path="/console")
+    page = await broker.get(home)
+    assert html_lang(page.text) == "cy"  # the user's column, not the cookie
+    # and back to English
+    r = await switch(broker, "en", home, token(page.text))
+    page = await broker.get(home)
+    assert html_lang(page.text) == "en" and "Record an exchange" in page.text
+    # an unknown language changes nothing; another site as next is refused
+    r = await switch(broker, "xx", home, token(page.text))
+    assert r.status_code == 303 and html_lang((await broker.get(home)).text) == "en"
+    r = await switch(broker, "cy", "https://evil.example/", token(page.text))
+    assert r.headers["location"] == "/console"
+
+
+async def test_before_sign_in_the_cookie_then_accept_language_choose_the_language(
+    browser: AsyncTestClient[Any],
+) -> None:
+    page = await browser.get("/console/sign-in")
+    assert html_lang(page.text) == "en" and ">Sign in<" in page.text
+    page = await browser.get("/console/sign-in", headers={"Accept-Language": "cy-GB,en;q=0.5"})
+    assert html_lang(page.text) == "cy" and "Mewngofnodi" in page.text
+    # the switch works signed out (no session: only the cookie is set)
+    r = await switch(browser, "cy", "/console/sign-in")
+    assert r.status_code == 303 and r.headers["location"] == "/console/sign-in"
+    page = await browser.get("/console/sign-in", headers={"Accept-Language": "en"})
+    assert html_lang(page.text) == "cy"  # the choice beats the browser's language
+    assert "Cyfeiriad e-bost" in page.text
+    # refusals, and the error pages, in Welsh too
+    r = await browser.post(
+        "/console/sign-in",
+        data={"email": "", "password": "", "csrf_token": token(page.text, "csrf_token")},
+    )
+    assert html_lang(r.text) == "cy" and "Rhowch eich cyfeiriad e-bost" in r.text
+
+
+async def test_a_banks_default_language_applies_to_its_users_who_have_not_chosen(
+    browser: AsyncTestClient[Any],
+    bank: dict[str, Any],
+    session_maker: async_sessionmaker[AsyncSession],
+    clock: Clock,
+) -> None:
+    slug = bank["tb"]["slug"]
+    await make_user(session_maker, "admin@example.org", Role.admin, [bank["tb"]["id"]], clock)
+    await make_user(session_maker, "broker2@example.org", Role.broker, [bank["tb"]["id"]], clock)
+    await sign_in(browser, "admin@example.org")
+    page = await browser.get(f"/console/{slug}/admin/settings")
+    assert 'name="default_language"' in page.text
+    form = {
+        "csrf_token": token(page.text),
+        "name": bank["tb"]["name"],
+        "member_min_balance_minutes": "-10",
+        "pending_expiry_days": "30",
+        "default_language": "cy",
+    }
+    r = await browser.post(f"/console/{slug}/admin/settings", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = await browser.get(f"/console/{slug}/admin/settings")
+    assert html_lang(page.text) == "cy"  # the admin has not chosen either
+    assert re.search(r'<option value="cy" lang="cy" selected>Cymraeg</option>', page.text)
+    r = await browser.post(
+        f"/console/{slug}/admin/settings",
+        data={**form, "csrf_token": token(page.text), "default_language": "xx"},
+    )
+    assert r.status_code == 422 and "Dewiswch iaith o'r rhestr" in unescape(r.text)
+    await sign_in(browser, "broker2@example.org")
+    page = await browser.get(f"/console/{slug}", headers={"Accept-Language": "en"})
+    assert html_lang(page.text) == "cy"  # the bank's default beats the browser's
+    await switch(browser, "en", f"/console/{slug}", token(page.text))
+    assert html_lang((await browser.get(f"/console/{slug}")).text) == "en"  # their choice wins
+
+
+async def test_api_problems_follow_accept_language_with_the_same_code(
+    browser: AsyncTestClient[Any], admin_secret: str, bank: dict[str, Any]
+) -> None:
+    api = Api(browser, admin_secret)
+    path = f"/v1/timebanks/{bank['tb']['slug']}/exchanges/{uuid.UUID(int=7)}"
+    english = await api.get(path)
+    welsh = await api.get(path, headers={"Accept-Language": "cy"})
+    assert english.status_code == welsh.status_code == 404
+    en, cy = english.json(), welsh.json()
+    assert en["code"] == cy["code"] == "not_found" and en["type"] == cy["type"]
+    assert en["title"] == "Not found" and cy["title"] == "Heb ei ganfod"
+    assert en["detail"] == "No such exchange in this time bank"
+    assert cy["detail"] == "Nid oes cyfnewid o'r fath yn y banc amser hwn"
+    assert welsh.headers["content-language"] == "cy"
+    assert "content-language" not in english.headers
+    assert "accept-language" in english.headers["vary"].lower()
+    # a key that does not exist: Welsh title and detail, the same code
+    r = await browser.get(
+        "/v1/timebanks", headers={"Authorization": "Bearer tbk_nope", "Accept-Language": "cy"}
+    )
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    assert r.json()["title"] == "Heb awdurdod"

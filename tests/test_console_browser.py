@@ -549,4 +549,87 @@ def test_a_paper_time_sheet_is_uploaded_fixed_and_recorded(
     expect(page.get_by_role("button", name="Record the ready lines")).to_be_disabled()
 
 
+def test_the_core_flows_in_welsh(page: Page, site: dict[str, Any]) -> None:
+    """Issue 17: switch to Cymraeg on the sign-in page (by keyboard, before signing in),
+    sign in, record an exchange by typing names, confirm a proposal, reverse; every page
+    ``lang="cy"`` and axe-clean; then back to English, remembered after signing out."""
+    slug, people = "riverside", site["people"]
+    page.goto("/console/sign-in")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    switch = page.get_by_role("button", name="Cymraeg")
+    expect(switch).to_have_attribute("lang", "cy")  # a Welsh word on an English page
+    switch.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("html")).to_have_attribute("lang", "cy")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Mewngofnodi")
+    expect(page.get_by_role("button", name="English")).to_have_attribute("lang", "en")
+    check_page(page, "cy-sign-in")
+    page.get_by_label("Cyfeiriad e-bost").fill("broker@riverside.example")
+    page.get_by_label("Cyfrinair").fill(PASSWORD)
+    page.get_by_role("button", name="Mewngofnodi").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Riverside Time Bank")
+    expect(page.locator("html")).to_have_attribute("lang", "cy")
+    check_page(page, "cy-home")
+
+    # record an exchange by typing names
+    page.get_by_role("link", name="Cofnodi cyfnewid").first.click()
+    expect(page.locator("html")).to_have_attribute("lang", "cy")
+    check_page(page, "cy-record")
+    page.get_by_role("button", name="Cofnodi'r cyfnewid").click()  # nothing filled in
+    expect(page.locator(".error-summary")).to_contain_text("Mae problem")
+    check_page(page, "cy-record-errors")
+    pick_name(page, "Pwy roddodd yr amser", "pri", "Priya Shah")
+    pick_name(page, "Pwy a'i derbyniodd", "sam c", "Sam Cole")
+    page.get_by_label("Oriau").fill("1")
+    page.get_by_label("Munudau").fill("30")
+    page.get_by_label("Categori", exact=True).select_option(label="Home and garden")
+    page.get_by_label("Beth a wnaed (dewisol)").fill("Torri'r gwair")
+    page.get_by_role("button", name="Cofnodi'r cyfnewid").click()
+    expect(page.get_by_role("status")).to_have_text("Mae'r cyfnewid wedi'i gofnodi.")
+    expect(page.locator(".summary")).to_contain_text("1 awr 30 munud")
+    check_page(page, "cy-exchange")
+    recorded = page.url
+
+    # confirm a proposal a member's app made
+    r = httpx.post(
+        f"{site['server'].base_url}/v1/timebanks/{slug}/exchanges",
+        headers={"Authorization": f"Bearer {site['may_key']}"},
+        json={
+            "provider": {"member_id": people["May Reid"]["id"]},
+            "recipient": {"member_id": people["Tom Hughes"]["id"]},
+            "minutes": 20,
+            "category": "transport",
+            "description": "Lifft i'r feddygfa",
+        },
+    )
+    assert r.status_code == 201, r.text
+    page.get_by_role("link", name="Cynigion", exact=True).click()
+    check_page(page, "cy-proposals")
+    card = page.locator(".card", has_text="Lifft i'r feddygfa")
+    card.get_by_role("button", name=re.compile("^Cadarnhau")).click()
+    expect(page.get_by_role("status")).to_have_text("Mae'r cynnig wedi'i gadarnhau a'i gofnodi.")
+
+    # reverse the exchange recorded above
+    page.goto(recorded)
+    page.get_by_role("link", name="Gwrthdroi'r cyfnewid hwn").click()
+    check_page(page, "cy-reverse")
+    page.get_by_role("button", name="Gwrthdroi'r cyfnewid").click()
+    expect(page.locator("#reason-error")).to_contain_text(
+        "Rhowch pam mae'r cyfnewid hwn yn cael ei wrthdroi"
+    )
+    page.get_by_label("Pam mae'n cael ei wrthdroi?").fill("Cofnodwyd ddwywaith")
+    page.get_by_role("button", name="Gwrthdroi'r cyfnewid").click()
+    expect(page.get_by_role("status")).to_contain_text("Cafodd y cyfnewid ei wrthdroi")
+    expect(page.locator("html")).to_have_attribute("lang", "cy")
+    check_page(page, "cy-reversal")
+
+    # back to English: remembered for this user after signing out and in again
+    page.get_by_role("button", name="English").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.get_by_role("status")).to_contain_text("The exchange was reversed")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("status")).to_have_text("You have signed out.")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
 __all__ = ["ServerProcess", "cli"]

@@ -57,6 +57,8 @@ class ConsoleUser(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
+    # the console language they chose with the switch ("en", "cy"); None: not chosen
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class ConsoleUserTimeBank(Base):

@@ -440,6 +440,15 @@ async def sign_out(session: AsyncSession, who: SignedIn, now: datetime) -> None:
     await session.commit()
 
 
+async def set_language(session: AsyncSession, who: SignedIn, lang: str) -> None:
+    """Remember the console language the user chose (a display preference: not audited)."""
+    await session.execute(
+        update(ConsoleUser).where(ConsoleUser.id == who.user.id).values(language=lang)
+    )
+    await session.commit()
+    who.user.language = lang
+
+
 async def change_password(
     session: AsyncSession, who: SignedIn, *, current: str, new: str, now: datetime
 ) -> None:

@@ -16,7 +16,9 @@ from timebank.auth import users
 from timebank.console.base import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
+    CsrfRefused,
     Ctx,
+    NotSignedIn,
     client_address,
     form_of,
     now,
@@ -29,6 +31,7 @@ from timebank.console.base import (
     signed_in,
     user_page,
 )
+from timebank.console.i18n import LANG_COOKIE, known
 from timebank.console.messages import Problems, from_validation
 from timebank.errors import DomainError, InvalidInput, RateLimited, Unauthorized
 
@@ -50,6 +53,13 @@ def _cookie(request: Request[Any, Any, Any], name: str, value: str, max_age: int
         secure=secure_cookie(request),
         max_age=max_age,
     )
+
+
+LANG_MAX_AGE = 365 * 24 * 3600
+
+
+def _lang_cookie(request: Request[Any, Any, Any], lang: str) -> Cookie:
+    return _cookie(request, LANG_COOKIE, lang, LANG_MAX_AGE)
 
 
 def _sign_in_page(
@@ -135,14 +145,13 @@ async def sign_in(request: Request[Any, Any, Any], db_session: AsyncSession) -> 
     if next_ == "/console":
         next_ = await _home_of(who, db_session)
     max_age = s.console_absolute_hours * 3600
-    return Redirect(
-        next_,
-        status_code=303,
-        cookies=[
-            _cookie(request, SESSION_COOKIE, token, max_age),
-            Cookie(key=SIGN_IN_COOKIE, value="", path="/console", max_age=0, expires=0),
-        ],
-    )
+    cookies = [
+        _cookie(request, SESSION_COOKIE, token, max_age),
+        Cookie(key=SIGN_IN_COOKIE, value="", path="/console", max_age=0, expires=0),
+    ]
+    if known(who.user.language):  # their choice follows them to this browser's sign-in page
+        cookies.append(_lang_cookie(request, str(who.user.language)))
+    return Redirect(next_, status_code=303, cookies=cookies)
 
 
 async def _home_of(who: users.SignedIn, session: AsyncSession) -> str:
@@ -163,10 +172,40 @@ async def sign_out(request: Request[Any, Any, Any], db_session: AsyncSession) ->
         lambda: users.sign_out(db_session, who, now(request)),
         retries=settings_of(request).write_retries,
     )
-    return redirect(
-        "/console/sign-in?signed_out=1",
-        cookies=[Cookie(key=SESSION_COOKIE, value="", path="/console", max_age=0, expires=0)],
-    )
+    cookies = [Cookie(key=SESSION_COOKIE, value="", path="/console", max_age=0, expires=0)]
+    if known(who.user.language):  # the sign-in page goes on in the language they chose
+        cookies.append(_lang_cookie(request, str(who.user.language)))
+    return redirect("/console/sign-in?signed_out=1", cookies=cookies)
+
+
+@post("/language", include_in_schema=False, status_code=200)
+async def choose_language(
+    request: Request[Any, Any, Any], db_session: AsyncSession
+) -> Response[Any]:
+    """The language switch (a small form on every page, no JavaScript): the choice goes in
+    a cookie, and on the signed-in user's row (with the session's CSRF token, as every
+    form of a session). Signed out (the sign-in page, an error page) only the cookie is set:
+    a display preference, which a forged form could do nothing with."""
+    form = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
+    lang = known(form.get("lang"))
+    next_ = _safe_next(form.get("next"))
+    if lang is None:
+        return redirect(next_)
+    try:
+        who: users.SignedIn | None = await signed_in(request, db_session)
+    except NotSignedIn:
+        who = None
+    if who is not None:
+        sent = form.get("csrf_token", "")
+        if not hmac.compare_digest(sent.encode(), who.session.csrf_token.encode()):
+            raise CsrfRefused()
+        signed = who
+        await db.write(
+            db_session,
+            lambda: users.set_language(db_session, signed, lang),
+            retries=settings_of(request).write_retries,
+        )
+    return redirect(next_, cookies=[_lang_cookie(request, lang)])
 
 
 @get("/", include_in_schema=False)
@@ -243,6 +282,7 @@ async def change_password(
 
 __all__ = [
     "change_password",
+    "choose_language",
     "front",
     "password_form",
     "sign_in",

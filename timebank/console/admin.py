@@ -25,6 +25,7 @@ from timebank.console.base import (
     settings_of,
     timeouts,
 )
+from timebank.console.i18n import known
 from timebank.console.messages import Problems, from_validation, plain
 from timebank.errors import DomainError
 from timebank.timebanks.models import TimeBank
@@ -58,7 +59,11 @@ HOUR_SETTINGS = (
 
 def _settings_form(ctx: Ctx) -> dict[str, str]:
     assert ctx.tb is not None
-    out = {"name": ctx.tb.name, "pending_expiry_days": str(ctx.tb.pending_expiry_days)}
+    out = {
+        "name": ctx.tb.name,
+        "pending_expiry_days": str(ctx.tb.pending_expiry_days),
+        "default_language": ctx.tb.default_language or "",
+    }
     for name in HOUR_SETTINGS:
         value = getattr(ctx.tb, name)
         out[name] = "" if value is None else f"{value / 60:g}"
@@ -76,6 +81,7 @@ def settings_labels(ctx: Ctx) -> dict[str, str]:
         "max_exchange_minutes": _("Longest exchange, in hours"),
         "starting_grant_minutes": _("Starting grant for a new member, in hours"),
         "pending_expiry_days": _("Days before an unanswered proposal expires"),
+        "default_language": _("Language of the console"),
     }
 
 
@@ -130,10 +136,16 @@ async def settings_save(
     name = form.get("name", "").strip()
     if not name:
         problems.add("name", _("Enter the name of the time bank"))
+    language = form.get("default_language", "")
+    if language and not known(language):
+        problems.add("default_language", _("Choose a language from the list"))
     if not problems:
         try:
             patch = TimeBankSettingsPatch.model_validate(changes)
-            body = {"name": name[:200], "settings": patch.model_dump(exclude_unset=True)}
+            settings = patch.model_dump(exclude_unset=True)
+            # the console's own setting (not in the API's settings): set, and audited, alike
+            settings["default_language"] = known(language)
+            body = {"name": name[:200], "settings": settings}
 
             async def save() -> Any:
                 attached = await db_session.get(TimeBank, bank.id)  # ctx.tb is detached

@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +32,14 @@ from timebank.auth import users
 from timebank.auth.users import SignedIn
 from timebank.config import Settings
 from timebank.console import formatting
-from timebank.console.i18n import negotiate, translations
+from timebank.console.i18n import (
+    LANG_COOKIE,
+    SOURCE,
+    available,
+    choose,
+    native_name,
+    translations,
+)
 from timebank.db import utcnow
 from timebank.errors import DomainError, Forbidden, NotFound
 from timebank.timebanks.models import TimeBank
@@ -45,14 +53,20 @@ STATIC = HERE / "static"
 VERSION = hashlib.sha256(
     b"".join(p.read_bytes() for p in sorted(STATIC.rglob("*")) if p.is_file())
 ).hexdigest()[:12]
-TEMPLATES = Environment(
-    loader=FileSystemLoader(str(HERE / "templates")),
-    autoescape=select_autoescape(["html"]),
-    extensions=["jinja2.ext.i18n"],
-    trim_blocks=True,
-    lstrip_blocks=True,
-    auto_reload=False,
-)
+
+
+def _templates() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(HERE / "templates")),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+        cache_size=400,
+    )
+
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
@@ -126,6 +140,35 @@ class Ctx:
     def moment(self, value: Any) -> str:
         return formatting.moment(value, self.lang, self.tb.time_zone if self.tb else "UTC")
 
+    def number(self, value: float | int | None) -> str:
+        return formatting.number(value, self.lang)
+
+    # the names other pages (and the funder dashboard) use: they follow the page's language
+    format_date = day
+    format_duration = duration
+    format_number = number
+
+    @property
+    def languages(self) -> list[tuple[str, str]]:
+        """Every language of the switch: (code, its name in itself)."""
+        return [(lang, native_name(lang)) for lang in available()]
+
+    @property
+    def here(self) -> str:
+        """This page's path and query: where the language switch comes back to."""
+        target = self.request.url.path
+        if self.request.url.query:
+            target += "?" + self.request.url.query
+        return target
+
+    def english(self, text: str) -> str:
+        """English words (a service's message the catalogue has not) on this page: marked
+        ``lang="en"`` when the page is in another language, so a screen reader says them
+        as English."""
+        if self.lang == SOURCE or not text:
+            return text
+        return Markup('<span lang="en">{}</span>').format(text)
+
     def url(self, path: str = "") -> str:
         """A page of this bank: ``/console/<slug><path>``."""
         assert self.tb is not None
@@ -136,8 +179,21 @@ class Ctx:
         return self.who.session.csrf_token if self.who else ""
 
 
-def page_lang(request: Request[Any, Any, Any]) -> str:
-    return negotiate(request.headers.get("accept-language"))
+def page_lang(
+    request: Request[Any, Any, Any],
+    who: SignedIn | None = None,
+    tb: TimeBank | None = None,
+    banks: list[TimeBank] | None = None,
+) -> str:
+    """The page's language (:func:`timebank.console.i18n.choose`): the user's choice, the
+    cookie, the default of the bank of the page (or of the user's one bank), the browser's."""
+    bank = tb if tb is not None else (banks[0] if banks and len(banks) == 1 else None)
+    return choose(
+        user=who.user.language if who else None,
+        cookie=request.cookies.get(LANG_COOKIE),
+        bank=bank.default_language if bank is not None else None,
+        accept_language=request.headers.get("accept-language"),
+    )
 
 
 def render(
@@ -156,6 +212,9 @@ def render(
             d=ctx.duration,
             day=ctx.day,
             moment=ctx.moment,
+            format_date=ctx.day,
+            format_duration=ctx.duration,
+            format_number=ctx.number,
             **values,
         )
     )
@@ -171,7 +230,9 @@ def render(
 @lru_cache(maxsize=16)
 def environment(lang: str) -> Environment:
     """The templates in one language (each language's compiled templates cached apart)."""
-    env = TEMPLATES.overlay(cache_size=400)
+    # an environment of its own (an overlay would share its parent's globals, where the
+    # i18n extension installs the translations: every language would get the last one's)
+    env = _templates()
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     return env
 
@@ -213,7 +274,13 @@ async def user_page(request: Request[Any, Any, Any], db_session: AsyncSession) -
     """Any signed-in user's page (not about one bank)."""
     who = await signed_in(request, db_session)
     banks = await users.bank_names(db_session, who.timebank_ids)
-    return Ctx(request, page_lang(request), who, None, banks)
+    return Ctx(
+        request,
+        page_lang(request, who, None, banks if len(who.timebank_ids) == 1 else None),
+        who,
+        None,
+        banks,
+    )
 
 
 async def bank_page(
@@ -232,7 +299,7 @@ async def bank_page(
     # detached: a refused write rolls the session back, and the page is still drawn with it
     db_session.expunge(tb)
     banks = await users.bank_names(db_session, who.timebank_ids)
-    return Ctx(request, page_lang(request), who, tb, banks)
+    return Ctx(request, page_lang(request, who, tb), who, tb, banks)
 
 
 def detached(session: AsyncSession, obj: T) -> T:

@@ -1,5 +1,10 @@
-"""How the console writes amounts and dates: minutes as hours and minutes ("2 h 30 min",
-"−11 h 55 min" with a true minus sign), dates in the page's language ("1 December 2026")."""
+"""How the console writes amounts and dates in the page's language: minutes as hours and
+minutes ("2 h 30 min", "2 awr 30 munud", "−11 h 55 min" with a true minus sign: the words are
+catalogue messages), dates and numbers from Babel's locale data ("1 December 2026",
+"1 Rhagfyr 2026"; "1,234.5").
+
+Welsh needs no plural forms here: after a numeral Welsh keeps the noun singular ("2 awr",
+"30 munud"), so the durations are one message each, not ``ngettext``."""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
 
 MINUS = "\u2212"
 # the catalogue's language → the locale its dates are written in (British English: 1 December)
-DATE_LOCALES = {"en": "en_GB"}
+DATE_LOCALES = {"en": "en_GB", "cy": "cy_GB"}
 
 
 def duration(minutes: int | None, gettext: Callable[[str], str]) -> str:
@@ -31,6 +37,14 @@ def day(value: date | None, lang: str) -> str:
     if value is None:
         return ""
     return format_date(value, format="long", locale=DATE_LOCALES.get(lang, lang))
+
+
+def number(value: float | int | None, lang: str) -> str:
+    """A number with the language's separators, and a true minus sign."""
+    if value is None:
+        return ""
+    text = format_decimal(value, locale=DATE_LOCALES.get(lang, lang))
+    return text.replace("-", MINUS)
 
 
 def moment(value: datetime | None, lang: str, zone: str = "Europe/London") -> str:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import escape
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,8 +66,11 @@ def plain(ctx: Ctx, code: str) -> str:
     return texts.get(code, _("Something went wrong. Try again."))
 
 
-def field_message(ctx: Ctx, label: str, message: str) -> str:
-    """A service's field message after the field's label: "Hours must be a whole number"."""
+def field_message(ctx: Ctx, label: str, message: str, *, localised: bool = False) -> str:
+    """A service's field message after the field's label: "Hours must be a whole number".
+    ``localised``: the message is already in the page's language. A service's message the
+    catalogue does not have stays English, marked ``lang="en"`` on a page in another
+    language."""
     _ = ctx.gettext
     known = {
         "is after today in this time bank's time zone": _("must be today or earlier"),
@@ -78,30 +82,33 @@ def field_message(ctx: Ctx, label: str, message: str) -> str:
         "required with override_limits": _("is needed to record past a limit"),
         "required for a service exchange": _("must be chosen for an exchange between members"),
     }
-    text = known.get(message)
+    text = message if localised else known.get(message)
     if text is None:
         text = _(message)
-    return f"{label} {text}"
+        if text == message:
+            text = ctx.english(message)
+    # the label and the words after it (Welsh puts a colon between them)
+    return escape(_("%(label)s %(message)s")) % {"label": label, "message": text}
 
 
 def from_validation(
     ctx: Ctx, problems: Problems, exc: ValidationError | DomainError, labels: dict[str, str]
 ) -> None:
     """Field errors of a pydantic model built from a form, or of ``InvalidInput``."""
+    errors: list[tuple[dict[str, str], bool]] = []  # (the error, in the page's language)
     if isinstance(exc, ValidationError):
-        errors = [
-            field_error(".".join(str(p) for p in e["loc"]), pydantic_message(ctx, e))
-            for e in exc.errors()
-        ]
+        for pe in exc.errors():
+            text = pydantic_message(ctx, pe)
+            error = field_error(".".join(str(p) for p in pe["loc"]), text)
+            errors.append((error, text != str(pe["msg"]) and error["message"] == text))
     else:
-        errors = exc.extra.get("errors") or []
-    for e in errors:
+        errors = [(e, False) for e in exc.extra.get("errors") or []]
+    for e, localised in errors:
         name = e["field"].split(".")[0]
         label = labels.get(name)
         if label is None:
-            problems.add("", field_message(ctx, ctx.gettext("The form"), e["message"]))
-        else:
-            problems.add(name, field_message(ctx, label, e["message"]))
+            label, name = ctx.gettext("The form"), ""
+        problems.add(name, field_message(ctx, label, e["message"], localised=localised))
     if not problems:
         problems.add("", plain(ctx, getattr(exc, "code", "validation_error")))
 

@@ -45,12 +45,26 @@ async def static(version: str, name: str) -> Response[bytes]:
     )
 
 
-def _page(
-    request: Request[Any, Any, Any], status: int, heading: str, message: str
-) -> Response[str]:
-    ctx = Ctx(request, page_lang(request))
-    return render(
-        ctx, "error.html", status=status, heading=ctx.gettext(heading), message=ctx.gettext(message)
+def _ctx(request: Request[Any, Any, Any]) -> Ctx:
+    return Ctx(request, page_lang(request))
+
+
+def _page(ctx: Ctx, status: int, heading: str, message: str) -> Response[str]:
+    """An error page: ``heading`` and ``message`` already in the page's language."""
+    return render(ctx, "error.html", status=status, heading=heading, message=message)
+
+
+def _not_found(ctx: Ctx, status: int = 404) -> Response[str]:
+    _ = ctx.gettext
+    return _page(
+        ctx, status, _("Page not found"), _("If you typed the web address, check it is correct.")
+    )
+
+
+def _broken(ctx: Ctx, status: int = 500) -> Response[str]:
+    _ = ctx.gettext
+    return _page(
+        ctx, status, _("Sorry, there is a problem with the service"), _("Try again later.")
     )
 
 
@@ -59,62 +73,62 @@ def _not_signed_in(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 
 def _csrf(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    ctx = _ctx(request)
+    _ = ctx.gettext
     return _page(
-        request,
+        ctx,
         403,
-        "This form has expired",
-        "The page was open too long, or the form came from elsewhere. Go back, reload the page and try again.",
+        _("This form has expired"),
+        _(
+            "The page was open too long, or the form came from elsewhere. Go back, reload the page and try again."
+        ),
     )
 
 
 def _domain(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, DomainError)
+    ctx = _ctx(request)
+    _ = ctx.gettext
     status = status_of(exc)
     if status == 404:
-        return _page(
-            request, 404, "Page not found", "If you typed the web address, check it is correct."
-        )
+        return _not_found(ctx)
     if status == 403:
         return _page(
-            request,
+            ctx,
             403,
-            "You cannot use this page",
-            "Your role in this time bank does not allow it. Ask an admin if you need it.",
+            _("You cannot use this page"),
+            _("Your role in this time bank does not allow it. Ask an admin if you need it."),
         )
     if status == 401:
         return sign_in_redirect(request)
     return _page(
-        request, status, "There is a problem", "We could not do this. Go back and try again."
+        ctx, status, _("There is a problem"), _("We could not do this. Go back and try again.")
     )
 
 
 def _http(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    ctx = _ctx(request)
+    _ = ctx.gettext
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if isinstance(exc, ValidationException) or status == 400:
         return _page(
-            request,
+            ctx,
             400,
-            "There is a problem",
-            "Something in the web address or form was not right. Go back and try again.",
+            _("There is a problem"),
+            _("Something in the web address or form was not right. Go back and try again."),
         )
-    if status == 404:
-        return _page(
-            request, 404, "Page not found", "If you typed the web address, check it is correct."
-        )
-    if status == 405:
-        return _page(
-            request, 405, "Page not found", "If you typed the web address, check it is correct."
-        )
+    if status in (404, 405):
+        return _not_found(ctx, status)
     if status == 413:
-        return _page(request, 413, "There is a problem", "What you sent is too large.")
+        return _page(ctx, 413, _("There is a problem"), _("What you sent is too large."))
     if status >= 500:
         log.exception("console page failed", exc_info=exc)
-    return _page(request, status, "Sorry, there is a problem with the service", "Try again later.")
+    return _broken(ctx, status)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("console page failed", exc_info=exc)
-    return _page(request, 500, "Sorry, there is a problem with the service", "Try again later.")
+    return _broken(_ctx(request))
 
 
 console_router = Router(
@@ -125,6 +139,7 @@ console_router = Router(
         account.sign_in_form,
         account.sign_in,
         account.sign_out,
+        account.choose_language,
         account.front,
         account.password_form,
         account.change_password,

@@ -38,7 +38,9 @@ def _reason(ctx: Ctx, line: dict[str, Any]) -> str:
         "already_recorded": _("Already recorded: nothing new will be recorded."),
         "formula": _("A cell holds a formula. Formulas are never run: type the value itself."),
     }
-    return str(words.get(code, error.get("message", "")))
+    if code in words:
+        return words[code]
+    return ctx.english(str(error.get("message", "")))
 
 
 def _status(ctx: Ctx, status: str) -> str:

@@ -34,6 +34,8 @@ class TimeBank(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="Europe/London")
     suppression_threshold: Mapped[int] = mapped_column(Integer, default=10)
     pending_expiry_days: Mapped[int] = mapped_column(Integer, default=30)
+    # the console's language for its users who have not chosen one (None: the browser's)
+    default_language: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow, onupdate=utcnow)
 

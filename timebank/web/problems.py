@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from timebank.db import session_ended, sqlstate
 from timebank.errors import DomainError, field_error
 from timebank.logs import request_id_var
+from timebank.web.language import localised
 from timebank.web.query import route_parameters
 
 log = logging.getLogger("timebank.errors")
@@ -267,9 +268,9 @@ def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict
 
 
 exception_handlers: dict[int | type[Exception], Any] = {
-    DomainError: _from_domain,
-    HTTPException: _from_http,
-    Exception: _from_unexpected,
+    DomainError: localised(_from_domain),
+    HTTPException: localised(_from_http),
+    Exception: localised(_from_unexpected),
 }
 
 

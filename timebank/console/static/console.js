@@ -53,7 +53,7 @@
         li.id = listId + "-" + i;
         li.setAttribute("role", "option");
         li.setAttribute("aria-selected", "false");
-        li.textContent = o.name + (o.type === "organisation" ? " (organisation)" : "");
+        li.textContent = o.name + (o.type === "organisation" ? " (" + (input.getAttribute("data-organisation") || "organisation") + ")" : "");
         li.addEventListener("mousedown", function (e) { e.preventDefault(); choose(i); });
         list.appendChild(li);
       });
