@@ -251,24 +251,31 @@ async def _legs(ctx: s.Ctx, leg: Any) -> list[Leg]:
 async def active_members(ctx: s.Ctx, end: date) -> dict[uuid.UUID, int]:
     """The keys of the members with a service exchange in the 12 months before ``end`` (one
     row per member, from the rollups for whole months)."""
-    pa = ctx.per_account(add_months(end, -12), end)
-    rows = await ctx.rows(
-        select(pa.c.account_id, Member.record_key).join(
-            Member, Member.account_id == pa.c.account_id
+    memo = f"active:{end.isoformat()}"
+    if memo not in ctx.memo:
+        pa = ctx.per_account(add_months(end, -12), end)
+        rows = await ctx.rows(
+            select(pa.c.account_id, Member.record_key).join(
+                Member, Member.account_id == pa.c.account_id
+            )
         )
-    )
-    return {acc: int(key) for acc, key in rows}
+        ctx.memo[memo] = {acc: int(key) for acc, key in rows}
+    found: dict[uuid.UUID, int] = ctx.memo[memo]
+    return found
 
 
 async def member_span(ctx: s.Ctx) -> dict[uuid.UUID, tuple[date, date]]:
     """Per member, the first and last day of a service exchange before ``to`` (ever)."""
-    leg = ctx.legs(whole_period=False)
-    rows = await ctx.rows(
-        select(leg.c.account_id, func.min(leg.c.occurred_on), func.max(leg.c.occurred_on)).group_by(
-            leg.c.account_id
+    if "span" not in ctx.memo:
+        leg = ctx.legs(whole_period=False)
+        rows = await ctx.rows(
+            select(
+                leg.c.account_id, func.min(leg.c.occurred_on), func.max(leg.c.occurred_on)
+            ).group_by(leg.c.account_id)
         )
-    )
-    return {acc: (q.as_date(a), q.as_date(b)) for acc, a, b in rows}
+        ctx.memo["span"] = {acc: (q.as_date(a), q.as_date(b)) for acc, a, b in rows}
+    found: dict[uuid.UUID, tuple[date, date]] = ctx.memo["span"]
+    return found
 
 
 def in_period(
