@@ -99,10 +99,12 @@ def _text(
     )
 
 
-def _svg(uid: str, width: int, height: int, title: str, desc: str, body: list[str]) -> Markup:
+def _svg(
+    uid: str, width: int, height: int, title: str, desc: str, body: list[str], kind: str = ""
+) -> Markup:
     # every text in ``body`` went through ``escape`` (``_text``); the rest is our own markup
     return Markup(  # noqa: S704
-        f'<svg class="chart-svg" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg class="chart-svg {kind}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="{uid}-title {uid}-desc" font-family="{escape(FONT)}" '
         f'xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{uid}-title">{escape(title)}</title>'
@@ -145,40 +147,39 @@ def hbars(
     *,
     percent: bool = False,
 ) -> Markup:
-    """Horizontal bars: one group per label, one bar per series, the value at its end."""
-    width, label_w, value_w = 640, 190, 96
-    bar_h, gap = 20, 14
-    plot_w = width - label_w - value_w
+    """Horizontal bars: one group per label (the label written above it, whole), one bar
+    per series, each with its value at its end."""
+    width, value_w, label_h = 420, 110, 20
+    bar_h, gap = 18, 12
+    plot_w = width - value_w
     numbers = [v.number for s in series for v in s.values if v.number is not None]
     top = 1.0 if percent else _nice_max(max(numbers, default=0.0))[0]
-    group_h = bar_h * len(series) + gap
-    legend_h = 28 if len(series) > 1 else 0
-    height = legend_h + group_h * len(labels) + 8
+    group_h = label_h + bar_h * len(series) + gap
+    legend_h = 30 if len(series) > 1 else 0
+    height = legend_h + group_h * len(labels) + 4
     body: list[str] = []
     if len(series) > 1:
         body += _legend(uid, series, 16)
     for i, label in enumerate(labels):
-        y0 = legend_h + i * group_h + 4
-        short = label if len(label) <= 26 else label[:25] + "…"
-        body.append(_text(label_w - 8, y0 + bar_h * len(series) / 2 + 5, short, anchor="end"))
+        y0 = legend_h + i * group_h
+        body.append(_text(0, y0 + 15, label, size=14, font_weight="700"))
         for j, s in enumerate(series):
             v = s.values[i]
-            y = y0 + j * bar_h
+            y = y0 + label_h + j * bar_h
             if v.number is None:
-                body.append(_withheld_box(uid, label_w, y + 2, plot_w * 0.35, bar_h - 4, v.state))
-                body.append(_text(label_w + plot_w * 0.35 + 6, y + bar_h - 6, v.text, fill=GREY))
+                if v.state == "suppressed":
+                    body.append(_withheld_box(uid, 1, y + 2, plot_w * 0.2, bar_h - 4, v.state))
+                    body.append(_text(plot_w * 0.2 + 8, y + bar_h - 5, v.text, fill=GREY))
+                else:
+                    body.append(_text(6, y + bar_h - 5, v.text, fill=GREY))
                 continue
-            w = plot_w * (v.number / top) if top else 0
+            w = max(plot_w * (v.number / top) if top else 0, 1)
             body.append(
-                f'<rect x="{label_w}" y="{y + 2:.1f}" width="{max(w, 1):.1f}" '
-                f'height="{bar_h - 4}" fill="{_fill(uid, j)}" stroke="{INK}" stroke-width="1"/>'
+                f'<rect x="1" y="{y + 2:.1f}" width="{w:.1f}" height="{bar_h - 4}" '
+                f'fill="{_fill(uid, j)}" stroke="{INK}" stroke-width="1"/>'
             )
-            body.append(_text(label_w + max(w, 1) + 6, y + bar_h - 6, v.text))
-    body.append(
-        f'<line x1="{label_w}" y1="{legend_h}" x2="{label_w}" y2="{height - 4}" '
-        f'stroke="{INK}" stroke-width="1"/>'
-    )
-    return _svg(uid, width, height, title, desc, body)
+            body.append(_text(w + 7, y + bar_h - 5, v.text))
+    return _svg(uid, width, height, title, desc, body, kind="chart-svg-bars")
 
 
 def columns(
@@ -236,7 +237,10 @@ def columns(
     for i, (label, v) in enumerate(zip(labels, bars.values, strict=True)):
         cx = left + slot * i + slot / 2
         if i % every == 0:
-            body.append(_text(cx, top_pad + plot_h + 18, label, anchor="middle", size=12))
+            first, _, second = label.partition("\n")
+            body.append(_text(cx, top_pad + plot_h + 18, first, anchor="middle", size=12))
+            if second:
+                body.append(_text(cx, top_pad + plot_h + 34, second, anchor="middle", size=12))
         if v.number is None:
             box_h = plot_h * 0.3
             body.append(
@@ -251,7 +255,7 @@ def columns(
             f'<rect x="{cx - bar_w / 2:.1f}" y="{top_pad + plot_h - h:.1f}" width="{bar_w:.1f}" '
             f'height="{max(h, 0.5):.1f}" fill="{BLUE}" stroke="{INK}" stroke-width="1"/>'
         )
-        if n <= 13:
+        if n <= 6:
             body.append(_text(cx, top_pad + plot_h - h - 5, v.text, anchor="middle", size=11))
     if line is not None:
         points = [

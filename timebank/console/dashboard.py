@@ -430,7 +430,13 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
 
     # hours and exchanges per month
     ts = reports["timeseries"]["rows"]
-    months = [format_date(date.fromisoformat(r["period_start"]), "MMM y", locale=loc) for r in ts]
+    starts = [date.fromisoformat(r["period_start"]) for r in ts]
+    months = [format_date(d, "MMM y", locale=loc) for d in starts]
+    # under each column: the month, and its year under the first column and each January
+    axis = [
+        format_date(d, "MMM", locale=loc) + (f"\n{d.year}" if i == 0 or d.month == 1 else "")
+        for i, d in enumerate(starts)
+    ]
     hours = [n.cell(r, "hours") for r in ts]
     cumulative = [n.cell(r, "cumulative_hours") for r in ts]
     exchanges = [n.cell(r, "exchanges") for r in ts]
@@ -459,7 +465,7 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                         _(
                             "Hours exchanged each month as columns and the running total as a line. The table below the chart has the figures."
                         ),
-                        months,
+                        axis,
                         charts.Series(_("Hours"), [n.value(c) for c in hours]),
                         line=charts.Series(
                             _("Running total of hours"), [n.value(c) for c in cumulative]
@@ -478,7 +484,7 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                         _(
                             "The number of exchanges each month as columns. The table below the chart has the figures."
                         ),
-                        months,
+                        axis,
                         charts.Series(_("Exchanges"), [n.value(c) for c in exchanges]),
                         number=n.number,
                     ),
@@ -810,6 +816,23 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
     return View(tiles, sections, sv, threshold)
 
 
+def download_labels(ctx: Ctx) -> list[tuple[str, str]]:
+    _ = ctx.gettext
+    labels = {
+        "summary": _("Summary"),
+        "social-value": _("Social value"),
+        "timeseries": _("Per month"),
+        "categories": _("Categories"),
+        "exchange-types": _("Exchange types"),
+        "organisations": _("Organisations"),
+        "demographics": _("Demographics"),
+        "reciprocity": _("Giving and receiving"),
+        "distribution": _("Exchanges per member"),
+        "retention": _("New members' first exchange"),
+    }
+    return [(name, labels[name]) for name in NAMES]
+
+
 # --- pages -----------------------------------------------------------------------------------
 
 
@@ -868,7 +891,7 @@ async def _page(
         "choice": choice,
         "scope": scope,
         "picker": picker(ctx, today),
-        "downloads": NAMES,
+        "downloads": download_labels(ctx),
         "printable": printable,
     }
     if choice.problems or choice.start is None or choice.end is None:
