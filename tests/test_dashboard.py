@@ -194,10 +194,10 @@ async def test_a_suppressed_cell_is_labelled_fewer_than_the_threshold_never_zero
         cells
         for t in tables(page.text)
         for _, cells in t["rows"]
-        if any(c == "fewer than 10" for c in cells)
+        if any(c == "fewer than 10 people" for c in cells)
     ]
     assert withheld
-    assert 'data-state="suppressed">fewer than 10<' in page.text
+    assert 'data-state="suppressed">fewer than 10 people<' in page.text
     assert "url(#demographics-gender-hatch)" in page.text or "-hatch)" in page.text
 
 
@@ -370,7 +370,7 @@ async def test_the_cache_answers_warm_as_cold_per_bank_set_and_afresh_on_a_new_d
         await session.commit()
     await sign_in(browser, "both@example.org")
     raised = await browser.get(f"/console/dashboard?timebank={south}")
-    assert "fewer than 20" in raised.text
+    assert "fewer than 20 people" in raised.text
 
     # the next day: as of a new midnight, a new key — nothing of yesterday is served
     days = {k.as_of for k in cache.items}

@@ -326,7 +326,7 @@ class Numbers:
         self.locale = DATE_LOCALES.get(ctx.lang, ctx.lang)
         self.threshold = threshold
         _ = ctx.gettext
-        self.withheld = _("fewer than %(n)s") % {"n": threshold}
+        self.withheld = _("fewer than %(n)s people") % {"n": threshold}
         self.unknown = _("not yet known")
 
     def number(self, value: float) -> str:
