@@ -22,10 +22,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
-from babel.numbers import format_decimal
+from babel.numbers import format_currency, format_decimal
 from litestar import Request, Response, get
 from markupsafe import Markup
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
@@ -412,9 +411,9 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
     ]
     value_cell = n.cell(sv, "value_pounds")
     if value_cell.value is not None:
-        value_cell.text = "£" + str(format_decimal(value_cell.value, "#,##0.00", locale=loc))
+        value_cell.text = str(format_currency(value_cell.value, "GBP", locale=loc))
     rate = sv.get("rate_pence_per_hour") or 0
-    rate_text = "£" + str(format_decimal(rate / 100, "#,##0.00", locale=loc))
+    rate_text = str(format_currency(rate / 100, "GBP", locale=loc))
     tiles.append(
         Tile(
             _("Social value"),
@@ -860,19 +859,12 @@ async def figures(
         published=True,
         now=moment,
     )
-    # the banks were read in this session; the report reads them again in its snapshot
-    fresh = list(
-        (
-            await db_session.execute(select(TimeBank).where(TimeBank.id.in_([b.id for b in banks])))
-        ).scalars()
-    )
-    by_id = {b.id: b for b in fresh}
     wanted = [w for w in REPORTS if w[0] in names]
     found = await published(
         db_session,
         cache_of(request),
         wanted,
-        [by_id[b.id] for b in banks],
+        banks,
         period,
         timeout_ms=settings_of(request).report_timeout_ms,
     )
