@@ -522,9 +522,16 @@ async def demographics(ctx: s.Ctx) -> s.Built:
     b.params["dimension"] = ctx.options.dimension or "all"
     for dim in dims:
         _, values = s._dimension(dim, p.end)
+        # one pass per dimension: registered members and legs grouped by their value
+        reg_by: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
+        for a, k in registered.items():
+            reg_by[consenting[a].values[dim]][a] = k
+        legs_by: dict[str, list[Leg]] = defaultdict(list)
+        for leg in mlegs:
+            legs_by[consenting[leg.account_id].values[dim]].append(leg)
         for value in values:
-            reg = {a: k for a, k in registered.items() if consenting[a].values[dim] == value}
-            mine = [leg for leg in mlegs if consenting[leg.account_id].values[dim] == value]
+            reg = reg_by.get(value, {})
+            mine = legs_by.get(value, [])
             cells: list[s.Item] = [
                 cell(d, len(reg), registered_members=count_of(reg)),
                 cell(d, len(reg), **flows(mine, count_of(members_of(m, mine)))),
