@@ -163,6 +163,13 @@ def hbars(
     for i, label in enumerate(labels):
         y0 = legend_h + i * group_h
         body.append(_text(0, y0 + 15, label, size=14, font_weight="700"))
+        group = [s.values[i] for s in series]
+        if len(series) > 1 and all(v.state == "suppressed" for v in group):
+            # a whole group withheld: one labelled box, not a box per series
+            y = y0 + label_h
+            body.append(_withheld_box(uid, 1, y + 2, plot_w * 0.2, bar_h - 4, "suppressed"))
+            body.append(_text(plot_w * 0.2 + 8, y + bar_h - 5, group[0].text, fill=GREY))
+            continue
         for j, s in enumerate(series):
             v = s.values[i]
             y = y0 + label_h + j * bar_h

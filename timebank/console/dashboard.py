@@ -155,7 +155,11 @@ def picker(ctx: Ctx, today: date) -> Picker:
         "last-financial-year": _("Last financial year (April to March)"),
         "last-year": _("Last calendar year"),
     }
-    presets = [(p, f"{names[p]} ({period_label(ctx, *preset_range(p, today))})") for p in PRESETS]
+    presets = []
+    for p in PRESETS:
+        start, end = preset_range(p, today)
+        when = str(start.year) if p == "last-year" else period_label(ctx, start, end)
+        presets.append((p, f"{names[p]}: {when}"))
     this_month = today.replace(day=1)
     months = [add_months(this_month, -i) for i in range(36)]
     quarter = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
