@@ -9,6 +9,7 @@ and the page is plain HTML forms and links. The same in Chromium: test_dashboard
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import uuid
@@ -28,7 +29,9 @@ from timebank.access import Role
 from timebank.app import create_app
 from timebank.config import Settings
 from timebank.console import dashboard
+from timebank.reports import cache as cache_module
 from timebank.reports.cache import PublishedCache
+from timebank.reports.periods import Period
 from timebank.timebanks.models import TimeBank
 from timebank.tools.demo import generate, get_or_create_bank
 
@@ -437,3 +440,45 @@ async def test_a_funder_lands_on_the_dashboard_and_the_front_page_sends_them_the
     assert front.headers["location"] == "/console/dashboard"
     page = await browser.get("/console/dashboard")
     assert 'aria-current="page">Impact dashboard</a>' in page.text
+
+
+async def test_requests_for_the_same_cold_view_at_once_build_it_once(
+    banks: dict[str, Any],
+    session_maker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second request waits for the first's build and reads its answer (no wall-clock
+    waits: the first build is held until the second is seen waiting)."""
+    calls = 0
+    gate = asyncio.Event()
+    real = cache_module.run.build_many
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module.run, "build_many", held)
+    cache = PublishedCache()
+    async with session_maker() as one, session_maker() as two:
+        slug = banks["north"]["slug"]
+        tb = (await one.execute(select(TimeBank).where(TimeBank.slug == slug))).scalar_one()
+        start, end = dashboard.preset_range("last-year", date.today())
+        period = Period(start, end, datetime.combine(date.today(), datetime.min.time(), tzinfo=UTC))
+        wanted = dashboard.REPORTS[:3]
+        first = asyncio.create_task(
+            cache_module.published(one, cache, wanted, [tb], period, timeout_ms=60_000)
+        )
+        second = asyncio.create_task(
+            cache_module.published(two, cache, wanted, [tb], period, timeout_ms=60_000)
+        )
+        for _ in range(1000):  # yield until the first is building and the second waits
+            if (calls and sum(u[0] for _, u in cache._building.values()) == 2) or calls == 2:
+                break
+            await asyncio.sleep(0)
+        gate.set()
+        a, b = await asyncio.gather(first, second)
+    assert calls == 1
+    assert [r.built for r in a] == [r.built for r in b]
+    assert not cache._building  # nothing left behind

@@ -16,6 +16,7 @@ category's name as it was at the first request of the day.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class PublishedCache:
         self.items: OrderedDict[Key, Report] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.builds = 0  # calls of run.build_many
+        self._building: dict[tuple[Key, ...], tuple[asyncio.Lock, list[int]]] = {}
 
     def get(self, key: Key) -> Report | None:
         found = self.items.get(key)
@@ -76,6 +79,28 @@ class PublishedCache:
 
     def clear(self) -> None:
         self.items.clear()
+
+    def building(self, keys: tuple[Key, ...]) -> _Building:
+        """One build at a time per set of missing keys in this process: a second request
+        for the same cold view waits for the first and reads its answer."""
+        return _Building(self, keys)
+
+
+class _Building:
+    def __init__(self, cache: PublishedCache, keys: tuple[Key, ...]) -> None:
+        self.cache, self.keys = cache, keys
+
+    async def __aenter__(self) -> None:
+        lock, users = self.cache._building.setdefault(self.keys, (asyncio.Lock(), [0]))
+        users[0] += 1
+        await lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        lock, users = self.cache._building[self.keys]
+        lock.release()
+        users[0] -= 1
+        if not users[0]:
+            del self.cache._building[self.keys]
 
 
 def key_of(banks: list[TimeBank], period: Period, name: str, options: Options) -> Key:
@@ -107,6 +132,26 @@ async def published(
     found = {k: r for k in keys if (r := cache.get(k)) is not None}
     missing = [(k, w) for k, w in zip(keys, wanted, strict=True) if k not in found]
     if missing:
+        async with cache.building(tuple(k for k, _ in missing)):
+            await _build(session, cache, missing, found, banks, period, timeout_ms)
+    return [found[k] for k in keys]
+
+
+async def _build(
+    session: AsyncSession,
+    cache: PublishedCache,
+    missing: list[tuple[Key, tuple[str, Options]]],
+    found: dict[Key, Report],
+    banks: list[TimeBank],
+    period: Period,
+    timeout_ms: int,
+) -> None:
+    for k, _ in missing:  # built meanwhile by a request this one waited for
+        if (ready := cache.items.get(k)) is not None:
+            found[k] = ready
+    missing = [(k, w) for k, w in missing if k not in found]
+    if missing:
+        cache.builds += 1
         built, threshold = await run.build_many(
             session,
             [w for _, w in missing],
@@ -119,4 +164,3 @@ async def published(
             report = Report(run.meta_of(name, banks, period, threshold, published=True), b)
             cache.put(k, report)
             found[k] = report
-    return [found[k] for k in keys]
