@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import console
 import pgcluster
 
 BENCH = Path(__file__).resolve().parent
@@ -1331,6 +1332,19 @@ def main() -> int:
                     x,
                 )
             )
+
+        with phase(f"console pages on PostgreSQL ({size})"):  # benchmarks/console.py
+            got = console.measure(
+                port,
+                product_env(pg_url),
+                DATA_BANK,
+                dbank.member_ids,
+                calls=10 if cfg.quick else 30,
+                cold_views=4 if cfg.quick else 8,
+                label=f"PG, {cfg.exchanges:,} ex",
+                say=say,
+            )
+            rows += [Row(**r) for r in got]
 
         with phase(f"batch import {cfg.batch_exchanges:,} exchanges (PG)"):
             b = batch_import(

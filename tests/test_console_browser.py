@@ -477,7 +477,7 @@ def test_a_funder_and_another_banks_broker_cannot_reach_broker_pages(
     page: Page, site: dict[str, Any]
 ) -> None:
     sign_in(page, "funder@riverside.example")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Your time banks")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Impact dashboard")
     for path in ("", "/members", "/exchanges/new", "/proposals", "/admin"):
         r = page.goto(f"/console/riverside{path}")
         assert r is not None and r.status == 403, path

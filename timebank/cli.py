@@ -71,11 +71,13 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
 
 
 DEMO_USER = "admin@demo.example"
+DEMO_FUNDER = "funder@demo.example"
 
 
 def _demo(host: str, port: int) -> None:
-    """The demo bank (once), an admin key for it, and a console user (once: its password is
-    printed when it is made)."""
+    """The demo bank (once), an admin key for it, and two console users — an admin and a
+    funder, who lands on the impact dashboard — each made once, their password printed
+    when they are made."""
     import secrets
 
     from timebank.access import SYSTEM, Role
@@ -86,41 +88,52 @@ def _demo(host: str, port: int) -> None:
     from timebank.timebanks.models import TimeBank
     from timebank.tools.demo import create_demo
 
-    async def run(session: AsyncSession) -> tuple[str, str, bool, str | None]:
+    people = ((DEMO_USER, Role.admin, "Demo admin"), (DEMO_FUNDER, Role.funder, "Demo funder"))
+
+    async def run(session: AsyncSession) -> tuple[str, str, bool, dict[str, str | None]]:
         tb = (await session.execute(select(TimeBank).where(TimeBank.slug == "demo"))).scalar()
         created = tb is None
         if tb is None:
             tb = await create_demo(session, "demo")
         key = await create_key(session, SYSTEM, role=Role.admin, timebank_id=tb.id, label="demo")
         await session.commit()
-        password = None
-        user = await session.scalar(select(ConsoleUser.id).where(ConsoleUser.email == DEMO_USER))
-        if user is None:
-            password = "-".join(secrets.token_hex(3) for _ in range(3))
-            await create_user(
-                session,
-                SYSTEM,
-                email=DEMO_USER,
-                password=password,
-                role=Role.admin,
-                timebank_ids=[tb.id],
-                now=utcnow(),
-                name="Demo admin",
-            )
-        return tb.slug, key.secret, created, password
+        passwords: dict[str, str | None] = {}
+        for email, role, name in people:
+            user = await session.scalar(select(ConsoleUser.id).where(ConsoleUser.email == email))
+            passwords[email] = None
+            if user is None:
+                passwords[email] = "-".join(secrets.token_hex(3) for _ in range(3))
+                await create_user(
+                    session,
+                    SYSTEM,
+                    email=email,
+                    password=passwords[email] or "",
+                    role=role,
+                    timebank_ids=[tb.id],
+                    now=utcnow(),
+                    name=name,
+                )
+        return tb.slug, key.secret, created, passwords
 
-    slug, secret, created, password = _with_session(run)
+    slug, secret, created, passwords = _with_session(run)
     base = f"http://{host}:{port}"
-    if password:
-        sign_in = f"  email {DEMO_USER}\n  password {password}   (shown once)\n"
-    else:
-        sign_in = (
-            f"  email {DEMO_USER}, with the password printed when it was made\n"
-            f"  (forgotten? timebank users password {DEMO_USER})\n"
-        )
+    lines = []
+    for (email, _, name), what in zip(
+        people, ("runs the bank", "reads its impact: charts and downloads"), strict=True
+    ):
+        password = passwords[email]
+        lines.append(f"  {name} ({what}):\n")
+        if password:
+            lines.append(f"    email {email}\n    password {password}   (shown once)\n")
+        else:
+            lines.append(
+                f"    email {email}, with the password printed when it was made\n"
+                f"    (forgotten? timebank users password {email})\n"
+            )
     click.echo(
         f"\nDemo time bank '{slug}' {'created' if created else 'already there'}.\n"
-        f"\nConsole: {base}/console  — sign in with\n{sign_in}"
+        f"\nConsole: {base}/console  — sign in as\n{''.join(lines)}"
+        f"  The funder lands on the impact dashboard ({base}/console/dashboard).\n"
         f"\nAdmin key for it (shown once): {secret}\n\nTry:\n"
         f"  curl -s -H 'Authorization: Bearer {secret}' {base}/v1/timebanks/{slug}/members\n"
         f"API docs: {base}/schema\n",

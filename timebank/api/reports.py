@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
 from timebank.config import Settings
-from timebank.db import utcnow
 from timebank.errors import DATETIME_MESSAGE, InvalidInput, NotFound
 from timebank.reports import render, run, service
 from timebank.reports.periods import resolve_period
@@ -221,20 +220,8 @@ async def _report(
         timeout_ms=settings.report_timeout_ms,
         published=published,
     )
-    meta: dict[str, Any] = {
-        "report": name,
-        "timebanks": [b.slug for b in banks],
-        "period": {"from": period.start.isoformat(), "to": period.end.isoformat()},
-        "as_of": period.as_of.isoformat(),
-        "generated_at": utcnow().isoformat(),
-        "definitions_version": service.DEFINITIONS_VERSION,
-        "suppression_threshold": threshold,
-        "perturbed": published,
-        "method": run.METHOD if published else None,
-    }
-    filename = (
-        f"{name}_{'+'.join(meta['timebanks'])}_{meta['period']['from']}_{meta['period']['to']}"
-    )
+    meta = run.meta_of(name, banks, period, threshold, published=published)
+    filename = run.filename_of(meta)
     if out == "csv":
         return Response(
             render.as_csv(meta, built),

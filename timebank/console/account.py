@@ -11,7 +11,7 @@ from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank import db
-from timebank.access import STAFF
+from timebank.access import STAFF, Role
 from timebank.auth import users
 from timebank.console.base import (
     SESSION_COOKIE,
@@ -34,6 +34,8 @@ from timebank.console.base import (
 from timebank.console.i18n import LANG_COOKIE, known
 from timebank.console.messages import Problems, from_validation
 from timebank.errors import DomainError, InvalidInput, RateLimited, Unauthorized
+
+DASHBOARD = "/console/dashboard"
 
 
 def _safe_next(target: str | None) -> str:
@@ -155,6 +157,9 @@ async def sign_in(request: Request[Any, Any, Any], db_session: AsyncSession) -> 
 
 
 async def _home_of(who: users.SignedIn, session: AsyncSession) -> str:
+    """Funders land on their dashboard; staff of one bank on its home page."""
+    if who.user.role is Role.funder:
+        return DASHBOARD
     banks = await users.bank_names(session, who.timebank_ids)
     if len(banks) == 1 and who.user.role in STAFF:
         return f"/console/{banks[0].slug}"
@@ -210,9 +215,12 @@ async def choose_language(
 
 @get("/", include_in_schema=False)
 async def front(request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[Any]:
-    """One bank: its home page. Several (or a global admin, a funder): the list of banks."""
+    """A funder: the dashboard. One bank: its home page. Several (or a global admin): the
+    list of banks."""
     ctx = await user_page(request, db_session)
     assert ctx.who is not None
+    if ctx.who.user.role is Role.funder:
+        return Redirect(DASHBOARD, status_code=303)
     if len(ctx.banks) == 1 and ctx.who.user.role in STAFF:
         return Redirect(f"/console/{ctx.banks[0].slug}", status_code=303)
     return render(ctx, "front.html", banks=ctx.banks)

@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request, Response, Router, get
 from litestar.exceptions import HTTPException, ValidationException
 
-from timebank.console import account, admin, exchanges, home, parties, sheets
+from timebank.console import account, admin, dashboard, exchanges, home, parties, sheets
 from timebank.console.base import (
     CSP,
     STATIC,
@@ -143,6 +143,7 @@ console_router = Router(
         account.front,
         account.password_form,
         account.change_password,
+        *dashboard.ROUTES,
         home.home,
         home.directory,
         *sheets.ROUTES,

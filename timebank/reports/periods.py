@@ -81,12 +81,14 @@ def resolve_period(
     as_of: datetime | None,
     *,
     published: bool = False,
+    now: datetime | None = None,
 ) -> Period:
     """``to`` defaults to the first of next month (in the first bank's time zone), ``from``
     to ``to`` − 12 months. Published figures (funder keys always) use lattice periods only,
     by default the last complete quarter, and their ``as_of`` is taken to the start of its
     UTC day (default: the start of today), so near-identical questions cannot be
-    differenced and noise cannot be averaged away."""
+    differenced and noise cannot be averaged away. ``now``: the caller's clock (the
+    console's, which tests set), else the wall clock."""
     published = published or principal.role is Role.funder
     if published and start is None and end is None:
         start, end = last_complete_quarter(today(banks[0]))
@@ -99,7 +101,7 @@ def resolve_period(
         raise InvalidInput("from", "must be before to")
     if published and not on_lattice(start, end):
         raise InvalidInput("from", LATTICE, ("to", LATTICE))
-    now = utcnow()
+    now = now or utcnow()
     if as_of is None:
         as_of = now
     elif as_of.tzinfo is None:

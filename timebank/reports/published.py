@@ -251,24 +251,31 @@ async def _legs(ctx: s.Ctx, leg: Any) -> list[Leg]:
 async def active_members(ctx: s.Ctx, end: date) -> dict[uuid.UUID, int]:
     """The keys of the members with a service exchange in the 12 months before ``end`` (one
     row per member, from the rollups for whole months)."""
-    pa = ctx.per_account(add_months(end, -12), end)
-    rows = await ctx.rows(
-        select(pa.c.account_id, Member.record_key).join(
-            Member, Member.account_id == pa.c.account_id
+    memo = f"active:{end.isoformat()}"
+    if memo not in ctx.memo:
+        pa = ctx.per_account(add_months(end, -12), end)
+        rows = await ctx.rows(
+            select(pa.c.account_id, Member.record_key).join(
+                Member, Member.account_id == pa.c.account_id
+            )
         )
-    )
-    return {acc: int(key) for acc, key in rows}
+        ctx.memo[memo] = {acc: int(key) for acc, key in rows}
+    found: dict[uuid.UUID, int] = ctx.memo[memo]
+    return found
 
 
 async def member_span(ctx: s.Ctx) -> dict[uuid.UUID, tuple[date, date]]:
     """Per member, the first and last day of a service exchange before ``to`` (ever)."""
-    leg = ctx.legs(whole_period=False)
-    rows = await ctx.rows(
-        select(leg.c.account_id, func.min(leg.c.occurred_on), func.max(leg.c.occurred_on)).group_by(
-            leg.c.account_id
+    if "span" not in ctx.memo:
+        leg = ctx.legs(whole_period=False)
+        rows = await ctx.rows(
+            select(
+                leg.c.account_id, func.min(leg.c.occurred_on), func.max(leg.c.occurred_on)
+            ).group_by(leg.c.account_id)
         )
-    )
-    return {acc: (q.as_date(a), q.as_date(b)) for acc, a, b in rows}
+        ctx.memo["span"] = {acc: (q.as_date(a), q.as_date(b)) for acc, a, b in rows}
+    found: dict[uuid.UUID, tuple[date, date]] = ctx.memo["span"]
+    return found
 
 
 def in_period(
@@ -515,9 +522,16 @@ async def demographics(ctx: s.Ctx) -> s.Built:
     b.params["dimension"] = ctx.options.dimension or "all"
     for dim in dims:
         _, values = s._dimension(dim, p.end)
+        # one pass per dimension: registered members and legs grouped by their value
+        reg_by: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
+        for a, k in registered.items():
+            reg_by[consenting[a].values[dim]][a] = k
+        legs_by: dict[str, list[Leg]] = defaultdict(list)
+        for leg in mlegs:
+            legs_by[consenting[leg.account_id].values[dim]].append(leg)
         for value in values:
-            reg = {a: k for a, k in registered.items() if consenting[a].values[dim] == value}
-            mine = [leg for leg in mlegs if consenting[leg.account_id].values[dim] == value]
+            reg = reg_by.get(value, {})
+            mine = legs_by.get(value, [])
             cells: list[s.Item] = [
                 cell(d, len(reg), registered_members=count_of(reg)),
                 cell(d, len(reg), **flows(mine, count_of(members_of(m, mine)))),

@@ -9,21 +9,32 @@ figures (:mod:`timebank.reports.published`, funder keys always, staff with
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
-from timebank.db import sqlstate
+from timebank.db import sqlstate, utcnow
 from timebank.errors import NotFound, ReportTimeout
 from timebank.reports import queries as q
 from timebank.reports.cellkey import METHOD
 from timebank.reports.periods import Period
 from timebank.reports.published import PUBLISHED
-from timebank.reports.service import REPORTS, Built, Ctx, Options
+from timebank.reports.service import DEFINITIONS_VERSION, REPORTS, Built, Ctx, Options
 from timebank.timebanks.models import TimeBank
 
-__all__ = ["METHOD", "banks_by_slug", "build", "publishes"]
+__all__ = [
+    "METHOD",
+    "banks_by_slug",
+    "build",
+    "build_many",
+    "filename_of",
+    "meta_of",
+    "publishes",
+    "threshold_of",
+]
 
 
 def publishes(principal: Principal, figures: str | None) -> bool:
@@ -59,13 +70,39 @@ async def build(
     """Run report ``name`` (exact or ``published`` figures) and its disclosure control in
     one snapshot, stopped (503 ``report_timeout``) past ``timeout_ms`` on PostgreSQL; the
     threshold is the highest of the banks' (never below 5)."""
-    threshold = max(5, *(b.suppression_threshold for b in banks))
+    found, threshold = await build_many(
+        session, [(name, options)], banks, period, timeout_ms=timeout_ms, published=published
+    )
+    return found[0], threshold
+
+
+def threshold_of(banks: list[TimeBank]) -> int:
+    return max(5, *(b.suppression_threshold for b in banks))
+
+
+async def build_many(
+    session: AsyncSession,
+    wanted: list[tuple[str, Options]],
+    banks: list[TimeBank],
+    period: Period,
+    *,
+    timeout_ms: int,
+    published: bool = False,
+) -> tuple[list[Built], int]:
+    """Several reports over the same banks and period in one snapshot (as :func:`build`,
+    in the order asked): the records they all read — a published report's members and
+    legs of the period — are read once and shared (the console's dashboard)."""
+    threshold = threshold_of(banks)
     dialect = session.get_bind().dialect.name
+    out: list[Built] = []
     try:
         await _read_snapshot(session, timeout_ms)
-        ctx = Ctx(session, banks, period, threshold, dialect, options)
-        ctx.correct = bool(await session.scalar(q.later_writes(ctx.ids, period.as_of)))
-        built = await (PUBLISHED if published else REPORTS)[name](ctx)
+        ids = [b.id for b in banks]
+        correct = bool(await session.scalar(q.later_writes(ids, period.as_of)))
+        memo: dict[str, Any] = {}
+        for name, options in wanted:
+            ctx = Ctx(session, banks, period, threshold, dialect, options, correct, memo)
+            out.append(await (PUBLISHED if published else REPORTS)[name](ctx))
     except DBAPIError as exc:
         if sqlstate(exc) != QUERY_CANCELED:
             raise
@@ -74,8 +111,34 @@ async def build(
             f"The report took longer than {timeout_ms} ms and was stopped; "
             "try a shorter period, fewer time banks, or later"
         ) from exc
-    built.disclosure.apply()
-    return built, threshold
+    for built in out:
+        built.disclosure.apply()
+    return out, threshold
+
+
+def meta_of(
+    name: str, banks: list[TimeBank], period: Period, threshold: int, *, published: bool
+) -> dict[str, Any]:
+    """What every rendering of a report starts with: what, which banks, when, how."""
+    return {
+        "report": name,
+        "timebanks": [b.slug for b in banks],
+        "period": {"from": period.start.isoformat(), "to": period.end.isoformat()},
+        "as_of": period.as_of.isoformat(),
+        "generated_at": utcnow().isoformat(),
+        "definitions_version": DEFINITIONS_VERSION,
+        "suppression_threshold": threshold,
+        "perturbed": published,
+        "method": METHOD if published else None,
+    }
+
+
+def filename_of(meta: dict[str, Any]) -> str:
+    """A report file's name (no extension): report, banks and period."""
+    return (
+        f"{meta['report']}_{'+'.join(meta['timebanks'])}_"
+        f"{meta['period']['from']}_{meta['period']['to']}"
+    )
 
 
 QUERY_CANCELED = "57014"  # PostgreSQL SQLSTATE, raised when statement_timeout expires
