@@ -131,6 +131,10 @@ class Ctx:
     def ngettext(self, singular: str, plural: str, n: int) -> str:
         return str(translations(self.lang).ngettext(singular, plural, n))
 
+    def pgettext(self, context: str, message: str) -> str:
+        """A message whose translation depends on where it is used (``context``)."""
+        return str(translations(self.lang).pgettext(context, message))
+
     def duration(self, minutes: int | None) -> str:
         return formatting.duration(minutes, self.gettext)
 

@@ -373,6 +373,7 @@ class View:
 
 def group_label(ctx: Ctx, dimension: str, value: str) -> str:
     _ = ctx.gettext
+    pgettext = ctx.pgettext
     labels = {
         "not_stated": _("Not stated"),
         "prefer_not_to_say": _("Prefer not to say"),
@@ -382,7 +383,7 @@ def group_label(ctx: Ctx, dimension: str, value: str) -> str:
         "male": _("Male"),
         "non_binary": _("Non-binary"),
         "other": _("Other"),
-        "yes": _("Disabled"),
+        "yes": pgettext("disability", "Disabled"),  # a person, not an account
         "no": _("Not disabled"),
         "asian": _("Asian"),
         "black": _("Black"),
