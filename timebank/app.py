@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from typing import Any
 
@@ -39,6 +40,8 @@ from timebank.web.ratelimit import RateLimiter, RateLimitMiddleware
 from timebank.web.requestid import RequestIdMiddleware
 from timebank.web.security import add_security_headers, cors_config
 from timebank.web.server import BodyTimeoutMiddleware
+
+GC_THRESHOLD = 50_000  # allocations between collections of the youngest generation
 
 API_DESCRIPTION = """A time-banking ledger: one hour of anyone's time earns one time credit.
 
@@ -126,3 +129,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=settings.debug,
         logging_config=None,
     )
+
+
+async def tune_gc() -> None:
+    """A served worker's collector: everything loaded by start-up lives as long as the
+    process, so it is moved out of the collector's way (``gc.freeze``), and young objects
+    are collected less often — a 1000-item batch makes ~200 000 of them, and at the default
+    threshold (700) about a third of its Python was the collector (measured: 185 → 119 ms
+    per batch)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+def create_server_app() -> Litestar:
+    """The app as ``timebank serve`` runs it in each worker: :func:`create_app` with the
+    collector tuned for serving (not for the test suite's thousand apps in one process)."""
+    app = create_app()
+    app.on_startup.append(tune_gc)
+    return app

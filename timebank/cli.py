@@ -61,7 +61,7 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     if demo:
         _demo(host, port)
     uvicorn.run(
-        "timebank.app:create_app",
+        "timebank.app:create_server_app",
         factory=True,
         host=host,
         port=port,
