@@ -248,6 +248,60 @@ async def test_pending_exchange_cannot_keep_postings_at_commit(
     assert await postings_of(session_maker, ex) == []
 
 
+@pytest.mark.postgres_only
+async def test_only_postings_added_to_a_proposal_are_checked_again_at_commit(
+    ledger: Ledger, session_maker: Maker
+) -> None:
+    """0011: the deferred zero-sum check is queued only for a posting whose exchange
+    already exists as a proposal (a confirmation); the database sets that mark itself,
+    whatever an INSERT says, so it cannot be used to skip the check."""
+    fresh = uuid.uuid4()
+    claims_proposal = insert(Posting).values(
+        [
+            {
+                "exchange_id": fresh,
+                "account_id": account,
+                "minutes": minutes,
+                "balance_after_minutes": 0,
+                "onto_pending": True,
+            }
+            for account, minutes in ((ledger.ann, 20), (ledger.bob, -20))
+        ]
+    )
+    await commit(session_maker, claims_proposal, exchange_row(ledger, fresh, 20))
+    proposal = uuid.uuid4()
+    await commit(session_maker, exchange_row(ledger, proposal, 30, ExchangeStatus.pending))
+    await commit(
+        session_maker,
+        postings(proposal, (ledger.ann, 30), (ledger.bob, -30)),
+        update(Exchange).where(Exchange.id == proposal).values(status=ExchangeStatus.recorded),
+    )
+    async with session_maker() as s:
+        marks = dict(
+            (
+                await s.execute(
+                    select(Posting.exchange_id, Posting.onto_pending).where(
+                        Posting.exchange_id.in_([fresh, proposal])
+                    )
+                )
+            ).all()
+        )
+    assert marks == {fresh: False, proposal: True}
+    # a trick to skip the check does not work either: a posting that claims not to be onto a
+    # proposal but is, left on a pending exchange, is refused at commit
+    pending = uuid.uuid4()
+    await commit(session_maker, exchange_row(ledger, pending, 60, ExchangeStatus.pending))
+    sneaky = insert(Posting).values(
+        exchange_id=pending,
+        account_id=ledger.ann,
+        minutes=60,
+        balance_after_minutes=0,
+        onto_pending=False,
+    )
+    await assert_refused(session_maker, "not recorded", sneaky)
+    assert await postings_of(session_maker, pending) == []
+
+
 # --- recorded history is append-only -------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -151,3 +152,6 @@ class Posting(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
     minutes: Mapped[int] = mapped_column(Integer)
     balance_after_minutes: Mapped[int] = mapped_column(BigInteger)
+    # set by the database (PostgreSQL's postings_sealed): the posting was added to an
+    # existing proposal, so its exchange's balance is checked again at commit (0011)
+    onto_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
