@@ -59,7 +59,7 @@ from timebank.ledger.reads import balance_view, expiry_cutoff, no_such, view
 from timebank.ledger.record import recorded_event
 from timebank.ledger.rules import admissible, effective_limits
 from timebank.ledger.schemas import BalanceOut, ExchangeCreate, PartyRef
-from timebank.ledger.validate import Lookup, check_active, draft, validate
+from timebank.ledger.validate import Lookup, check_active, draft, party_refs, validate
 from timebank.timebanks.models import Category, TimeBank
 from timebank.timebanks.service import visible
 
@@ -205,14 +205,6 @@ def _party_ids(refs: list[PartyRef]) -> tuple[list[uuid.UUID], list[uuid.UUID], 
     return members, orgs, pools
 
 
-def _refs(data: ExchangeCreate) -> list[PartyRef]:
-    if data.is_group:
-        assert data.providers is not None and data.recipients is not None
-        return [leg.party for leg in (*data.providers, *data.recipients)]
-    assert data.provider is not None and data.recipient is not None
-    return [data.provider, data.recipient]
-
-
 async def record(
     conn: Any,
     *,
@@ -226,7 +218,7 @@ async def record(
     """Record ``data`` with two calls on ``conn`` (an asyncpg connection in autocommit).
     ``None``: not taken on here (another role; or a guard stopped the write) — nothing was
     written, and the in-process path answers."""
-    members, orgs, pools = _party_ids(_refs(data))
+    members, orgs, pools = _party_ids(party_refs(data))
     f = await conn.fetchrow(
         FACTS,
         secret_hash,

@@ -35,7 +35,8 @@ class Party:
     name: str = ""  # a member's display name or an organisation's name, for refusals
 
 
-def _party_refs(data: ExchangeCreate) -> list[PartyRef]:
+def party_refs(data: ExchangeCreate) -> list[PartyRef]:
+    """The parties a request names, providers first."""
     if data.is_group:
         assert data.providers is not None and data.recipients is not None
         return [leg.party for leg in (*data.providers, *data.recipients)]
@@ -58,7 +59,7 @@ class Lookup:
     async def load(
         cls, session: AsyncSession, tb: TimeBank, requests: Sequence[ExchangeCreate]
     ) -> Lookup:
-        refs = [r for data in requests for r in _party_refs(data)]
+        refs = [r for data in requests for r in party_refs(data)]
         member_ids = {r.member_id for r in refs if r.member_id is not None}
         org_ids = {r.organisation_id for r in refs if r.organisation_id is not None}
         queries = [
