@@ -246,7 +246,8 @@ async def test_a_bank_outside_the_users_scope_is_404_as_an_unknown_one(
         assert r.status_code == 404, path
         unknown = await browser.get(path.replace(south, "no-such-bank"))
         assert unknown.status_code == 404
-        assert r.text == unknown.text
+        # the same page but for the path the language switch sends you back to
+        assert r.text.replace(south, "no-such-bank") == unknown.text
     browser.cookies.clear()
     r = await browser.get("/console/dashboard", follow_redirects=False)
     assert r.status_code == 303
