@@ -59,7 +59,7 @@ def app(settings: Settings, clock: Clock) -> Litestar:
 
 @pytest.fixture
 async def browser(app: Litestar) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=app, timeout=60) as c:
+    async with AsyncTestClient(app=app, timeout=120) as c:  # a cold dashboard view
         yield c
 
 
@@ -357,6 +357,7 @@ async def test_a_user_of_bank_b_gets_404_for_bank_a_and_a_funder_403_for_broker_
         # the same page as an unknown bank's (the language switch names the page's own path)
         unknown = (await browser.get(f"/console/no-such-bank{path}")).text
         assert r.text.replace(slug, "no-such-bank") == unknown
+        assert r.text == unknown  # drawn without the session: not even the switch names it
     assert (await browser.get(f"/console/{other['slug']}")).status_code == 200
     assert (await browser.get(f"/console/{other['slug']}/admin")).status_code == 403
     assert (await sign_in(browser, "funder@example.org")).status_code == 303
@@ -391,11 +392,13 @@ async def test_console_routes_stay_out_of_the_openapi_document(openapi: dict[str
     assert not [p for p in openapi["paths"] if p.startswith("/console")]
 
 
-def test_every_console_string_is_in_the_english_catalogue(tmp_path: Path) -> None:
-    """A new string without a catalogue entry fails here (issue 17 builds on it)."""
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Every message the console's templates and Python use, as ``pybabel extract`` finds
+    them (``babel.cfg``) — once for the catalogue tests."""
     from babel.messages import pofile
 
-    pot = tmp_path / "messages.pot"
+    pot = tmp_path_factory.mktemp("locale") / "messages.pot"
     subprocess.run(
         [str(ROOT / ".venv/bin/pybabel"), "extract", "-F", "babel.cfg", "-o", str(pot), "."],
         cwd=ROOT,
@@ -403,7 +406,16 @@ def test_every_console_string_is_in_the_english_catalogue(tmp_path: Path) -> Non
         capture_output=True,
     )
     with pot.open("rb") as f:
-        wanted = {m.id for m in pofile.read_po(f) if m.id}
+        ids = {str(m.id) for m in pofile.read_po(f) if m.id}
+    assert len(ids) > 100  # babel.cfg found the console (an empty extraction proves nothing)
+    return ids
+
+
+def test_every_console_string_is_in_the_english_catalogue(extracted: set[str]) -> None:
+    """A new string without a catalogue entry fails here (issue 17 builds on it)."""
+    from babel.messages import pofile
+
+    wanted = extracted
     po = ROOT / "timebank/console/locale/en/LC_MESSAGES/messages.po"
     with po.open("rb") as f:
         have = {m.id for m in pofile.read_po(f) if m.id}
@@ -497,7 +509,7 @@ def html_lang(html: str) -> str:
 
 
 def test_every_console_string_has_a_translation_in_every_language_marked_for_review(
-    tmp_path: Path,
+    extracted: set[str],
 ) -> None:
     """No language may leave a console string untranslated (a new English string fails
     here until each catalogue has it), every form of a plural is filled, the placeholders
@@ -507,15 +519,7 @@ def test_every_console_string_has_a_translation_in_every_language_marked_for_rev
 
     from timebank.console.i18n import LOCALE_DIR, SOURCE, available, gettext
 
-    pot = tmp_path / "messages.pot"
-    subprocess.run(
-        [str(ROOT / ".venv/bin/pybabel"), "extract", "-F", "babel.cfg", "-o", str(pot), "."],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    with pot.open("rb") as f:
-        wanted = {m.id for m in pofile.read_po(f) if m.id}
+    wanted = extracted
     langs = [lang for lang in available() if lang != SOURCE]
     assert "cy" in langs
     for lang in langs:
@@ -571,6 +575,9 @@ async def test_the_language_switch_round_trips_and_is_remembered_per_user_and_in
     r = await broker.get(f"{home}/exchanges/{uuid.UUID(int=7)}")  # an error page, in Welsh
     assert r.status_code == 404 and html_lang(r.text) == "cy"
     assert "Heb ddod o hyd i'r dudalen" in unescape(r.text)
+    # drawn without the session, it has no CSRF token to send: no switch there (it would be
+    # refused as an expired form)
+    assert 'action="/console/language"' not in r.text
     # signed out: the sign-in page is in Welsh (the cookie)
     r = await broker.post(
         "/console/sign-out", data={"csrf_token": token(page.text)}, follow_redirects=True
@@ -674,3 +681,27 @@ async def test_api_problems_follow_accept_language_with_the_same_code(
     )
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     assert r.json()["title"] == "Heb awdurdod"
+
+
+async def test_every_problem_follows_accept_language_rate_limits_included(db_url: str) -> None:
+    """Problems made outside the exception handlers (a middleware's 429) are in Welsh too;
+    Vary says so on every problem, beside CORS's own Vary: Origin; and only the API's own
+    words are translated — a detail that happens to be a console string stays English."""
+    from timebank.web.language import API_MESSAGES
+
+    settings = Settings(
+        database_url=db_url,
+        log_json=False,
+        log_level="WARNING",
+        rate_limit_per_minute=1,
+        cors_origins="https://partner.example",
+    )
+    async with AsyncTestClient(app=create_app(settings)) as c:
+        h = {"Authorization": "Bearer tbk_nope", "Accept-Language": "cy"}
+        await c.get("/v1/timebanks", headers=h)
+        r = await c.get("/v1/timebanks", headers={**h, "Origin": "https://partner.example"})
+        assert r.status_code == 429 and r.json()["code"] == "rate_limited"
+        assert r.json()["title"] != "Rate limited" and r.headers["content-language"] == "cy"
+        vary = [v.strip().lower() for v in r.headers["vary"].split(",")]
+        assert "accept-language" in vary and "origin" in vary
+    assert "Members" not in API_MESSAGES and "Rate limited" in API_MESSAGES

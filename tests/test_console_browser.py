@@ -630,6 +630,16 @@ def test_the_core_flows_in_welsh(page: Page, site: dict[str, Any]) -> None:
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("status")).to_have_text("You have signed out.")
     expect(page.locator("html")).to_have_attribute("lang", "en")
+    # a browser asking for Welsh, no cookie: Welsh until sign-in, then the user's English
+    page.context.clear_cookies()
+    page.set_extra_http_headers({"Accept-Language": "cy"})
+    page.goto("/console/sign-in")
+    expect(page.locator("html")).to_have_attribute("lang", "cy")
+    page.get_by_label("Cyfeiriad e-bost").fill("broker@riverside.example")
+    page.get_by_label("Cyfrinair").fill(PASSWORD)
+    page.get_by_role("button", name="Mewngofnodi").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 __all__ = ["ServerProcess", "cli"]

@@ -13,9 +13,8 @@ import asyncio
 import html
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from litestar import Litestar
@@ -23,17 +22,21 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests import test_console
 from tests.conftest import Api
 from tests.test_console import Clock, make_user, sign_in
 from timebank.access import Role
-from timebank.app import create_app
-from timebank.config import Settings
 from timebank.console import dashboard
+from timebank.members.models import Member
 from timebank.reports import cache as cache_module
 from timebank.reports.cache import PublishedCache
 from timebank.reports.periods import Period
 from timebank.timebanks.models import TimeBank
 from timebank.tools.demo import generate, get_or_create_bank
+
+# the console's app and browser fixtures, taking this module's clock
+app = test_console.app
+browser = test_console.browser
 
 
 @pytest.fixture
@@ -41,19 +44,6 @@ def clock() -> Clock:
     c = Clock()
     c.now = datetime.now(UTC)  # generated histories end now: published figures are as of today
     return c
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Litestar:
-    app = create_app(settings)
-    app.state.clock = clock
-    return app
-
-
-@pytest.fixture
-async def browser(app: Litestar) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=app, timeout=120) as c:
-        yield c
 
 
 @pytest.fixture
@@ -202,6 +192,8 @@ async def test_a_suppressed_cell_is_labelled_fewer_than_the_threshold_never_zero
     assert withheld
     assert 'data-state="suppressed">fewer than 10 people<' in page.text
     assert "url(#demographics-gender-hatch)" in page.text or "-hatch)" in page.text
+    # drawn as a hatched box, in the chart of a withheld group
+    assert re.search(r'fill="url\(#demographics-[a-z_]+-hatch\)"', page.text)
 
 
 async def test_two_banks_together_are_the_cross_bank_report_and_each_bank_alone_its_own(
@@ -248,6 +240,7 @@ async def test_a_bank_outside_the_users_scope_is_404_as_an_unknown_one(
         assert unknown.status_code == 404
         # the same page but for the path the language switch sends you back to
         assert r.text.replace(south, "no-such-bank") == unknown.text
+        assert r.text == unknown.text  # drawn without the session: no switch naming the path
     browser.cookies.clear()
     r = await browser.get("/console/dashboard", follow_redirects=False)
     assert r.status_code == 303
@@ -375,6 +368,7 @@ async def test_the_cache_answers_warm_as_cold_per_bank_set_and_afresh_on_a_new_d
     await sign_in(browser, "both@example.org")
     raised = await browser.get(f"/console/dashboard?timebank={south}")
     assert "fewer than 20 people" in raised.text
+    assert 'data-state="suppressed">fewer than 20 people<' in raised.text  # a cell, not the hint
 
     # the next day: as of a new midnight, a new key — nothing of yesterday is served
     days = {k.as_of for k in cache.items}
@@ -474,12 +468,67 @@ async def test_requests_for_the_same_cold_view_at_once_build_it_once(
         second = asyncio.create_task(
             cache_module.published(two, cache, wanted, [tb], period, timeout_ms=60_000)
         )
-        for _ in range(1000):  # yield until the first is building and the second waits
+        for _ in range(1000):  # until the first is building and the second waits (≤ 10 s)
             if (calls and sum(u[0] for _, u in cache._building.values()) == 2) or calls == 2:
                 break
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the second request never came to wait for the first")
         gate.set()
         a, b = await asyncio.gather(first, second)
     assert calls == 1
+    assert cache.builds == 1
     assert [r.built for r in a] == [r.built for r in b]
+    assert all(x is y for x, y in zip(a, b, strict=True))  # the second read the first's
     assert not cache._building  # nothing left behind
+
+
+async def test_a_request_cancelled_while_it_waits_for_a_build_leaves_nothing_behind() -> None:
+    cache = PublishedCache()
+    keys = (cast(Any, "k"),)
+    async with cache.building(keys):
+        waiter = asyncio.create_task(cache.building(keys).__aenter__())
+        for _ in range(100):
+            if cache._building[keys][1][0] == 2:
+                break
+            await asyncio.sleep(0)
+        else:
+            pytest.fail("the second request never came to wait")
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert cache._building[keys][1][0] == 1
+    assert not cache._building
+
+
+async def test_a_change_to_a_member_gives_fresh_figures_the_same_day(
+    app: Litestar,
+    browser: AsyncTestClient[Any],
+    banks: dict[str, Any],
+    session_maker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Consent withdrawn (or a member erased) leaves the figures at once, as in the API:
+    a cached figure must equal a fresh one, or the two would tell the difference."""
+    north = banks["north"]["slug"]
+    await sign_in(browser, "north@example.org")
+    assert (await browser.get(f"/console/dashboard?timebank={north}")).status_code == 200
+    cache = cache_of(app)
+    builds = cache.builds
+    assert (await browser.get(f"/console/dashboard?timebank={north}")).status_code == 200
+    assert cache.builds == builds  # warm
+    async with session_maker() as session:
+        tb = (await session.execute(select(TimeBank).where(TimeBank.slug == north))).scalar_one()
+        member = (
+            (
+                await session.execute(
+                    select(Member).where(Member.timebank_id == tb.id, Member.statistics_consent)
+                )
+            )
+            .scalars()
+            .first()
+        )
+        assert member is not None
+        member.statistics_consent = False
+        await session.commit()
+    assert (await browser.get(f"/console/dashboard?timebank={north}")).status_code == 200
+    assert cache.builds == builds + 1  # built afresh

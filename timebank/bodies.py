@@ -28,6 +28,12 @@ Trimmed = AfterValidator(lambda value: value.strip(SPACE))
 NOT_BLANK = r"[^ \t\n\r]"
 
 
+def as_strict_json(value: Any) -> bytes:
+    """Decoded JSON back as the JSON that was sent (whole numbers as integers), for
+    pydantic's strict JSON validation — the one way a body or a batch item is validated."""
+    return pydantic_core.to_json(whole_numbers_as_integers(value))
+
+
 def whole_numbers_as_integers(value: Any) -> Any:
     """JSON Schema counts ``90.0`` as the integer 90; Python's JSON decoder makes it a float."""
     if isinstance(value, float) and value.is_integer():
@@ -53,7 +59,7 @@ class JsonBody(BaseModel):
         if isinstance(obj, BaseModel) or kwargs.get("from_attributes"):
             return super().model_validate(obj, strict=strict, **kwargs)
         return cls.model_validate_json(
-            pydantic_core.to_json(whole_numbers_as_integers(obj)),
+            as_strict_json(obj),
             strict=True,
             context=kwargs.get("context"),
         )

@@ -62,8 +62,10 @@ def transient(model: type[M], values: dict[str, Any]) -> M:
     making an instance without its constructor (~2 µs, against ~20 µs for ``Model(**values)``
     and its attribute events) — for the hot paths that judge rows with the same functions
     as the ORM paths. Only the given attributes are set."""
-    configure_mappers()
-    obj = model.__mapper__.class_manager.new_instance()
+    mapper = model.__mapper__
+    if not mapper.configured:  # once per process (configuring checks every registry)
+        configure_mappers()
+    obj = mapper.class_manager.new_instance()
     obj.__dict__.update(values)
     return cast(M, obj)
 

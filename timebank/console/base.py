@@ -147,11 +147,6 @@ class Ctx:
     def number(self, value: float | int | None) -> str:
         return formatting.number(value, self.lang)
 
-    # the names other pages (and the funder dashboard) use: they follow the page's language
-    format_date = day
-    format_duration = duration
-    format_number = number
-
     @property
     def languages(self) -> list[tuple[str, str]]:
         """Every language of the switch: (code, its name in itself)."""
@@ -181,6 +176,13 @@ class Ctx:
     @property
     def csrf(self) -> str:
         return self.who.session.csrf_token if self.who else ""
+
+    @property
+    def can_switch_language(self) -> bool:
+        """Whether the language switch can work here: signed in with the session's CSRF
+        token, or signed out. A page drawn without its session (an error page of a
+        signed-in user) has no token to send, and the switch would be refused."""
+        return self.who is not None or SESSION_COOKIE not in self.request.cookies
 
 
 def page_lang(
@@ -216,9 +218,6 @@ def render(
             d=ctx.duration,
             day=ctx.day,
             moment=ctx.moment,
-            format_date=ctx.day,
-            format_duration=ctx.duration,
-            format_number=ctx.number,
             **values,
         )
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,13 @@ from timebank.errors import Forbidden, NotFound
 from timebank.reports import render as files
 from timebank.reports import run
 from timebank.reports.cache import PublishedCache, Report, published
-from timebank.reports.periods import Period, add_months, on_lattice, resolve_period
+from timebank.reports.periods import (
+    Period,
+    add_months,
+    last_complete_quarter,
+    on_lattice,
+    resolve_period,
+)
 from timebank.reports.service import DIMENSIONS, Options
 from timebank.timebanks.models import TimeBank
 
@@ -81,8 +87,7 @@ def preset_range(name: str, today: date) -> tuple[date, date]:
     if name == "last-month":
         return add_months(this_month, -1), this_month
     if name == "last-quarter":
-        end = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
-        return add_months(end, -3), end
+        return last_complete_quarter(today)
     if name == "last-financial-year":
         end = date(today.year if today.month >= 4 else today.year - 1, 4, 1)
         return add_months(end, -12), end
@@ -860,7 +865,7 @@ async def figures(
         banks,
         start,
         end,
-        datetime.combine(moment.astimezone(UTC).date(), time(0), tzinfo=UTC),
+        None,  # published: as of the start of today (UTC), rounded by resolve_period
         published=True,
         now=moment,
     )

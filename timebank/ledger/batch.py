@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
-from timebank.bodies import whole_numbers_as_integers
+from timebank.bodies import as_strict_json
 from timebank.errors import BatchAborted, DomainError, InvalidInput, field_error
 from timebank.idempotency import Claim
 from timebank.ledger.posting import (
@@ -76,13 +75,7 @@ def _parse(lines: list[Line], items: list[dict[str, Any]]) -> dict[int, Exchange
     """Each item as ``ExchangeCreate.model_validate`` takes it: all at once when all are
     valid (one call into pydantic-core), else one by one, so each mistake is its item's."""
     try:
-        return dict(
-            enumerate(
-                _ITEMS.validate_json(
-                    pydantic_core.to_json(whole_numbers_as_integers(items)), strict=True
-                )
-            )
-        )
+        return dict(enumerate(_ITEMS.validate_json(as_strict_json(items), strict=True)))
     except ValidationError:
         pass
     requests: dict[int, ExchangeCreate] = {}

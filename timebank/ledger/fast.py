@@ -100,6 +100,14 @@ _ACCOUNT = [
 ]
 
 FACTS = f"""
+WITH party AS (
+  SELECT id, timebank_id, account_id, status = 'active' AS active, 'member' AS owner_type,
+         display_name AS name
+  FROM members WHERE id = ANY($3::uuid[])
+  UNION ALL
+  SELECT id, timebank_id, account_id, status = 'active', 'organisation', name
+  FROM organisations WHERE id = ANY($4::uuid[])
+)
 SELECT {", ".join(f"k.{c} AS k_{c}" for c in _KEY)},
        {", ".join(f"t.{c} AS t_{c}" for c in _BANK)},
        c.id AS c_id, c.slug AS c_slug,
@@ -107,17 +115,11 @@ SELECT {", ".join(f"k.{c} AS k_{c}" for c in _KEY)},
                WHERE x.timebank_id = t.id AND x.external_ref = $5) AS ref_taken,
        i.fingerprint AS i_fingerprint, i.status_code AS i_status_code,
        i.response_body AS i_response_body,
-       ARRAY(SELECT ROW(id, timebank_id, account_id, status = 'active', 'member', display_name)
-             FROM members WHERE id = ANY($3::uuid[])
-             UNION ALL
-             SELECT ROW(id, timebank_id, account_id, status = 'active', 'organisation', name)
-             FROM organisations WHERE id = ANY($4::uuid[])) AS parties,
+       ARRAY(SELECT ROW(id, timebank_id, account_id, active, owner_type, name) FROM party)
+         AS parties,
        ARRAY(SELECT ROW({", ".join(_ACCOUNT)}) FROM accounts
-             WHERE id IN (SELECT account_id FROM members WHERE id = ANY($3::uuid[])
-                          UNION ALL
-                          SELECT account_id FROM organisations WHERE id = ANY($4::uuid[])
-                          UNION ALL
-                          SELECT unnest($6::uuid[]))) AS accounts
+             WHERE id IN (SELECT account_id FROM party UNION ALL SELECT unnest($6::uuid[])))
+         AS accounts
 FROM (SELECT 1) AS one
 LEFT JOIN api_keys k ON k.secret_hash = $1
 LEFT JOIN timebanks t ON t.slug = $2
@@ -172,6 +174,8 @@ WITH locked AS (
   ORDER BY l.n
   RETURNING 1
 ), exchange AS (
+  -- after its postings (it counts them): postings_sealed refuses a posting on an exchange
+  -- already recorded, and the statement-level zero-sum check sees them all at the end
   INSERT INTO exchanges ({", ".join(_EXCHANGE_COLUMNS)})
   SELECT {_casts(table_of(Exchange), _EXCHANGE_COLUMNS, _FIRST_EXCHANGE)}
   WHERE (SELECT count(*) FROM posted) = cardinality($11::uuid[])

@@ -1,17 +1,17 @@
 """Published figures, cached per process (SPEC §7.9).
 
-Published figures are defined **as of the start of a UTC day** (:func:`periods.resolve_period`
-rounds ``as_of`` down), so for a given set of banks, period, day, report and parameters
-they are the same in every process and at every moment of that day: a per-process LRU
-keyed by exactly those is correct across any number of workers, and a cached answer equals
-a fresh one. The key holds each bank's id *and* its suppression threshold (an admin who
-changes the threshold gets new figures at once), never who asked: the figures are the
-same for every role and user allowed to see those banks, and whether they may see them is
-checked before the cache is asked. The next day's ``as_of`` is a new key; old days fall
-out of the LRU.
+Published figures count the ledger **as of the start of a UTC day** (:func:`periods.resolve_period`
+rounds ``as_of`` down), but they also read the banks' people as they are now (consent,
+status, erasure, demographic fields) and the banks' settings. So the key is (banks and
+their suppression thresholds, period, day, report, parameters, and the latest change to
+the banks' members, organisations and settings — :func:`version_of`, one query): a cached
+answer then equals a fresh one in every worker, and a member who withdraws consent or is
+erased leaves the figures at once, as in the API. Who asked is not in the key: the figures
+are the same for every role and user allowed to see those banks, and whether they may see
+them is checked before the cache is asked. Old days and versions fall out of the LRU.
 
-What is not a figure may be up to a day old in a cached answer: an organisation's or a
-category's name as it was at the first request of the day.
+What may be older in a cached answer: a category's name (categories keep no change time)
+and the ``generated_at`` of JSON/XLSX (the first build's).
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from timebank.members.models import Member
+from timebank.organisations.models import Organisation
 from timebank.reports import run
 from timebank.reports.periods import Period
 from timebank.reports.service import Built, Options
@@ -41,6 +44,7 @@ class Key:
     as_of: datetime
     report: str
     options: Options
+    version: Any = None  # version_of the banks' people and settings
 
 
 @dataclass(frozen=True)
@@ -93,17 +97,26 @@ class _Building:
     async def __aenter__(self) -> None:
         lock, users = self.cache._building.setdefault(self.keys, (asyncio.Lock(), [0]))
         users[0] += 1
-        await lock.acquire()
+        try:
+            await lock.acquire()
+        except BaseException:  # cancelled while waiting: __aexit__ will not run
+            self._leave()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        lock, users = self.cache._building[self.keys]
-        lock.release()
+        self.cache._building[self.keys][0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        users = self.cache._building[self.keys][1]
         users[0] -= 1
         if not users[0]:
             del self.cache._building[self.keys]
 
 
-def key_of(banks: list[TimeBank], period: Period, name: str, options: Options) -> Key:
+def key_of(
+    banks: list[TimeBank], period: Period, name: str, options: Options, version: Any = None
+) -> Key:
     midnight = datetime.combine(period.as_of.astimezone(UTC).date(), time(0), tzinfo=UTC)
     if period.as_of != midnight:
         raise ValueError("published figures are cached only as of the start of a UTC day")
@@ -114,7 +127,26 @@ def key_of(banks: list[TimeBank], period: Period, name: str, options: Options) -
         period.as_of,
         name,
         options,
+        version,
     )
+
+
+async def version_of(session: AsyncSession, banks: list[TimeBank]) -> Any:
+    """The latest change to what the published figures read besides the ledger: the banks'
+    members (consent, status, erasure, the demographic fields), organisations and settings.
+    In the key, so an answer is never served after such a change: a cached figure must
+    equal a fresh one, or the two together would tell the difference a member made."""
+    ids = [b.id for b in banks]
+    latest = [
+        select(func.max(model.updated_at)).where(where).scalar_subquery()
+        for model, where in (
+            (Member, Member.timebank_id.in_(ids)),
+            (Organisation, Organisation.timebank_id.in_(ids)),
+            (TimeBank, TimeBank.id.in_(ids)),
+        )
+    ]
+    row = (await session.execute(select(*latest))).one()
+    return max((v for v in row if v is not None), default=None)
 
 
 async def published(
@@ -128,7 +160,8 @@ async def published(
 ) -> list[Report]:
     """The published reports ``wanted`` (in order), from the cache, the missing ones built
     together in one snapshot by :func:`run.build_many` (the same builders the API runs)."""
-    keys = [key_of(banks, period, name, options) for name, options in wanted]
+    version = await version_of(session, banks)
+    keys = [key_of(banks, period, name, options, version) for name, options in wanted]
     found = {k: r for k in keys if (r := cache.get(k)) is not None}
     missing = [(k, w) for k, w in zip(keys, wanted, strict=True) if k not in found]
     if missing:

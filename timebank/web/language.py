@@ -84,9 +84,13 @@ DETAILS = (
 )
 
 
+API_MESSAGES = frozenset(TITLES + DETAILS)  # only these: a console string is not an API word
+
+
 def localise(request: Request[Any, Any, Any], response: Response[Any]) -> Response[Any]:
-    """The problem ``response`` in the request's language, where the catalogue has it."""
-    response.headers.setdefault("Vary", "Accept-Language")
+    """The problem ``response`` in the request's language, where the catalogue has it.
+    (Its ``Vary: Accept-Language`` is added to every problem response in one place, by
+    :func:`timebank.web.security.add_security_headers`.)"""
     body = response.content
     if not isinstance(body, dict):
         return response
@@ -95,7 +99,8 @@ def localise(request: Request[Any, Any, Any], response: Response[Any]) -> Respon
         return response
     done = False
     for key in ("title", "detail"):
-        text = translated(lang, str(body.get(key, "")))
+        english = str(body.get(key, ""))
+        text = translated(lang, english) if english in API_MESSAGES else None
         if text is not None:
             body[key] = text
             done = True

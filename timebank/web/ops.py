@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from typing import Any
+
+from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from timebank.migrations import head_revisions
+from timebank.web.language import localise
 from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
 
 
@@ -52,21 +55,27 @@ async def health() -> Health:
     description="200 when the database answers and is at the latest migration, else 503 "
     "`unavailable`; needs no key. For load balancers and orchestrators.",
 )
-async def ready(db_engine: AsyncEngine) -> Response[Ready]:
+async def ready(request: Request[Any, Any, Any], db_engine: AsyncEngine) -> Response[Ready]:
     heads = head_revisions()
     try:
         async with db_engine.connect() as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     except Exception:
-        return problem_response(  # type: ignore[return-value]  # a problem: the 503
-            503, "unavailable", "Not ready", "Database unreachable or not migrated"
+        return localise(  # a problem: the 503
+            request,
+            problem_response(
+                503, "unavailable", "Not ready", "Database unreachable or not migrated"
+            ),
         )
     current = {r[0] for r in rows}
     if current != heads:
-        return problem_response(  # type: ignore[return-value]  # a problem: the 503
-            503,
-            "unavailable",
-            "Not ready",
-            f"Migrations not at head (at {sorted(current)}, head {sorted(heads)})",
+        return localise(  # a problem: the 503
+            request,
+            problem_response(
+                503,
+                "unavailable",
+                "Not ready",
+                f"Migrations not at head (at {sorted(current)}, head {sorted(heads)})",
+            ),
         )
     return Response(Ready(status="ready", migration=sorted(current)))

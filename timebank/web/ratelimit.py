@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from litestar import Request
 from litestar.enums import ScopeType
@@ -31,6 +32,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from timebank.auth.service import hash_secret
 from timebank.errors import DomainError, RateLimited
+from timebank.web.language import localise
 from timebank.web.problems import domain_problem
 
 WINDOW_SECONDS = 60.0
@@ -112,8 +114,9 @@ def _address(scope: Scope) -> str:
 async def send_problem(scope: Scope, receive: Receive, send: Send, error: DomainError) -> None:
     """Answer with ``error``'s problem+json from a middleware, through the inner ``send``
     (so the request is logged with its status and carries its request id)."""
-    response = domain_problem(error)
-    asgi = response.to_asgi_response(app=None, request=Request(scope, receive, send))
+    request: Request[Any, Any, Any] = Request(scope, receive, send)
+    response = localise(request, domain_problem(error))
+    asgi = response.to_asgi_response(app=None, request=request)
     await asgi(scope, receive, send)
 
 

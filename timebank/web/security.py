@@ -46,6 +46,12 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
             headers.setdefault(name, value)
     if "x-request-id" not in headers:
         headers["X-Request-ID"] = request_id_var.get() or request_id_from(scope)
+    if headers.get("content-type", "").startswith("application/problem+json"):
+        # every problem's title (and some details) follow Accept-Language; appended, so a
+        # CORS Vary: Origin set on the way out is kept
+        vary = headers.get("vary", "")
+        if "accept-language" not in vary.lower():
+            headers["Vary"] = f"{vary}, Accept-Language" if vary else "Accept-Language"
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:
