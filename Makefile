@@ -27,8 +27,12 @@ lint: setup
 	$(BIN)/ruff check timebank tests alembic benchmarks
 	$(BIN)/mypy timebank
 
+# The suite runs in parallel, one pytest worker a core (each starts its own throwaway
+# PostgreSQL cluster; a test file stays on one worker, so its module fixtures start once).
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: setup lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # A deeper fuzz of every operation against the OpenAPI document (both engines); `make test`
 # runs the same with a small budget. FUZZ_EXAMPLES=1000 make fuzz for a longer search.
