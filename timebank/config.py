@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     sign_in_failures_per_account: int = Field(default=5, ge=1)
     sign_in_failures_per_address: int = Field(default=20, ge=1)
     sign_in_window_minutes: int = Field(default=15, ge=1)
+    # Addresses (or CIDR ranges) of the reverse proxies in front of `timebank serve`, comma
+    # separated: only a request from one of them may name the client's address in
+    # X-Forwarded-For / X-Forwarded-Proto. Empty (the default): nobody, so a client cannot
+    # forge its address past the per-address sign-in limit. docs/operations.md.
+    trusted_proxies: str = ""
     debug: bool = False
 
     @property

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from timebank.access import Role
@@ -59,6 +59,8 @@ class ConsoleUser(Base):
     password_changed_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     # the console language they chose with the switch ("en", "cy"); None: not chosen
     language: Mapped[str | None] = mapped_column(String(16), default=None)
+    # set when an admin gave them a one-time password: the console asks for their own first
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class ConsoleUserTimeBank(Base):

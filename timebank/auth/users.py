@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from zxcvbn import zxcvbn
 
 from timebank.access import Principal, Role
 from timebank.audit import service as audit
@@ -48,11 +49,30 @@ def hash_password(password: str) -> str:
     return HASHER.hash(password)
 
 
+TOO_EASY = (
+    "is too easy to guess (a common password, a word with a few numbers, or a repeated or "
+    "keyboard pattern): three random words make a good one"
+)
+# One-time passwords: no letters that look alike (0/O, 1/l/I), read out easily on a phone.
+_OTP_LETTERS = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
 def check_password(password: str) -> None:
+    """At least ten characters, and not one that is quick to guess: zxcvbn (Dropbox's
+    estimator, which knows the commonest passwords, words, names, dates, keyboard walks and
+    repeats) must rate it at least 2 of 4 (about a million guesses or more)."""
     if len(password) < MIN_PASSWORD:
         raise InvalidInput("password", f"must be at least {MIN_PASSWORD} characters")
     if len(password) > 1000:
         raise InvalidInput("password", "must be at most 1000 characters")
+    if zxcvbn(password[:100])["score"] < 2:
+        raise InvalidInput("password", TOO_EASY)
+
+
+def one_time_password() -> str:
+    """A password an admin reads out to someone once (three groups of four letters and
+    digits, about 59 bits); its holder must choose their own at the next sign-in."""
+    return "-".join("".join(secrets.choice(_OTP_LETTERS) for _ in range(4)) for _ in range(3))
 
 
 def _verify(stored: str, password: str) -> bool:
@@ -149,8 +169,11 @@ async def create_user(
     timebank_ids: list[uuid.UUID],
     now: datetime,
     name: str | None = None,
+    must_change_password: bool = False,
 ) -> ConsoleUser:
-    """Create a console user and commit. No time bank: a global admin (admin role only)."""
+    """Create a console user and commit. No time bank: a global admin (admin role only).
+    ``must_change_password``: the password is a one-time one an admin passes on; the console
+    asks the user for their own before anything else."""
     banks = tuple(dict.fromkeys(timebank_ids))
     _require_user_admin(principal, banks)
     address = normal_email(email)
@@ -172,6 +195,7 @@ async def create_user(
         role=role,
         created_at=now,
         password_changed_at=now,
+        must_change_password=must_change_password,
     )
     session.add(user)
     await session.flush()
@@ -267,6 +291,103 @@ async def set_password(
         session, _events(principal, "console_user.password", banks, "console_user", user.id)
     )
     await session.commit()
+
+
+async def reset_password(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, now: datetime
+) -> str:
+    """A forgotten password: the user gets a one-time password (returned, to be shown once
+    to the admin) and must choose their own at the next sign-in; their sessions end. A
+    disabled user stays disabled (re-enabling is its own, audited, step)."""
+    user, banks = await _get_managed(session, principal, user_id)
+    password = one_time_password()
+    user.password_hash = hash_password(password)
+    user.password_changed_at = now
+    user.must_change_password = True
+    await _revoke_all(session, user.id, now)
+    await session.execute(delete(SignInFailure).where(SignInFailure.email == user.email))
+    await audit.record_many(
+        session, _events(principal, "console_user.password_reset", banks, "console_user", user.id)
+    )
+    await session.commit()
+    return password
+
+
+async def enable_user(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, now: datetime
+) -> ConsoleUser:
+    """Let a disabled user sign in again (with the password they had, or a reset one)."""
+    user, banks = await _get_managed(session, principal, user_id)
+    if user.disabled_at is not None:
+        user.disabled_at = None
+        await audit.record_many(
+            session, _events(principal, "console_user.enable", banks, "console_user", user.id)
+        )
+    await session.commit()
+    return user
+
+
+async def update_user(
+    session: AsyncSession,
+    principal: Principal,
+    user_id: uuid.UUID,
+    *,
+    role: Role | None = None,
+    timebank_ids: list[uuid.UUID] | None = None,
+    now: datetime,
+) -> ConsoleUser:
+    """Change a user's role or the banks they work in. A bank's admin changes roles in
+    their bank; only a global admin moves a user between banks. Nobody changes their own
+    role (an admin cannot lock themselves out). Their sessions end, so the new rights apply
+    at once."""
+    user, banks = await _get_managed(session, principal, user_id)
+    details: dict[str, object] = {}
+    if role is not None and role is not user.role:
+        if role not in CONSOLE_ROLES:
+            raise InvalidInput("role", "must be admin, broker or funder")
+        if principal.user_id == user.id:
+            raise InvalidInput("role", "you cannot change your own role")
+        details["role"] = {"from": user.role.value, "to": role.value}
+    new_banks = banks
+    if timebank_ids is not None and set(timebank_ids) != set(banks):
+        principal.require_global_admin()
+        new_banks = tuple(dict.fromkeys(timebank_ids))
+        found = await session.scalar(
+            select(func.count()).select_from(TimeBank).where(TimeBank.id.in_(new_banks))
+        )
+        if (found or 0) != len(new_banks):
+            raise InvalidInput("timebanks", "must be time banks of this service")
+        details["timebanks"] = {
+            "from": [str(b) for b in banks],
+            "to": [str(b) for b in new_banks],
+        }
+    if not new_banks and (role or user.role) is not Role.admin:
+        raise InvalidInput("timebanks", "a broker or funder works in at least one time bank")
+    if not details:
+        await session.commit()
+        return user
+    if role is not None:
+        user.role = role
+    if "timebanks" in details:
+        await session.execute(
+            delete(ConsoleUserTimeBank).where(ConsoleUserTimeBank.user_id == user.id)
+        )
+        for tb in new_banks:
+            session.add(ConsoleUserTimeBank(user_id=user.id, timebank_id=tb))
+    await _revoke_all(session, user.id, now)
+    await audit.record_many(
+        session,
+        _events(
+            principal,
+            "console_user.update",
+            tuple(dict.fromkeys(banks + new_banks)),
+            "console_user",
+            user.id,
+            details,
+        ),
+    )
+    await session.commit()
+    return user
 
 
 async def _revoke_all(
@@ -458,8 +579,12 @@ async def change_password(
     if not _verify(user.password_hash, current):
         raise InvalidInput("current_password", "is not your current password")
     check_password(new)
+    if new == current:
+        raise InvalidInput("password", "must not be the same as your current password")
     user.password_hash = hash_password(new)
     user.password_changed_at = now
+    user.must_change_password = False
+    who.user.must_change_password = False
     await _revoke_all(session, user.id, now, keep=who.session.id)
     await audit.record_many(
         session,

@@ -144,7 +144,9 @@ async def sign_in(request: Request[Any, Any, Any], db_session: AsyncSession) -> 
     except Unauthorized:
         problems.add("email", _("The email address or password is not right"))
         return _sign_in_page(request, email=email, next_=next_, problems=problems, status=401)
-    if next_ == "/console":
+    if who.user.must_change_password:
+        next_ = "/console/password"
+    elif next_ == "/console":
         next_ = await _home_of(who, db_session)
     max_age = s.console_absolute_hours * 3600
     cookies = [
@@ -285,6 +287,7 @@ async def change_password(
         ctx,
         "password.html",
         flash=_("Your password has been changed. Your other sessions have been signed out."),
+        home=await _home_of(who, db_session),
     )
 
 

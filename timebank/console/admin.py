@@ -1,5 +1,6 @@
-"""Admin pages: the time bank's settings, console users (create, disable, sign out a
-session), API keys, and the audit trail."""
+"""Admin pages: the time bank's settings, console users (create with a one-time password,
+disable and enable, a new one-time password for a forgotten one, role, sign out a session),
+API keys, and the audit trail."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from timebank.console.base import (
 )
 from timebank.console.i18n import known
 from timebank.console.messages import Problems, from_validation, plain
-from timebank.errors import DomainError
+from timebank.errors import DomainError, InvalidInput
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.schemas import TimeBankSettingsPatch
 from timebank.timebanks.service import update_timebank
@@ -199,6 +200,8 @@ async def _users_page(
     flashes = {
         "created": _("The user is created. Give them their password in person or by phone."),
         "disabled": _("The user is disabled and signed out everywhere."),
+        "enabled": _("The user can sign in again."),
+        "updated": _("The user's role is changed. They were signed out, so it applies at once."),
         "revoked": _("That session is signed out."),
     }
     return render(
@@ -218,6 +221,8 @@ async def _users_page(
 async def user_create(
     request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
 ) -> Response[Any]:
+    """A new user gets a one-time password, shown once here, and chooses their own at their
+    first sign-in (an admin never picks a password someone else keeps)."""
     ctx = await admin(request, db_session, tb)
     assert ctx.tb is not None
     bank = ctx.tb
@@ -230,59 +235,124 @@ async def user_create(
     if not form.get("email", "").strip():
         problems.add("email", _("Enter their email address"))
     if not problems:
+        password = users.one_time_password()
         try:
-            await _write(
+            made = await _write(
                 request,
                 db_session,
                 lambda: users.create_user(
                     db_session,
                     ctx.principal,
                     email=form.get("email", ""),
-                    password=form.get("password", ""),
+                    password=password,
                     role=Role(role),
                     timebank_ids=[bank.id],
                     now=now(request),
                     name=form.get("name"),
+                    must_change_password=True,
                 ),
             )
-            return redirect(ctx.url("/admin/users?done=created"))
+            return _one_time(ctx, made.email, password, created=True)
         except DomainError as exc:
             if exc.code == "duplicate":
                 problems.add("email", _("A console user with this email address exists"))
             else:
                 from_validation(
-                    ctx,
-                    problems,
-                    exc,
-                    {
-                        "email": _("Email address"),
-                        "password": _("Password"),
-                        "role": _("Role"),
-                    },
+                    ctx, problems, exc, {"email": _("Email address"), "role": _("Role")}
                 )
-    form.pop("password", None)
     return await _users_page(request, ctx, db_session, form=form, problems=problems, status=422)
+
+
+def _one_time(ctx: Ctx, email: str, password: str, *, created: bool) -> Response[str]:
+    return render(
+        ctx,
+        "password_given.html",
+        section="admin",
+        email=email,
+        password=password,
+        created=created,
+    )
+
+
+async def _user_action(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    run: Any,
+    done: str,
+) -> Response[Any]:
+    """One user's button (disable, enable, new password, role): the same page again, with
+    what was done or why not."""
+    ctx = await admin(request, db_session, tb)
+    form = await form_of(request, ctx)
+    try:
+        result = await _write(request, db_session, lambda: run(ctx, form))
+    except DomainError as exc:
+        if exc.code == "not_found":
+            raise
+        problems = Problems()
+        if exc.code == "validation_error":
+            from_validation(ctx, problems, exc, {"role": ctx.gettext("Role")})
+        else:
+            problems.add("", plain(ctx, exc.code))
+        return await _users_page(request, ctx, db_session, problems=problems, status=422)
+    if isinstance(result, tuple):  # a one-time password to show
+        email, password = result
+        return _one_time(ctx, email, password, created=False)
+    return redirect(ctx.url(f"/admin/users?done={done}"))
 
 
 @post("/{tb:str}/admin/users/{user_id:uuid}/disable", include_in_schema=False, status_code=200)
 async def user_disable(
     request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, user_id: uuid.UUID
 ) -> Response[Any]:
-    ctx = await admin(request, db_session, tb)
-    await form_of(request, ctx)
-    try:
-        await _write(
-            request,
-            db_session,
-            lambda: users.disable_user(db_session, ctx.principal, user_id, now(request)),
+    return await _user_action(
+        request,
+        db_session,
+        tb,
+        lambda ctx, form: users.disable_user(db_session, ctx.principal, user_id, now(request)),
+        "disabled",
+    )
+
+
+@post("/{tb:str}/admin/users/{user_id:uuid}/enable", include_in_schema=False, status_code=200)
+async def user_enable(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, user_id: uuid.UUID
+) -> Response[Any]:
+    return await _user_action(
+        request,
+        db_session,
+        tb,
+        lambda ctx, form: users.enable_user(db_session, ctx.principal, user_id, now(request)),
+        "enabled",
+    )
+
+
+@post("/{tb:str}/admin/users/{user_id:uuid}/password", include_in_schema=False, status_code=200)
+async def user_reset_password(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, user_id: uuid.UUID
+) -> Response[Any]:
+    async def run(ctx: Ctx, form: dict[str, str]) -> tuple[str, str]:
+        password = await users.reset_password(db_session, ctx.principal, user_id, now(request))
+        target = await users.find_user(db_session, str(user_id))
+        return target.email, password
+
+    return await _user_action(request, db_session, tb, run, "reset")
+
+
+@post("/{tb:str}/admin/users/{user_id:uuid}/role", include_in_schema=False, status_code=200)
+async def user_role(
+    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, user_id: uuid.UUID
+) -> Response[Any]:
+    def run(ctx: Ctx, form: dict[str, str]) -> Any:
+        role = form.get("role", "")
+        if role not in ("admin", "broker", "funder"):
+            raise InvalidInput("role", "must be admin, broker or funder")
+        return users.update_user(
+            db_session, ctx.principal, user_id, role=Role(role), now=now(request)
         )
-    except DomainError as exc:
-        if exc.code == "not_found":
-            raise
-        problems = Problems()
-        problems.add("", exc.detail if exc.code == "validation_error" else plain(ctx, exc.code))
-        return await _users_page(request, ctx, db_session, problems=problems, status=422)
-    return redirect(ctx.url("/admin/users?done=disabled"))
+
+    return await _user_action(request, db_session, tb, run, "updated")
 
 
 @post("/{tb:str}/admin/sessions/{session_id:uuid}/revoke", include_in_schema=False, status_code=200)

@@ -77,6 +77,15 @@ class NotSignedIn(Exception):
     """No live session: the page sends the browser to sign in (and back afterwards)."""
 
 
+class MustChoosePassword(Exception):
+    """A user signed in with a one-time password: every page but the password page (and
+    signing out, and the language switch) sends them to choose their own first."""
+
+
+# the pages a user with a one-time password may still use
+ONE_TIME_ALLOWED = ("/console/password", "/console/sign-out", "/console/language")
+
+
 class CsrfRefused(Exception):
     """A form came without this session's CSRF token."""
 
@@ -270,6 +279,8 @@ async def signed_in(request: Request[Any, Any, Any], db_session: AsyncSession) -
     )
     if who is None:
         raise NotSignedIn()
+    if who.user.must_change_password and request.url.path not in ONE_TIME_ALLOWED:
+        raise MustChoosePassword()
     return who
 
 

@@ -81,6 +81,15 @@ def field_message(ctx: Ctx, label: str, message: str, *, localised: bool = False
         "value is not a valid email address": _("must be an email address, like name@example.org"),
         "required with override_limits": _("is needed to record past a limit"),
         "required for a service exchange": _("must be chosen for an exchange between members"),
+        "is too easy to guess (a common password, a word with a few numbers, or a repeated or "
+        "keyboard pattern): three random words make a good one": _(
+            "is too easy to guess (a common password, a word with a few numbers, or a repeated "
+            "or keyboard pattern): three random words make a good one"
+        ),
+        "must not be the same as your current password": _(
+            "must not be the same as your current password"
+        ),
+        "you cannot change your own role": _("cannot be changed for yourself"),
     }
     text = message if localised else known.get(message)
     if text is None:

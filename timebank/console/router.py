@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response, Router, get
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Redirect
 
 from timebank.console import account, admin, dashboard, exchanges, home, parties, sheets
 from timebank.console.base import (
@@ -15,6 +16,7 @@ from timebank.console.base import (
     STATIC,
     CsrfRefused,
     Ctx,
+    MustChoosePassword,
     NotSignedIn,
     page_lang,
     render,
@@ -70,6 +72,10 @@ def _broken(ctx: Ctx, status: int = 500) -> Response[str]:
 
 def _not_signed_in(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return sign_in_redirect(request)
+
+
+def _choose_password(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return Redirect("/console/password", status_code=303)
 
 
 def _csrf(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -184,6 +190,9 @@ console_router = Router(
         admin.users_page,
         admin.user_create,
         admin.user_disable,
+        admin.user_enable,
+        admin.user_reset_password,
+        admin.user_role,
         admin.session_revoke,
         admin.keys_page,
         admin.key_create,
@@ -192,6 +201,7 @@ console_router = Router(
     ],
     exception_handlers={
         NotSignedIn: _not_signed_in,
+        MustChoosePassword: _choose_password,
         CsrfRefused: _csrf,
         DomainError: _domain,
         HTTPException: _http,

@@ -254,9 +254,14 @@ class BodyTimeoutMiddleware:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn settings ``timebank serve`` uses (besides host, port and workers)."""
+    trusted = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
     return {
         "http": "timebank.web.server:HttpProtocol",
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         "log_config": None,
         "access_log": False,
+        # uvicorn believes X-Forwarded-For from loopback by default: from nobody unless the
+        # operator names their proxies (TIMEBANK_TRUSTED_PROXIES)
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or None,
     }
