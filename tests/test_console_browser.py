@@ -375,7 +375,7 @@ def test_every_other_page_passes_axe_at_desktop_and_phone_width(
     page.get_by_role("button", name="Make active again").click()
     expect(page.get_by_role("status")).to_have_text("Riverside Food Bank is active again.")
     page.goto(f"/console/{slug}/admin/settings")
-    page.get_by_label("Lowest balance a member may have, in hours").fill("lots")
+    page.get_by_label("Lowest balance a member may reach, in hours below zero").fill("lots")
     page.get_by_role("button", name="Save settings").click()
     expect(page.locator(".error-summary")).to_contain_text("must be a number")
     check_page(page, "admin-settings-errors")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from zoneinfo import available_timezones
 
 from litestar import Request, Response, get, post
 from pydantic import ValidationError
@@ -64,25 +65,38 @@ def _settings_form(ctx: Ctx) -> dict[str, str]:
         "name": ctx.tb.name,
         "pending_expiry_days": str(ctx.tb.pending_expiry_days),
         "default_language": ctx.tb.default_language or "",
+        "time_zone": ctx.tb.time_zone,
+        "suppression_threshold": str(ctx.tb.suppression_threshold),
     }
     for name in HOUR_SETTINGS:
         value = getattr(ctx.tb, name)
+        if value is not None and name in LOWEST:
+            value = -value  # asked as how far below zero
         out[name] = "" if value is None else f"{value / 60:g}"
     return out
+
+
+# the lowest balances: a person types how far below zero ("15" or "-15" both mean −15 h)
+LOWEST = ("member_min_balance_minutes", "organisation_min_balance_minutes")
+WHOLE_SETTINGS = ("pending_expiry_days", "suppression_threshold")
 
 
 def settings_labels(ctx: Ctx) -> dict[str, str]:
     _ = ctx.gettext
     return {
         "name": _("Name of the time bank"),
-        "member_min_balance_minutes": _("Lowest balance a member may have, in hours"),
+        "member_min_balance_minutes": _("Lowest balance a member may reach, in hours below zero"),
         "member_max_balance_minutes": _("Highest balance a member may have, in hours"),
-        "organisation_min_balance_minutes": _("Lowest balance an organisation may have, in hours"),
+        "organisation_min_balance_minutes": _(
+            "Lowest balance an organisation may reach, in hours below zero"
+        ),
         "organisation_max_balance_minutes": _("Highest balance an organisation may have, in hours"),
         "max_exchange_minutes": _("Longest exchange, in hours"),
         "starting_grant_minutes": _("Starting grant for a new member, in hours"),
         "pending_expiry_days": _("Days before an unanswered proposal expires"),
         "default_language": _("Language of the console"),
+        "time_zone": _("Time zone"),
+        "suppression_threshold": _("Smallest group shown to funders"),
     }
 
 
@@ -98,6 +112,8 @@ async def settings_form(
         form=_settings_form(ctx),
         labels=settings_labels(ctx),
         hours=HOUR_SETTINGS,
+        lowest=LOWEST,
+        zones=sorted(available_timezones()),
     )
 
 
@@ -120,29 +136,43 @@ async def settings_save(
                 changes[name] = None
             continue
         try:
-            changes[name] = round(float(text) * 60)
+            minutes = round(float(text) * 60)
         except ValueError:
             problems.add(
                 name, _("%(label)s must be a number, like 10 or 2.5") % {"label": labels[name]}
             )
-    days = form.get("pending_expiry_days", "").strip()
-    if days:
-        if days.isdigit():
-            changes["pending_expiry_days"] = int(days)
+            continue
+        changes[name] = -abs(minutes) if name in LOWEST else minutes
+    for name in WHOLE_SETTINGS:
+        whole = form.get(name, "").strip()
+        if not whole:
+            continue
+        if whole.isdigit():
+            changes[name] = int(whole)
         else:
-            problems.add(
-                "pending_expiry_days",
-                _("%(label)s must be a whole number") % {"label": labels["pending_expiry_days"]},
-            )
+            problems.add(name, _("%(label)s must be a whole number") % {"label": labels[name]})
+    zone = form.get("time_zone", "").strip()
+    if zone and zone in available_timezones():
+        changes["time_zone"] = zone
+    elif zone:
+        problems.add(
+            "time_zone",
+            _("%(label)s must be a time zone from the list, like Europe/London")
+            % {"label": labels["time_zone"]},
+        )
     name = form.get("name", "").strip()
     if not name:
         problems.add("name", _("Enter the name of the time bank"))
     language = form.get("default_language", "")
     if language and not known(language):
         problems.add("default_language", _("Choose a language from the list"))
-    if not problems:
+    patch = None
+    try:  # every field's problem at once, those found above and the rules' own
+        patch = TimeBankSettingsPatch.model_validate(changes)
+    except ValidationError as exc:
+        from_validation(ctx, problems, exc, labels)
+    if not problems and patch is not None:
         try:
-            patch = TimeBankSettingsPatch.model_validate(changes)
             settings = patch.model_dump(exclude_unset=True)
             # the console's own setting (not in the API's settings): set, and audited, alike
             settings["default_language"] = known(language)
@@ -164,6 +194,8 @@ async def settings_save(
         form=form,
         labels=labels,
         hours=HOUR_SETTINGS,
+        lowest=LOWEST,
+        zones=sorted(available_timezones()),
         problems=problems,
         status=422,
     )

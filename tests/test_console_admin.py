@@ -306,3 +306,62 @@ def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(
     ) as server:
         statuses = _wrong_sign_ins(server.base_url, 24, forge=True)
     assert statuses == [401] * 24  # each its own address, as the proxy says
+
+
+@pytest.mark.parametrize("typed", ["15", "-15", "\u221215", " 15 "])
+async def test_the_lowest_balance_is_asked_as_hours_below_zero_and_the_page_says_what_it_saved(
+    admin_client: AsyncTestClient[Any],
+    bank: dict[str, Any],
+    admin_secret: str,
+    typed: str,
+) -> None:
+    slug = bank["tb"]["slug"]
+    page = await admin_client.get(f"/console/{slug}/admin/settings")
+    assert 'name="member_min_balance_minutes" type="text" value="10"' in page.text  # -600 min
+    form = {
+        "csrf_token": token(page.text),
+        "name": bank["tb"]["name"],
+        "member_min_balance_minutes": typed,
+        "organisation_min_balance_minutes": "",
+        "pending_expiry_days": "30",
+        "time_zone": "Europe/London",
+        "suppression_threshold": "10",
+    }
+    r = await admin_client.post(f"/console/{slug}/admin/settings", data=form)
+    assert r.status_code == 200, errors(r.text)
+    saved = unescape(r.text)
+    assert "A member may go down to \u221215 h." in saved
+    assert "An organisation's balance may go down without limit." in saved
+    api = test_console.Api(admin_client, admin_secret)
+    tb = await api.ok("get", f"/v1/timebanks/{slug}")
+    assert tb["settings"]["member_min_balance_minutes"] == -900
+
+
+async def test_time_zone_and_suppression_threshold_are_set_in_the_console_with_reasons(
+    admin_client: AsyncTestClient[Any],
+    bank: dict[str, Any],
+    admin_secret: str,
+) -> None:
+    slug = bank["tb"]["slug"]
+    page = await admin_client.get(f"/console/{slug}/admin/settings")
+    assert '<option value="Europe/London">' in page.text
+    form = {
+        "csrf_token": token(page.text),
+        "name": bank["tb"]["name"],
+        "member_min_balance_minutes": "10",
+        "pending_expiry_days": "30",
+        "time_zone": "Europe/Atlantis",
+        "suppression_threshold": "3",
+    }
+    r = await admin_client.post(f"/console/{slug}/admin/settings", data=form)
+    assert r.status_code == 422
+    said = unescape(" ".join(errors(r.text)))
+    assert "Time zone must be a time zone from the list, like Europe/London" in said
+    assert "Smallest group shown to funders must be 5 or more" in said
+    form.update(time_zone="America/St_Johns", suppression_threshold="12")
+    r = await admin_client.post(f"/console/{slug}/admin/settings", data=form)
+    assert r.status_code == 200, errors(r.text)
+    api = test_console.Api(admin_client, admin_secret)
+    tb = await api.ok("get", f"/v1/timebanks/{slug}")
+    assert tb["settings"]["time_zone"] == "America/St_Johns"
+    assert tb["settings"]["suppression_threshold"] == 12

@@ -22,7 +22,6 @@ context = cb.context
 page = cb.page
 
 
-
 def _choose_password(page: Page, one_time: str, new: str) -> None:
     expect(page).to_have_url(re.compile(r"/console/password$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Choose your password")
