@@ -18,6 +18,7 @@ from timebank.timebanks.schemas import (
     SETTING_FIELDS,
     CategoryCreate,
     CategoryOut,
+    CategoryPatch,
     TimeBankCreate,
     TimeBankOut,
     TimeBankPatch,
@@ -160,7 +161,7 @@ class TimeBankController(Controller):
         n = check_limit(limit)
         rows = await service.list_categories(db_session, bank, id_cursor(cursor), n)
         items, nxt = page(rows, n, lambda c: c.id)
-        return Page(items=[CategoryOut(slug=c.slug, name=c.name) for c in items], next_cursor=nxt)
+        return Page(items=[CategoryOut.of(c) for c in items], next_cursor=nxt)
 
     @get(
         "/{tb:str}/categories/{slug:str}",
@@ -175,7 +176,7 @@ class TimeBankController(Controller):
     ) -> CategoryOut:
         bank = await service.get_by_slug(db_session, principal, tb)
         found = await service.get_category(db_session, bank, slug)
-        return CategoryOut(slug=found.slug, name=found.name)
+        return CategoryOut.of(found)
 
     @post(
         "/{tb:str}/categories",
@@ -197,7 +198,7 @@ class TimeBankController(Controller):
         async def use_case(claim: Claim) -> Category:
             bank = await service.get_by_slug(db_session, principal, tb)
             return await service.create_category(
-                db_session, principal, bank, data.slug, data.name, claim
+                db_session, principal, bank, data.slug, data.name, claim, name_cy=data.name_cy
             )
 
         return await idempotent(
@@ -205,8 +206,43 @@ class TimeBankController(Controller):
             db_session,
             principal,
             use_case,
-            render=lambda cat: as_json(CategoryOut(slug=cat.slug, name=cat.name)),
+            render=lambda cat: as_json(CategoryOut.of(cat)),
         )
+
+    @patch(
+        "/{tb:str}/categories/{slug:str}",
+        responses=problems(400, 403, 404, 413, 422),
+        tags=["categories"],
+        summary="Rename or retire a category (broker, audited)",
+        operation_id="updateCategory",
+        description=(
+            "Renames a category (`name`, `name_cy`: its Welsh name; `null` removes it) or "
+            "retires it (`retired: true`) — a retired category stays on the exchanges that "
+            "used it and in reports, and is refused for new exchanges (422 on `category`); "
+            "`retired: false` brings it back. Brokers and admins. Audited."
+        ),
+    )
+    async def patch_category(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        slug: str,
+        data: CategoryPatch,
+    ) -> CategoryOut:
+        async def use_case() -> CategoryOut:
+            bank = await service.get_by_slug(db_session, principal, tb)
+            changes = data.model_dump(include=data.model_fields_set)
+            if changes.get("name") is None:
+                changes.pop("name", None)
+            if changes.get("retired") is None:
+                changes.pop("retired", None)
+            return CategoryOut.of(
+                await service.update_category(db_session, principal, bank, slug, changes)
+            )
+
+        return await write(request, db_session, use_case)
 
     @get(
         "/{tb:str}/accounts/{account_id:uuid}",

@@ -203,7 +203,7 @@ async def _form_page(
         key=key,
         problems=problems,
         categories=[("", ctx.gettext("Choose a category"))]
-        + [(c.slug, c.name) for c in categories],
+        + [(c.slug, c.label(ctx.lang)) for c in categories if c.retired_at is None],
         choices={n: r.choices for n, r in (resolved or {}).items()},
         today=today(ctx.tb).isoformat(),
         rows=range(1, GROUP_ROWS + 1),
@@ -411,7 +411,9 @@ async def _exchange_page(
     postings = [
         (names.get(p.account_id, ("pool", p.account_id, "?")), p.minutes) for p in ex.postings
     ]
-    categories = {c.slug: c.name for c in await list_categories(session, ctx.tb, None, 200)}
+    categories = {
+        c.slug: c.label(ctx.lang) for c in await list_categories(session, ctx.tb, None, 200)
+    }
     return render(
         ctx,
         "exchange.html",

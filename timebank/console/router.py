@@ -10,7 +10,16 @@ from litestar import Request, Response, Router, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect
 
-from timebank.console import account, admin, dashboard, exchanges, home, parties, sheets
+from timebank.console import (
+    account,
+    admin,
+    categories,
+    dashboard,
+    exchanges,
+    home,
+    parties,
+    sheets,
+)
 from timebank.console.base import (
     CSP,
     STATIC,
@@ -187,6 +196,9 @@ console_router = Router(
         admin.admin_home,
         admin.settings_form,
         admin.settings_save,
+        categories.categories_page,
+        categories.category_add,
+        categories.category_change,
         admin.users_page,
         admin.user_create,
         admin.user_disable,

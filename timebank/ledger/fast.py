@@ -110,7 +110,7 @@ WITH party AS (
 )
 SELECT {", ".join(f"k.{c} AS k_{c}" for c in _KEY)},
        {", ".join(f"t.{c} AS t_{c}" for c in _BANK)},
-       c.id AS c_id, c.slug AS c_slug,
+       c.id AS c_id, c.slug AS c_slug, c.retired_at AS c_retired,
        EXISTS (SELECT 1 FROM exchanges x
                WHERE x.timebank_id = t.id AND x.external_ref = $5) AS ref_taken,
        i.fingerprint AS i_fingerprint, i.status_code AS i_status_code,
@@ -263,7 +263,13 @@ async def record(
     categories = {}
     if f["c_id"] is not None:
         categories[f["c_slug"]] = transient(
-            Category, {"id": f["c_id"], "slug": f["c_slug"], "timebank_id": tb.id}
+            Category,
+            {
+                "id": f["c_id"],
+                "slug": f["c_slug"],
+                "timebank_id": tb.id,
+                "retired_at": f["c_retired"],
+            },
         )
     lookup = Lookup.of(
         tb,

@@ -146,6 +146,8 @@ class Lookup:
         cat = self.categories.get(slug)
         if cat is None:
             raise InvalidInput("category", f"unknown category '{slug}'")
+        if cat.retired_at is not None:
+            raise InvalidInput("category", f"category '{slug}' is retired: choose another")
         return cat
 
 

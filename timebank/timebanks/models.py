@@ -48,4 +48,11 @@ class Category(Base):
     timebank_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("timebanks.id"))
     slug: Mapped[str] = mapped_column(String(63))
     name: Mapped[str] = mapped_column(String(100))
+    name_cy: Mapped[str | None] = mapped_column(String(100), default=None)  # shown on Welsh pages
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
+    # retired: kept on the exchanges that used it, never offered or accepted for new ones
+    retired_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
+
+    def label(self, lang: str) -> str:
+        """The name in ``lang`` where one is given, else the English one."""
+        return (self.name_cy if lang == "cy" else None) or self.name

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
@@ -99,18 +99,51 @@ class TimeBankOut(BaseModel):
 
 class CategoryCreate(JsonBody):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"slug": "dog-walking", "name": "Dog walking"}]}
+        json_schema_extra={
+            "examples": [
+                {"slug": "dog-walking", "name": "Dog walking", "name_cy": "Mynd â chŵn am dro"}
+            ]
+        }
     )
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=100)
+    name_cy: str | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, max_length=100, description="The name in Welsh (optional)."
+    )
+
+
+class CategoryPatch(JsonBody):
+    """Rename (in English or Welsh; ``name_cy: null`` removes the Welsh name), retire
+    (``retired: true``: no new exchanges; old ones keep it) or bring back."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Gardening", "retired": False}]}
+    )
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=100)
+    name_cy: str | None = Field(default=None, min_length=1, max_length=100)
+    retired: bool | SkipJsonSchema[None] = None
 
 
 class CategoryOut(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"slug": "dog-walking", "name": "Dog walking"}]}
+        json_schema_extra={
+            "examples": [
+                {"slug": "dog-walking", "name": "Dog walking", "name_cy": None, "retired": False}
+            ]
+        }
     )
     slug: str
     name: str
+    name_cy: str | None = Field(description="The name in Welsh; null when none is given.")
+    retired: bool = Field(
+        description="A retired category stays on old exchanges but is refused for new ones."
+    )
+
+    @classmethod
+    def of(cls, cat: Any) -> CategoryOut:
+        return cls(
+            slug=cat.slug, name=cat.name, name_cy=cat.name_cy, retired=cat.retired_at is not None
+        )
 
 
 SETTING_FIELDS = list(TimeBankSettings.model_fields)

@@ -150,6 +150,7 @@ async def create_category(
     slug: str,
     name: str,
     claim: Claim | None = None,
+    name_cy: str | None = None,
 ) -> Category:
     principal.require(tb.id, *STAFF)
     exists = await session.execute(
@@ -157,7 +158,14 @@ async def create_category(
     )
     if exists.first():
         raise Duplicate(f"Category '{slug}' exists")
-    cat = Category(id=uuid7(), timebank_id=tb.id, slug=slug, name=name, created_at=utcnow())
+    cat = Category(
+        id=uuid7(),
+        timebank_id=tb.id,
+        slug=slug,
+        name=name,
+        name_cy=name_cy,
+        created_at=utcnow(),
+    )
     session.add(cat)
     await session.flush()
     await audit.record(
@@ -172,5 +180,41 @@ async def create_category(
     )
     if claim is not None:
         await claim.settle(session, cat)
+    await session.commit()
+    return cat
+
+
+async def update_category(
+    session: AsyncSession,
+    principal: Principal,
+    tb: TimeBank,
+    slug: str,
+    changes: dict[str, Any],
+) -> Category:
+    """Rename a category (English, Welsh) or retire it / bring it back; audited with what
+    changed. A retired category stays on the exchanges that used it and in reports; it is
+    refused for new exchanges (``validate``)."""
+    principal.require(tb.id, *STAFF)
+    cat = await get_category(session, tb, slug)
+    details: dict[str, Any] = {}
+    for name in ("name", "name_cy"):
+        if name in changes and changes[name] != getattr(cat, name):
+            details[name] = {"from": getattr(cat, name), "to": changes[name]}
+            setattr(cat, name, changes[name])
+    if "retired" in changes and changes["retired"] != (cat.retired_at is not None):
+        cat.retired_at = utcnow() if changes["retired"] else None
+        details["retired"] = bool(changes["retired"])
+    if details:
+        await audit.record(
+            session,
+            audit.event(
+                principal,
+                "category.update",
+                timebank_id=tb.id,
+                target_type="category",
+                target_id=cat.id,
+                details=details,
+            ),
+        )
     await session.commit()
     return cat
