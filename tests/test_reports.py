@@ -475,7 +475,7 @@ async def test_published_as_of_is_whole_days_and_the_default_the_last_complete_q
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["as_of"] == "2026-05-02T00:00:00+00:00"
-    assert (body["perturbed"], body["method"]) == (True, "cellkey-1")
+    assert (body["perturbed"], body["method"]) == (True, "cellkey-2")
     body = (await funder.get(path)).json()
     start, end = (
         date.fromisoformat(body["period"]["from"]),

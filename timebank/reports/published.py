@@ -121,17 +121,14 @@ def parties_of(micro: Micro, legs: Iterable[Leg]) -> int:
 
 
 def minutes_of(legs: Iterable[Leg]) -> int:
-    """Published minutes of a set of legs: perturbed by the two largest parties' minutes,
-    the cell key from the exchanges they belong to."""
+    """Published minutes of a set of legs, the cell key from the exchanges they belong to
+    (:func:`cellkey.publish_minutes`: noise over a window with a floor)."""
     total = 0
-    by_party: dict[uuid.UUID, int] = defaultdict(int)
     exchanges: dict[uuid.UUID, int] = {}
     for leg in legs:
-        m = abs(leg.minutes)
-        total += m
-        by_party[leg.account_id] += m
+        total += abs(leg.minutes)
         exchanges[leg.exchange_id] = leg.exchange_key
-    return cellkey.publish_minutes(total, by_party.values(), cellkey.cell_key(exchanges.values()))
+    return cellkey.publish_minutes(total, cellkey.cell_key(exchanges.values()))
 
 
 def activity(legs: list[Leg]) -> dict[str, Any]:
