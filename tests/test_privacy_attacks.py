@@ -527,7 +527,7 @@ def simulated_cells(seed: int = 26) -> list[SimCell]:
         for _ in range(120):
             for size in CELL_SIZES:
                 legs, parts = [], []
-                for p in range(size):
+                for _party in range(size):
                     account = uuid.UUID(int=rng.getrandbits(128))
                     mine = 0
                     for _ in range(1 if size == 1 else rng.randint(1, 3)):

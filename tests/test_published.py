@@ -79,8 +79,9 @@ def test_zero_stays_zero_and_the_same_cell_key_always_gives_the_same_value() -> 
     assert cellkey.cell_key([2**32 - 1, 5]) == 4
 
 
-def test_minutes_are_spread_over_a_window_with_a_floor_and_large_cells_stay_within_5_per_cent(
-) -> None:
+def test_minutes_are_spread_over_a_window_with_a_floor_and_large_cells_stay_within_5_per_cent() -> (
+    None
+):
     rng = random.Random(11)
     for _ in range(3000):
         total = rng.choice([rng.randint(1, 400), rng.randint(1, 20_000)])
@@ -170,6 +171,10 @@ async def test_a_funder_gets_published_figures_the_same_in_every_report_and_form
     (quarter,) = timeseries["rows"]
     assert (quarter["exchanges"], quarter["minutes"]) == (summary["exchanges"], summary["minutes"])
     assert quarter["cumulative_minutes"] == summary["minutes"]
+    monthly = await get(funder, "timeseries", interval="month")
+    running = [r["cumulative_minutes"] for r in monthly["rows"]]
+    assert running[-1] == monthly["minutes"] == summary["minutes"], "ends at the total"
+    assert running == sorted(running), "a running total never goes down"
 
     # small cells never show their true value (7 exchanges, 675 minutes, 6 people)
     assert summary["exchanges"] != 7 and summary["exchanges"] >= 1

@@ -366,10 +366,18 @@ async def timeseries(ctx: s.Ctx) -> s.Built:
     d = b.disclosure
     m = await micro(ctx)
     p, pop = ctx.period, m.population
+    total = activity(in_period(ctx, m))
+    buckets = [
+        (start, end, activity(in_period(ctx, m, start, end)))
+        for _, start, end in s.buckets(ctx.options.interval, p.start, p.end)
+    ]
+    # the running total of the published buckets, scaled to end at the published total of
+    # the period (one quantity, one number); the buckets are not otherwise changed
+    whole = sum(figures["minutes"] for _, _, figures in buckets)
     running = 0
-    for _, start, end in s.buckets(ctx.options.interval, p.start, p.end):
-        figures = activity(in_period(ctx, m, start, end))
+    for start, end, figures in buckets:
         running += figures["minutes"]
+        so_far = round(total["minutes"] * running / whole) if whole else 0
         active = await active_members(ctx, end)
         b.rows.append(
             (
@@ -378,13 +386,13 @@ async def timeseries(ctx: s.Ctx) -> s.Built:
                     cell(d, pop, **figures),
                     cell(d, pop, new_members=count_of(new_member_keys(ctx, m, start, end))),
                     cell(d, pop, active_members=count_of(active)),
-                    cell(d, pop, cumulative_minutes=running, cumulative_hours=s.hours(running)),
+                    cell(d, pop, cumulative_minutes=so_far, cumulative_hours=s.hours(so_far)),
                 ],
             )
         )
     b.params["interval"] = ctx.options.interval
     b.scalars = [
-        cell(d, pop, **activity(in_period(ctx, m))),
+        cell(d, pop, **total),
         cell(d, pop, new_members=count_of(new_member_keys(ctx, m, p.start, p.end))),
     ]
     return b
