@@ -636,7 +636,11 @@ async def distribution(ctx: s.Ctx) -> s.Built:
     base = {**registered_keys(m), **{a: m.key(a) for a in exchanges}}
     total = count_of(base)
     for name, lo, hi in s.HISTOGRAM:
-        mine = {a: k for a, k in base.items() if lo <= exchanges.get(a, 0) <= (hi or 10**9)}
+        mine = {
+            a: k
+            for a, k in base.items()
+            if lo <= exchanges.get(a, 0) and (hi is None or exchanges.get(a, 0) <= hi)
+        }
         n = count_of(mine)
         b.rows.append(
             (
