@@ -100,6 +100,44 @@ def number(text: str) -> float | None:
     return float(text.replace(",", ""))
 
 
+TILE_SOURCES = {"value_pounds": "social-value"}
+
+
+def check_one_number(page: str, bodies: dict[str, dict[str, Any]]) -> int:
+    """One quantity, one number: every tile is its published total in the API, each table's
+    total row is the report's published total, and the running total of hours ends at the
+    period's published hours. The count of figures checked."""
+    summary = bodies["summary"]
+    checked = 0
+    tiles = re.findall(
+        r'<p class="tile-value" data-state="[a-z]+" data-figure="([a-z_]+)"[^>]*>(.*?)</p>', page
+    )
+    assert len(tiles) == 7, tiles
+    for figure, text in tiles:
+        expected = bodies[TILE_SOURCES.get(figure, "summary")][figure]
+        shown = number(html.unescape(text).lstrip("£"))
+        assert shown == (None if expected is None else pytest.approx(expected)), (figure, text)
+        checked += 1
+    for t in re.finditer(
+        r'data-report="([^"]+)" data-figures="([^"]+)">(?:(?!</table>).)*?<tfoot><tr class="table-total">'
+        r"<th scope=\"row\">[^<]*</th>(.*?)</tr></tfoot>",
+        page,
+        re.S,
+    ):
+        body = bodies[t.group(1)]
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", t.group(3), re.S)
+        for name, text in zip(t.group(2).split(), cells, strict=True):
+            if not text:  # a column with no total (members giving: people, not additive)
+                continue
+            total = body["hours"] if name == "cumulative_hours" else body[name]
+            assert number(html.unescape(text)) == pytest.approx(total), (t.group(1), name)
+            assert total == summary[name if name != "cumulative_hours" else "hours"]
+            checked += 1
+    running = bodies["timeseries"]["rows"][-1]["cumulative_hours"]
+    assert running == summary["hours"], "the running total ends at the published total"
+    return checked
+
+
 async def published_api(
     api: Api, key: str, slugs: list[str], report: str, start: date, end: date, **extra: str
 ) -> Any:
@@ -160,6 +198,7 @@ async def test_every_figure_of_the_dashboard_is_the_published_report_of_the_api(
         assert bodies[name]["perturbed"] is True
     checked = check_tables_against(page.text, bodies)
     assert checked > 100
+    assert check_one_number(page.text, bodies) >= 7 + 8
     summary = bodies["summary"]
     tiles = dict(
         re.findall(
@@ -532,3 +571,41 @@ async def test_a_change_to_a_member_gives_fresh_figures_the_same_day(
         await session.commit()
     assert (await browser.get(f"/console/dashboard?timebank={north}")).status_code == 200
     assert cache.builds == builds + 1  # built afresh
+
+
+async def test_the_method_page_in_english_and_welsh_and_the_incomplete_period(
+    browser: AsyncTestClient[Any], banks: dict[str, Any], clock: Clock
+) -> None:
+    await sign_in(browser, "north@example.org")
+    page = await browser.get("/console/dashboard")
+    assert '<a href="/console/dashboard/method">How the figures are protected</a>' in page.text
+    hint = html.unescape(page.text)
+    assert (
+        "Small numbers are shown with a little noise, never exactly; groups of fewer than 10 "
+        "registered people are not shown." in hint
+    )
+    assert "data-incomplete" not in page.text  # last quarter is over
+    method = await browser.get("/console/dashboard/method")
+    assert method.status_code == 200
+    text = html.unescape(method.text)
+    assert "How the figures are protected" in text and "cellkey-2" in text
+    assert (
+        "Every number of hours is moved by up to 4 hours either way; from 80 hours on, by at most 5%."
+        in text
+    )
+    browser.cookies.set("timebank_lang", "cy", path="/console")
+    welsh = html.unescape((await browser.get("/console/dashboard/method")).text)
+    assert "Sut y caiff y ffigurau eu diogelu" in welsh
+    assert "o 80 awr ymlaen, 5% ar y mwyaf" in welsh
+    browser.cookies.delete("timebank_lang", path="/console")
+
+    # the current month is labelled incomplete in the picker and on the page
+    today = clock.now.date()
+    this_month = f"{today:%Y-%m}"
+    assert re.search(
+        rf'<option value="{this_month}">[^<]*\(incomplete: not over yet\)</option>', page.text
+    )
+    current = await browser.get(f"/console/dashboard?period={this_month}")
+    assert current.status_code == 200
+    assert 'data-incomplete="true"' in current.text
+    assert "is not over yet, so its figures are not final" in html.unescape(current.text)

@@ -34,7 +34,7 @@ from tests.test_console_browser import (
     check_page,
     sign_in,
 )
-from tests.test_dashboard import check_tables_against
+from tests.test_dashboard import TILE_SOURCES, check_one_number, check_tables_against, number
 from timebank.console import dashboard
 
 pytestmark = pytest.mark.slow
@@ -171,8 +171,37 @@ def test_a_funder_reads_changes_and_downloads_the_published_figures(
     # last quarter, both banks: every figure of every data table is the API's
     start, end = shown_period(page)
     assert (start, end) == dashboard.preset_range("last-quarter", date.today())
-    assert check_tables_against(page.content(), published(site, ["kyle", "loch"], start, end)) > 100
+    bodies = published(site, ["kyle", "loch"], start, end)
+    assert check_tables_against(page.content(), bodies) > 100
+    # one quantity, one number: the headline, the running total's end and every tile, as
+    # the browser shows them, are the published totals of the API
+    total_hours = bodies["summary"]["hours"]
+    assert number(page.locator('[data-figure="hours"]').inner_text()) == total_hours
+    months = page.locator('#hours-per-month table[data-report="timeseries"] tbody tr')
+    assert months.count() == 3
+    assert number(months.last.locator("td").nth(1).inner_text()) == total_hours
+    tiles = page.locator(".tile-value[data-figure]")
+    assert tiles.count() == 7
+    for i in range(tiles.count()):
+        tile = tiles.nth(i)
+        figure = tile.get_attribute("data-figure")
+        assert figure is not None
+        expected = bodies[TILE_SOURCES.get(figure, "summary")][figure]
+        assert number(tile.inner_text().lstrip("£")) == expected, figure
+    assert check_one_number(page.content(), bodies) >= 15
+    expect(page.locator("#protection")).to_contain_text(
+        "Small numbers are shown with a little noise, never exactly; groups of fewer than 10 "
+        "registered people are not shown."
+    )
+    assert page.locator("#period option", has_text="incomplete").count() >= 3
     check_page(page, "dashboard")
+
+    # the page on how the figures are protected, linked from the dashboard
+    page.locator("#protection").get_by_role("link", name="How the figures are protected").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("How the figures are protected")
+    check_page(page, "dashboard-method")
+    page.get_by_role("link", name="Back to the impact dashboard").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Impact dashboard")
 
     # another period: the last financial year, chosen from the picker
     page.get_by_label("Period", exact=True).select_option("last-financial-year")

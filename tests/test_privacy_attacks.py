@@ -46,10 +46,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import Api, simple
 from timebank.ledger import posting
-from timebank.ledger.models import Exchange
+from timebank.ledger.models import Exchange, ExchangeKind, OwnerType
 from timebank.members.models import Member
 from timebank.organisations.models import Organisation
-from timebank.reports import periods
+from timebank.reports import cellkey, periods, published
 
 SEEDS = (11, 12, 13)
 K = 10  # both banks keep the default threshold
@@ -457,3 +457,150 @@ async def test_a_differencing_funder_rarely_recovers_anyones_exact_figures(
     assert after.direct_small_hits == 0, "a published small cell showed its true value"
     assert after.hits["presence"] == 0, "a row's presence or flag told who took part"
     assert after.hits["month"] <= after.attempts["month"] // 2
+
+
+# --- minutes: rounding and candidate elimination (SPEC §8.5) ---------------------------------
+#
+# People record whole hours, half hours or quarters, so a cell's true minutes lie on a 60-,
+# 30- or 15-minute grid. Two attackers read one published cell of minutes:
+#
+# * **round** — rounds the published minutes to the grid (60, 30, 15);
+# * **elimination** — knows the method, its parameters and the grid (and, for the old method,
+#   how much of the cell its two largest parties hold, e.g. a cell known to be one person's):
+#   every grid value that could have published what is shown is a candidate, weighed by how
+#   likely it was to publish it; the most likely one is the guess (ties shared evenly: a hit
+#   counts 1/n when the truth is one of n equally likely guesses).
+#
+# Cells are simulated (fixed seeds) through the real builder (``published.minutes_of`` over
+# legs with random exchange keys) and through the old method, kept here as a reference:
+# ``true + f × (c₁ + c₂)``, 5 % ≤ |f| ≤ 15 %.
+
+GRIDS = (60, 30, 15)
+CELL_SIZES = (1, 1, 2, 3, 5, 10, 20)  # parties per cell; one person's cells weigh double
+
+
+def old_publish_minutes(total: int, parts: list[int], key: int) -> int:
+    """The withdrawn method (cellkey-1), for the "before" rates only."""
+    if total <= 0:
+        return 0
+    top = sorted((c for c in parts if c > 0), reverse=True)[:2]
+    digest = hashlib.blake2b(key.to_bytes(4, "big"), digest_size=8, person=b"cellkey1-minute")
+    u = int.from_bytes(digest.digest(), "big") / 2**64
+    f = (1.0 if u < 0.5 else -1.0) * (0.05 + 0.10 * ((u * 2) % 1.0))
+    value = round(total + f * sum(top))
+    if value == total:
+        value = total + (1 if f > 0 else -1)
+    return max(1, value)
+
+
+def old_likelihood(shown: int, total: int, share: float) -> float:
+    """Density of ``shown`` for a true ``total`` whose two largest parties hold ``share`` of it."""
+    spread = share * total
+    if spread <= 0:
+        return 0.0
+    x = abs(shown - total)
+    slack = 0.5 + 1  # rounding, and the ±1 of a tiny cell
+    if 0.05 * spread - slack <= x <= 0.15 * spread + slack:
+        return 1 / (0.2 * spread)
+    return 0.0
+
+
+def new_likelihood(shown: int, total: int, share: float) -> float:
+    low, high = cellkey.minutes_window(total)
+    return 1 / (high - low) if low <= shown <= high and shown != total else 0.0
+
+
+@dataclass
+class SimCell:
+    grid: int
+    total: int
+    share: float  # of the two largest parties
+    parties: int
+    old: int
+    new: int
+
+
+def simulated_cells(seed: int = 26) -> list[SimCell]:
+    rng = random.Random(seed)
+    out = []
+    for grid in GRIDS:
+        for _ in range(120):
+            for size in CELL_SIZES:
+                legs, parts = [], []
+                for _party in range(size):
+                    account = uuid.UUID(int=rng.getrandbits(128))
+                    mine = 0
+                    for _ in range(1 if size == 1 else rng.randint(1, 3)):
+                        minutes = grid * rng.randint(1, 240 // grid)  # up to 4 hours
+                        mine += minutes
+                        legs.append(
+                            published.Leg(
+                                uuid.UUID(int=rng.getrandbits(128)),
+                                rng.getrandbits(32),
+                                account,
+                                OwnerType.member,
+                                minutes,
+                                date(2026, 7, 1),
+                                ExchangeKind.p2p,
+                                "transport",
+                            )
+                        )
+                    parts.append(mine)
+                total = sum(parts)
+                key = cellkey.cell_key(leg.exchange_key for leg in legs)
+                share = sum(sorted(parts, reverse=True)[:2]) / total
+                out.append(
+                    SimCell(
+                        grid,
+                        total,
+                        share,
+                        size,
+                        old_publish_minutes(total, parts, key),
+                        published.minutes_of(legs),
+                    )
+                )
+    return out
+
+
+def eliminate(shown: int, grid: int, share: float, likelihood: Callable[..., float]) -> list[int]:
+    """The most likely grid values behind ``shown``."""
+    weights = {
+        t: likelihood(shown, t, share)
+        for t in range(grid, int(shown * 1.3) + 3 * cellkey.MINUTES_FLOOR + grid, grid)
+    }
+    best = max(weights.values(), default=0.0)
+    return [t for t, w in weights.items() if w == best and w > 0]
+
+
+def minutes_attacks(cells: list[SimCell]) -> dict[str, dict[str, float]]:
+    """Recovery rates: method → attack class → rate."""
+    rates: dict[str, dict[str, float]] = {}
+    for method, likelihood in (("old", old_likelihood), ("new", new_likelihood)):
+        hits: dict[str, float] = defaultdict(float)
+        tries: dict[str, int] = defaultdict(int)
+        for c in cells:
+            shown = c.old if method == "old" else c.new
+            who = "one person" if c.parties == 1 else "2-20 people"
+            name = f"round to {c.grid}, {who}"
+            tries[name] += 1
+            hits[name] += c.grid * round(shown / c.grid) == c.total
+            guesses = eliminate(shown, c.grid, c.share, likelihood)
+            name = f"eliminate on {c.grid}, {who}"
+            tries[name] += 1
+            if c.total in guesses:
+                hits[name] += 1 / len(guesses)
+        rates[method] = {k: hits[k] / tries[k] for k in sorted(tries)}
+    return rates
+
+
+def test_rounding_or_knowing_the_method_rarely_gives_back_exact_minutes() -> None:
+    cells = simulated_cells()
+    rates = minutes_attacks(cells)
+    print("\nminutes attacks over", len(cells), "simulated cells (recovery rate, old → new):")
+    for name in rates["new"]:
+        print(f"  {name:32} {rates['old'][name]:6.1%} → {rates['new'][name]:6.1%}")
+    assert rates["old"]["round to 60, one person"] >= 0.9, "the issue's reproduction"
+    for name, rate in rates["new"].items():
+        assert rate <= 0.20, f"{name}: {rate:.1%}"
+    large = [c for c in cells if c.total >= cellkey.MINUTES_FLOOR / cellkey.MINUTES_SHARE]
+    assert all(abs(c.new - c.total) <= 0.05 * c.total for c in large)

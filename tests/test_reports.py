@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -115,7 +115,7 @@ async def test_summary_of_the_worked_community_has_exact_figures(api: Api) -> No
     s = await report(api, w["slug"], "summary")
     assert s["report"] == "summary"
     assert s["timebanks"] == [w["slug"]]
-    assert s["period"] == PERIOD
+    assert s["period"] == {**PERIOD, "last_day": "2026-06-30"}
     assert s["definitions_version"] == "1"
     assert s["suppression_threshold"] == 5
     assert (s["exchanges"], s["minutes"], s["hours"]) == (7, 675, 11.25)
@@ -462,7 +462,8 @@ async def test_lattice_periods_are_months_quarters_financial_and_calendar_years(
     ]:
         r = await funder.get(path, params={"from": start, "to": end})
         assert r.status_code == 200, r.text
-        assert r.json()["period"] == {"from": start, "to": end}
+        last_day = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
+        assert r.json()["period"] == {"from": start, "to": end, "last_day": last_day}
 
 
 async def test_published_as_of_is_whole_days_and_the_default_the_last_complete_quarter(
@@ -475,7 +476,7 @@ async def test_published_as_of_is_whole_days_and_the_default_the_last_complete_q
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["as_of"] == "2026-05-02T00:00:00+00:00"
-    assert (body["perturbed"], body["method"]) == (True, "cellkey-1")
+    assert (body["perturbed"], body["method"]) == (True, "cellkey-2")
     body = (await funder.get(path)).json()
     start, end = (
         date.fromisoformat(body["period"]["from"]),
@@ -586,7 +587,8 @@ async def test_csv_is_tidy_and_carries_the_same_figures_as_json(
         "report",
         "timebanks",
         "period_from",
-        "period_to",
+        "period_to_exclusive",
+        "period_last_day",
         "as_of",
         "definitions_version",
         "suppression_threshold",
@@ -597,9 +599,10 @@ async def test_csv_is_tidy_and_carries_the_same_figures_as_json(
         "value",
         "suppressed",
     ]
-    assert {(x["period_from"], x["period_to"], x["definitions_version"]) for x in lines} == {
-        ("2026-01-01", "2026-07-01", "1")
-    }
+    assert {
+        (x["period_from"], x["period_to_exclusive"], x["period_last_day"], x["definitions_version"])
+        for x in lines
+    } == {("2026-01-01", "2026-07-01", "2026-06-30", "1")}
     expected = flat_json(body, keys)
     got = {}
     for x in lines:

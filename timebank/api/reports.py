@@ -59,9 +59,10 @@ REPORT_DOC = (
     "One of the twelve impact reports: "
     + ", ".join(f"`{name}`" for name in service.REPORTS)
     + ". Figures count service exchanges (recorded, not reversed). `from` inclusive, `to` "
-    "exclusive, on occurred_on (default: the 12 months to the 1st of next month). Funder keys "
+    "exclusive (the day after; `period.last_day` is the last day, inclusive — in CSV and XLSX "
+    "`period_from`, `period_to_exclusive`, `period_last_day`), on occurred_on (default: the 12 months to the 1st of next month). Funder keys "
     "always get published figures (staff with `figures=published`): cell-key perturbed "
-    '(`"perturbed": true`, `"method": "cellkey-1"`), withheld by population only, for lattice '
+    '(`"perturbed": true`, `"method": "cellkey-2"`), withheld by population only, for lattice '
     "periods only (one calendar month, calendar quarter, April–March year or calendar year; "
     "default the last complete quarter), `as_of` taken to the start of its UTC day, "
     "timeseries by month or quarter. "
@@ -88,7 +89,7 @@ class ReportOut(BaseModel):
                 {
                     "report": "categories",
                     "timebanks": ["north-ayrshire"],
-                    "period": {"from": "2026-07-01", "to": "2026-10-01"},
+                    "period": {"from": "2026-07-01", "to": "2026-10-01", "last_day": "2026-09-30"},
                     "as_of": "2026-12-01T00:00:00+00:00",
                     "generated_at": "2026-12-01T10:15:00+00:00",
                     "definitions_version": "1",

@@ -34,8 +34,8 @@ from timebank.console.base import Ctx, now, page_lang, render, settings_of, sign
 from timebank.console.formatting import DATE_LOCALES
 from timebank.console.messages import Problems
 from timebank.errors import Forbidden, NotFound
+from timebank.reports import cellkey, run
 from timebank.reports import render as files
-from timebank.reports import run
 from timebank.reports.cache import PublishedCache, Report, published
 from timebank.reports.periods import (
     Period,
@@ -152,8 +152,20 @@ def period_label(ctx: Ctx, start: date, end: date) -> str:
     return _("Calendar year %(year)s") % {"year": start.year}
 
 
+def incomplete(end: date, today: date) -> bool:
+    """A period that is not over by ``today``: its figures will still grow."""
+    return end > today
+
+
 def picker(ctx: Ctx, today: date) -> Picker:
     _ = ctx.gettext
+
+    def label(start: date, end: date) -> str:
+        text = period_label(ctx, start, end)
+        if incomplete(end, today):
+            return _("%(period)s (incomplete: not over yet)") % {"period": text}
+        return text
+
     names = {
         "last-month": _("Last month"),
         "last-quarter": _("Last quarter"),
@@ -173,29 +185,20 @@ def picker(ctx: Ctx, today: date) -> Picker:
     groups = [
         (
             _("Months"),
-            [
-                (token_of(m, add_months(m, 1)), period_label(ctx, m, add_months(m, 1)))
-                for m in months
-            ],
+            [(token_of(m, add_months(m, 1)), label(m, add_months(m, 1))) for m in months],
         ),
         (
             _("Quarters"),
-            [
-                (token_of(q, add_months(q, 3)), period_label(ctx, q, add_months(q, 3)))
-                for q in quarters
-            ],
+            [(token_of(q, add_months(q, 3)), label(q, add_months(q, 3))) for q in quarters],
         ),
         (
             _("Financial years (April to March)"),
-            [
-                (f"FY{y}", period_label(ctx, date(y, 4, 1), date(y + 1, 4, 1)))
-                for y in range(fy, fy - 6, -1)
-            ],
+            [(f"FY{y}", label(date(y, 4, 1), date(y + 1, 4, 1))) for y in range(fy, fy - 6, -1)],
         ),
         (
             _("Calendar years"),
             [
-                (str(y), period_label(ctx, date(y, 1, 1), date(y + 1, 1, 1)))
+                (str(y), label(date(y, 1, 1), date(y + 1, 1, 1)))
                 for y in range(today.year, today.year - 6, -1)
             ],
         ),
@@ -314,6 +317,8 @@ class Table:
     rows: list[tuple[str, list[Cell]]]
     report: str
     figures: list[str]  # the JSON figure of each column, for the tests and the curious
+    total: tuple[str, list[Cell]] | None = None  # the report's published total of the rows
+    note: str = ""  # e.g. that separately protected rows need not add up to the total
 
 
 @dataclass
@@ -366,6 +371,7 @@ class Tile:
     label: str
     cell: Cell
     note: str = ""
+    figure: str = ""  # the summary's JSON figure it shows, for the tests and the curious
 
 
 @dataclass
@@ -408,16 +414,29 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
     top = scalars(summary)
     sv = scalars(reports["social-value"])
     tiles = [
-        Tile(_("Hours exchanged"), n.cell(top, "hours")),
-        Tile(_("Exchanges"), n.cell(top, "exchanges")),
-        Tile(_("Members taking part"), n.cell(top, "participating_members")),
-        Tile(_("Organisations taking part"), n.cell(top, "participating_organisations")),
+        Tile(_("Hours exchanged"), n.cell(top, "hours"), figure="hours"),
+        Tile(_("Exchanges"), n.cell(top, "exchanges"), figure="exchanges"),
+        Tile(
+            _("Members taking part"),
+            n.cell(top, "participating_members"),
+            _("members with an exchange in the period"),
+            figure="participating_members",
+        ),
+        Tile(
+            _("Organisations taking part"),
+            n.cell(top, "participating_organisations"),
+            _(
+                "organisations with an exchange in the period; the table of organisations below lists every registered organisation, taking part or not"
+            ),
+            figure="participating_organisations",
+        ),
         Tile(
             _("Active members"),
             n.cell(top, "active_members"),
             _("with an exchange in the 12 months to the end of the period"),
+            figure="active_members",
         ),
-        Tile(_("New members"), n.cell(top, "new_members")),
+        Tile(_("New members"), n.cell(top, "new_members"), figure="new_members"),
     ]
     value_cell = n.cell(sv, "value_pounds")
     if value_cell.value is not None:
@@ -432,6 +451,7 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                 "at %(rate)s an hour: %(source)s. A replacement-cost valuation, not a social return on investment (SROI)."
             )
             % {"rate": rate_text, "source": sv.get("rate_source", "")},
+            figure="value_pounds",
         )
     )
 
@@ -449,12 +469,23 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
     hours = [n.cell(r, "hours") for r in ts]
     cumulative = [n.cell(r, "cumulative_hours") for r in ts]
     exchanges = [n.cell(r, "exchanges") for r in ts]
+    separately = _(
+        "Each figure is protected separately, so the rows need not add up exactly to the total, which is the published total of the period."
+    )
+    ts_top = scalars(reports["timeseries"])
     month_table = Table(
         _("Hours and exchanges per month, %(period)s") % {"period": period_text},
         [_("Hours"), _("Running total of hours"), _("Exchanges")],
         [(m, [h, c, e]) for m, h, c, e in zip(months, hours, cumulative, exchanges, strict=True)],
         "timeseries",
         ["hours", "cumulative_hours", "exchanges"],
+        total=(
+            _("Total"),
+            [n.cell(ts_top, "hours"), n.cell(ts_top, "hours"), n.cell(ts_top, "exchanges")],
+        ),
+        note=_(
+            "Each month is protected separately, so the months need not add up exactly to the total; the running total is scaled so that it ends at the published total of the period."
+        ),
     )
     total_hours = cumulative[-1].text if cumulative else ""
     sections.append(
@@ -465,7 +496,7 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                     "hours-per-month",
                     _("Hours per month, with the running total"),
                     _(
-                        "Columns: hours exchanged each month. Line: the running total, %(total)s hours by the end of the period."
+                        "Columns: hours exchanged each month. Line: the running total, %(total)s hours by the end of the period (the published total)."
                     )
                     % {"total": total_hours},
                     charts.columns(
@@ -503,6 +534,8 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                         [(m, [e]) for m, e in zip(months, exchanges, strict=True)],
                         "timeseries",
                         ["exchanges"],
+                        total=(_("Total"), [n.cell(ts_top, "exchanges")]),
+                        note=separately,
                     ),
                 ),
             ],
@@ -566,6 +599,15 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                         ],
                         "categories",
                         ["hours", "exchanges", "providers"],
+                        total=(
+                            _("All categories"),
+                            [
+                                n.cell(scalars(reports["categories"]), "hours"),
+                                n.cell(scalars(reports["categories"]), "exchanges"),
+                                Cell(None, "", "none"),
+                            ],
+                        ),
+                        note=separately,
                     ),
                 ),
                 Chart(
@@ -592,6 +634,14 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                         ],
                         "exchange-types",
                         ["hours", "exchanges"],
+                        total=(
+                            _("All types"),
+                            [
+                                n.cell(scalars(reports["exchange-types"]), "hours"),
+                                n.cell(scalars(reports["exchange-types"]), "exchanges"),
+                            ],
+                        ),
+                        note=separately,
                     ),
                 ),
                 Chart(
@@ -636,6 +686,9 @@ def build_view(ctx: Ctx, reports: dict[str, dict[str, Any]], period_text: str) -
                         ],
                         "organisations",
                         ["hours_given", "hours_received", "members_engaged", "exchanges"],
+                        note=_(
+                            'Every registered organisation is listed, taking part or not; the figure "Organisations taking part" above counts those with an exchange in the period.'
+                        ),
                     ),
                 ),
             ],
@@ -914,6 +967,7 @@ async def _page(
         period_text=period_text,
         as_of=ctx.day(period.as_of.date()),
         method=found[0].meta["method"],
+        incomplete=incomplete(choice.end, today),
         **values,
     )
 
@@ -928,6 +982,26 @@ async def dashboard_print(
     request: Request[Any, Any, Any], db_session: AsyncSession
 ) -> Response[str]:
     return await _page(request, db_session, printable=True)
+
+
+@get("/dashboard/method", include_in_schema=False)
+async def dashboard_method(
+    request: Request[Any, Any, Any], db_session: AsyncSession
+) -> Response[str]:
+    """How the published figures are protected, in plain words (docs/reports.md has the
+    parameters)."""
+    ctx, _ = await scoped(request, db_session)
+    return render(
+        ctx,
+        "dashboard_method.html",
+        section="dashboard",
+        method=run.METHOD,
+        floor_hours=cellkey.MINUTES_FLOOR // 60,
+        large_hours=round(cellkey.MINUTES_FLOOR / cellkey.MINUTES_SHARE / 60),
+        share=round(cellkey.MINUTES_SHARE * 100),
+        change=cellkey.MAX_COUNT_CHANGE,
+        small=cellkey.SMALL,
+    )
 
 
 @get("/dashboard/download", include_in_schema=False)
@@ -969,5 +1043,5 @@ async def dashboard_download(
     )
 
 
-ROUTES = [dashboard, dashboard_print, dashboard_download]
+ROUTES = [dashboard, dashboard_print, dashboard_method, dashboard_download]
 __all__ = ["ROUTES", "build_view", "choose", "parse_token", "preset_range", "token_of"]

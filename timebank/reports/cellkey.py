@@ -15,25 +15,40 @@ the cell key. ``d`` lies in −4…+4; a zero stays zero; a positive count never
 or less; a count under :data:`SMALL` never publishes its true value; the mean of ``d`` is
 zero for every count from 2 on (a count of 1 can only move up, to 2…5).
 
-**Magnitudes** (minutes) are perturbed in proportion to their two largest contributions,
-per party (the ABS method): published = true + f × (c₁ + c₂), c₁ ≥ c₂ the two largest
-parties' minutes in the cell, f taken from the cell key with 5 % ≤ |f| ≤ 15 % and either
-sign with equal chance. A cell of one person's hours is therefore always 5–15 % off, and a
-large cell is off by at most 15 % of its two largest contributions — a small fraction of a
-total spread over many people. A zero stays zero and a positive figure never publishes its
-true value or less than one minute.
+**Magnitudes** (minutes) get noise drawn from the cell key over a window whose half-width
+has a floor: ``w = max(MINUTES_FLOOR, ⌊total × MINUTES_SHARE⌋)`` — four hours for every
+cell under eighty hours, 5 % of the total above. The published value is uniform over the
+``2w + 1`` whole minutes ``total − w … total + w`` (the window starts at 1 minute instead
+when that would reach zero, keeping its width), leaving out only the true value. People
+record whole or half hours, so a window of four hours each way holds about eight candidate
+hours, sixteen half hours, thirty-two quarters: rounding the published minutes to 60, 30
+or 15 gives the true value about one time in eight, sixteen, thirty-two, and an attacker who
+knows this method and that values lie on such a grid has as many equally likely candidates
+(the windows have the same width for every total, so none is favoured). The noise does not
+depend on the contributions, so they cannot be read back from it. A large cell (eighty hours
+or more) is off by at most 5 %; a cell of four hours or less publishes somewhere in 1 … 481
+minutes whatever its size — biased upwards by design, since any noise whose mean follows
+the true value near zero would tell the small values apart. A zero stays zero and a
+positive figure never publishes its true value or less than one minute.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from contextvars import ContextVar
 
-METHOD = "cellkey-1"
+METHOD = "cellkey-2"
 MODULUS = 2**32
 MAX_COUNT_CHANGE = 4
 SMALL = 10  # counts below this never publish their true value
-MAGNITUDE_MIN, MAGNITUDE_MAX = 0.05, 0.15
+MINUTES_FLOOR = 240  # half-width of the noise window for cells under 80 hours
+MINUTES_SHARE = 0.05  # … and its share of the total for larger cells
+
+
+# Off only in the parity test (tests/test_report_parity.py), which checks that published
+# figures with no noise are the exact figures: each report is defined once.
+NOISE: ContextVar[bool] = ContextVar("cellkey_noise", default=True)
 
 
 def cell_key(keys: Iterable[int]) -> int:
@@ -88,6 +103,8 @@ def count_change(n: int, key: int) -> int:
 
 
 def publish_count(n: int, key: int) -> int:
+    if not NOISE.get():
+        return n
     return n + count_change(n, key)
 
 
@@ -97,23 +114,23 @@ def _uniform(key: int, purpose: bytes) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def magnitude_factor(key: int) -> float:
-    u = _uniform(key, b"cellkey1-minute")
-    sign = 1.0 if u < 0.5 else -1.0
-    fraction = (u * 2) % 1.0
-    return sign * (MAGNITUDE_MIN + (MAGNITUDE_MAX - MAGNITUDE_MIN) * fraction)
+def minutes_window(total: int) -> tuple[int, int]:
+    """(lowest, highest) minutes a positive ``total`` can publish: 2w + 1 values around it,
+    w = max(MINUTES_FLOOR, ⌊MINUTES_SHARE × total⌋), moved up to start at 1 where needed."""
+    w = max(MINUTES_FLOOR, int(total * MINUTES_SHARE))
+    low = max(1, total - w)
+    return low, low + 2 * w
 
 
-def publish_minutes(total: int, contributions: Iterable[int], key: int) -> int:
-    """Published minutes of a cell: ``total`` perturbed by its two largest contributions."""
+def publish_minutes(total: int, key: int) -> int:
+    """Published minutes of a cell: uniform over its window, never ``total`` itself."""
     if total <= 0:
         return 0
-    top = sorted((c for c in contributions if c > 0), reverse=True)[:2]
-    f = magnitude_factor(key)
-    value = round(total + f * sum(top))
-    if value == total:  # a tiny cell: still never its true value
-        value = total + (1 if f > 0 else -1)
-    return max(1, value)
+    if not NOISE.get():
+        return total
+    low, high = minutes_window(total)
+    value = low + int(_uniform(key, b"cellkey2-minute") * (high - low))
+    return value + 1 if value >= total else value
 
 
 def clip_share(part: int | None, whole: int | None) -> float | None:

@@ -121,17 +121,14 @@ def parties_of(micro: Micro, legs: Iterable[Leg]) -> int:
 
 
 def minutes_of(legs: Iterable[Leg]) -> int:
-    """Published minutes of a set of legs: perturbed by the two largest parties' minutes,
-    the cell key from the exchanges they belong to."""
+    """Published minutes of a set of legs, the cell key from the exchanges they belong to
+    (:func:`cellkey.publish_minutes`: noise over a window with a floor)."""
     total = 0
-    by_party: dict[uuid.UUID, int] = defaultdict(int)
     exchanges: dict[uuid.UUID, int] = {}
     for leg in legs:
-        m = abs(leg.minutes)
-        total += m
-        by_party[leg.account_id] += m
+        total += abs(leg.minutes)
         exchanges[leg.exchange_id] = leg.exchange_key
-    return cellkey.publish_minutes(total, by_party.values(), cellkey.cell_key(exchanges.values()))
+    return cellkey.publish_minutes(total, cellkey.cell_key(exchanges.values()))
 
 
 def activity(legs: list[Leg]) -> dict[str, Any]:
@@ -369,10 +366,18 @@ async def timeseries(ctx: s.Ctx) -> s.Built:
     d = b.disclosure
     m = await micro(ctx)
     p, pop = ctx.period, m.population
+    total = activity(in_period(ctx, m))
+    buckets = [
+        (start, end, activity(in_period(ctx, m, start, end)))
+        for _, start, end in s.buckets(ctx.options.interval, p.start, p.end)
+    ]
+    # the running total of the published buckets, scaled to end at the published total of
+    # the period (one quantity, one number); the buckets are not otherwise changed
+    whole = sum(figures["minutes"] for _, _, figures in buckets)
     running = 0
-    for _, start, end in s.buckets(ctx.options.interval, p.start, p.end):
-        figures = activity(in_period(ctx, m, start, end))
+    for start, end, figures in buckets:
         running += figures["minutes"]
+        so_far = round(total["minutes"] * running / whole) if whole else 0
         active = await active_members(ctx, end)
         b.rows.append(
             (
@@ -381,13 +386,13 @@ async def timeseries(ctx: s.Ctx) -> s.Built:
                     cell(d, pop, **figures),
                     cell(d, pop, new_members=count_of(new_member_keys(ctx, m, start, end))),
                     cell(d, pop, active_members=count_of(active)),
-                    cell(d, pop, cumulative_minutes=running, cumulative_hours=s.hours(running)),
+                    cell(d, pop, cumulative_minutes=so_far, cumulative_hours=s.hours(so_far)),
                 ],
             )
         )
     b.params["interval"] = ctx.options.interval
     b.scalars = [
-        cell(d, pop, **activity(in_period(ctx, m))),
+        cell(d, pop, **total),
         cell(d, pop, new_members=count_of(new_member_keys(ctx, m, p.start, p.end))),
     ]
     return b
@@ -631,7 +636,11 @@ async def distribution(ctx: s.Ctx) -> s.Built:
     base = {**registered_keys(m), **{a: m.key(a) for a in exchanges}}
     total = count_of(base)
     for name, lo, hi in s.HISTOGRAM:
-        mine = {a: k for a, k in base.items() if lo <= exchanges.get(a, 0) <= (hi or 10**9)}
+        mine = {
+            a: k
+            for a, k in base.items()
+            if lo <= exchanges.get(a, 0) and (hi is None or exchanges.get(a, 0) <= hi)
+        }
         n = count_of(mine)
         b.rows.append(
             (

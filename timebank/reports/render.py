@@ -2,7 +2,9 @@
 
 JSON: scalar figures top-level, breakdowns in ``rows``; a withheld figure is ``null``,
 named in the top-level ``suppressed`` list (scalars) or flagged by the row's ``suppressed``.
-CSV: one row per figure with the period, ``definitions_version``, ``perturbed`` and
+CSV: one row per figure with the period (``period_from``, its first day;
+``period_to_exclusive``, the day after it — the JSON's ``period.to``; ``period_last_day``,
+its last day — the JSON's ``period.last_day``), ``definitions_version``, ``perturbed`` and
 ``method`` (published figures) and a ``suppressed`` column. XLSX: a "Report" sheet (what, when, totals), a "Rows" sheet (one line per row,
 withheld cells blank and shaded) and a "Tidy" sheet identical to the CSV.
 """
@@ -23,7 +25,8 @@ META_COLUMNS = [
     "report",
     "timebanks",
     "period_from",
-    "period_to",
+    "period_to_exclusive",
+    "period_last_day",
     "as_of",
     "definitions_version",
     "suppression_threshold",
@@ -90,6 +93,7 @@ def _meta_values(meta: dict[str, Any]) -> list[Any]:
         ";".join(meta["timebanks"]),
         meta["period"]["from"],
         meta["period"]["to"],
+        meta["period"]["last_day"],
         meta["as_of"],
         meta["definitions_version"],
         meta["suppression_threshold"],
@@ -145,7 +149,8 @@ def as_xlsx(meta: dict[str, Any], built: Built) -> bytes:
         ("report", meta["report"]),
         ("timebanks", ", ".join(meta["timebanks"])),
         ("period_from", meta["period"]["from"]),
-        ("period_to (exclusive)", meta["period"]["to"]),
+        ("period_to_exclusive", meta["period"]["to"]),
+        ("period_last_day", meta["period"]["last_day"]),
         ("as_of", meta["as_of"]),
         ("generated_at", meta["generated_at"]),
         ("definitions_version", meta["definitions_version"]),

@@ -9,6 +9,7 @@ figures (:mod:`timebank.reports.published`, funder keys always, staff with
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, text
@@ -123,7 +124,13 @@ def meta_of(
     return {
         "report": name,
         "timebanks": [b.slug for b in banks],
-        "period": {"from": period.start.isoformat(), "to": period.end.isoformat()},
+        # ``to`` is the day after the period (exclusive) in every format; ``last_day`` its
+        # last day (inclusive)
+        "period": {
+            "from": period.start.isoformat(),
+            "to": period.end.isoformat(),
+            "last_day": (period.end - timedelta(days=1)).isoformat(),
+        },
         "as_of": period.as_of.isoformat(),
         "generated_at": utcnow().isoformat(),
         "definitions_version": DEFINITIONS_VERSION,
