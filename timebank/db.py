@@ -310,7 +310,7 @@ def lost_connection(exc: BaseException, conn: Any = None) -> bool:
     of primaries) — rather than an answer about the request."""
     import asyncpg
 
-    if conn is not None and conn.is_closed():
+    if conn is not None and is_closed(conn):
         return True
     state = sqlstate(exc)
     if session_ended(state) or state == READ_ONLY:
@@ -318,6 +318,18 @@ def lost_connection(exc: BaseException, conn: Any = None) -> bool:
     return isinstance(
         exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError
     )
+
+
+def is_closed(conn: Any) -> bool:
+    """Whether a pooled asyncpg connection is closed. The pool detaches a connection the
+    moment it sees it close, and then every call on it — ``is_closed()`` too — raises
+    "connection has been released back to the pool" (an InterfaceError): closed, too."""
+    import asyncpg
+
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
 
 
 class DriverPool:
@@ -383,13 +395,13 @@ class DriverPool:
         """Back to the pool; a broken connection is terminated first (the pool then opens a
         new one). A failure to reset a connection on release loses only that connection —
         it never replaces the request's own answer or error."""
-        if broken and not conn.is_closed():
+        if broken and not is_closed(conn):
             conn.terminate()
         try:
             await pool.release(conn)
         except Exception as exc:
             log.info("dropped a pooled connection on release: %s", type(exc).__name__)
-            if not conn.is_closed():
+            if not is_closed(conn):
                 conn.terminate()
 
     async def close(self) -> None:
