@@ -246,7 +246,11 @@ def _is_unavailable(exc: Exception) -> bool:
     state = sqlstate(exc)
     if session_ended(state) or state[:2] in ("53", "58") or state in ("57014", "55P03"):
         return True
-    if state == READ_ONLY or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    # A serialization failure that escaped the write's own retries, or a report's query
+    # cancelled on a read replica by a conflict with recovery (also 40001): try again.
+    if state in (READ_ONLY, "40001") or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
         return True
     return lost_connection(exc)
 
