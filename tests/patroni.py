@@ -19,7 +19,8 @@ import sysconfig
 import tempfile
 import urllib.error
 import urllib.request
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -146,7 +147,7 @@ class PatroniCluster:
     size: int = 2
     ttl: int = 20  # Patroni's least: the leader key outlives a dead primary by up to this
     loop_wait: int = 1
-    retry_timeout: int = 4
+    retry_timeout: int = 8  # a starved machine must not make the primary step down
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="timebank-ha-")))
     members: list[Member] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
@@ -296,6 +297,15 @@ class PatroniCluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {m.name}\n{m.log()}" for m in self.members)
+
+    @contextmanager
+    def logs_on_failure(self) -> Iterator[None]:
+        """Print the end of each Patroni's log if the block fails (pytest shows it)."""
+        try:
+            yield
+        except BaseException:
+            print(self.logs())
+            raise
 
     def stop(self) -> None:
         for m in self.members:

@@ -38,7 +38,7 @@ def _parts() -> None:
 async def test_patroni_failover_under_load_answers_writes_again_within_30s_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    with PatroniCluster(size=2) as ha:
+    with PatroniCluster(size=2) as ha, ha.logs_on_failure():
         old = ha.primary()
         standby = ha.sync_standby()
         assert old is not None and standby is not None and old is not standby
