@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,8 +56,9 @@ def _postgresql() -> None:
         pytest.skip("!!! PostgreSQL binaries not found: replication tests SKIPPED")
 
 
-def multi_host_url(dbname: str, *nodes: Node) -> str:
-    hosts = "&".join(f"host=127.0.0.1:{n.port}" for n in nodes)
+def multi_host_url(dbname: str, *nodes: Node | int) -> str:
+    ports = [n if isinstance(n, int) else n.port for n in nodes]
+    hosts = "&".join(f"host=127.0.0.1:{p}" for p in ports)
     return f"postgresql+asyncpg://postgres@/{dbname}?{hosts}&target_session_attrs=read-write"
 
 
@@ -118,9 +121,26 @@ async def test_manual_failover_on_a_multi_host_url_rides_the_switch_and_loses_no
     pair: tuple[Node, Node], tmp_path: Path
 ) -> None:
     primary, standby = pair
-    # the standby first: every path (Alembic at `serve`, the CLI, both pools) must skip it
-    url = multi_host_url("tb", standby, primary)
-    with running_server(url, tmp_path, workers=1) as server:
+    # first a host gone from the network (it takes the connection and never answers: each
+    # attempt waits its timeout there), then the standby: every path (Alembic at `serve`,
+    # the CLI, both pools) must pass over both
+    with silent_host() as gone:
+        url = multi_host_url("tb", gone, standby, primary)
+        await _manual_failover(url, primary, standby, tmp_path)
+
+
+@contextmanager
+def silent_host() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        yield int(listener.getsockname()[1])
+
+
+async def _manual_failover(url: str, primary: Node, standby: Node, tmp_path: Path) -> None:
+    env = {"TIMEBANK_DB_CONNECT_TIMEOUT_SECONDS": "1"}
+    with running_server(url, tmp_path, workers=1, **env) as server:
         secret = create_admin_key(url, tmp_path)
         pids = server.pids()
         async with server.client(secret, keepalive=True) as c:

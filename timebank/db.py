@@ -112,13 +112,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         _configure_sqlite(engine, settings)
     else:
-        engine = create_async_engine(
-            url,
-            connect_args={"timeout": settings.db_connect_timeout_seconds},
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_timeout=10,
-        )
+        options: dict[str, Any] = {
+            "connect_args": {"timeout": settings.db_connect_timeout_seconds},
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": 10,
+        }
+        engine = create_async_engine(url, **options)
+        args = driver_connect_args(engine)
+        if isinstance(args.get("host"), list):  # several hosts: a timeout for each
+            args["timeout"] = settings.db_connect_timeout_seconds
+            engine = create_async_engine(
+                url, async_creator=lambda: connect_each_host(**args), **options
+            )
         event.listen(engine.sync_engine, "checkout", _drop_if_closed)
     event.listen(engine.sync_engine, "handle_error", _classify_disconnect)
     return engine
@@ -304,6 +310,29 @@ def driver_connect_args(engine: AsyncEngine) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in accepted and k != "dsn"}
 
 
+async def connect_each_host(*args: Any, **kwargs: Any) -> Any:
+    """``asyncpg.connect`` over a multi-host URL's hosts one at a time, each with the whole
+    connect ``timeout``: asyncpg's own loop shares one timeout among them all, so a host
+    gone from the network (no answer, no refusal) used it up and the next host — the new
+    primary — was never tried. Hosts that refuse, are starting up, or are not what
+    ``target_session_attrs`` asks for are passed over, as libpq does."""
+    import asyncpg
+
+    hosts, ports = kwargs.get("host"), kwargs.get("port")
+    if not isinstance(hosts, list) or len(hosts) < 2:
+        return await asyncpg.connect(*args, **kwargs)
+    if not isinstance(ports, list):
+        ports = [ports] * len(hosts)
+    last: BaseException | None = None
+    for host, port in zip(hosts, ports, strict=True):
+        try:
+            return await asyncpg.connect(*args, **{**kwargs, "host": host, "port": port})
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
 def lost_connection(exc: BaseException, conn: Any = None) -> bool:
     """A driver error that means the connection is no use any more — the server ended the
     session, the socket closed, the server is (now) a read-only standby (25006, a switch
@@ -359,6 +388,7 @@ class DriverPool:
             async with self.lock:
                 if self.pool is None:
                     self.pool = await asyncpg.create_pool(
+                        connect=connect_each_host,
                         min_size=1,
                         max_size=self.max_size,
                         # every statement here finds its rows by key: a generic plan is as
