@@ -19,8 +19,8 @@ class Settings(BaseSettings):
     # empty = everything reads the primary. Bypassed while it lags more than replica_max_lag.
     replica_database_url: str = ""
     replica_max_lag_seconds: float = Field(default=30.0, ge=0)
-    # How long a connection attempt (every host of a multi-host URL in turn) may take before
-    # the request gets 503: a host gone from the network must not hold requests for a minute.
+    # How long to wait for a host to answer a new connection before the next host of a
+    # multi-host URL (or 503): a host gone from the network must not hold requests a minute.
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
