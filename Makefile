@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test lint format fuzz bench clean
+.PHONY: setup run test test-ha lint format fuzz bench clean
 
 $(BIN)/timebank: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -33,6 +33,12 @@ lint: setup
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+
+# Only the high-availability tests (`make test` runs them too): the Patroni failover under
+# load, manual promotion on a multi-host URL, reports from a replica, the pools' recovery.
+# Needs PostgreSQL 15 and etcd (Debian: postgresql, etcd-server); run as root or postgres.
+test-ha: setup
+	$(BIN)/pytest tests/test_failover.py tests/test_replication.py tests/test_pools.py tests/test_compose.py -q -p no:cacheprovider -s
 
 # A deeper fuzz of every operation against the OpenAPI document (both engines); `make test`
 # runs the same with a small budget. FUZZ_EXAMPLES=1000 make fuzz for a longer search.

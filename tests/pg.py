@@ -107,6 +107,7 @@ def start_cluster(
     port_base: int = 15432,
     settings: dict[str, str] | None = None,
     stop_mode: str = "immediate",
+    port: int | None = None,
 ) -> Cluster:
     """initdb into a temp dir and start a cluster on a unix socket only. ``fsync`` makes it
     durable (fsync, synchronous_commit and full_page_writes on); ``settings`` add to or
@@ -137,7 +138,7 @@ def start_cluster(
             "--locale=C",
         ]
     )
-    port = port_base + (os.getpid() % 1000)
+    port = port or port_base + (os.getpid() % 1000)
     durable = "on" if fsync else "off"
     server = {
         "listen_addresses": "''",

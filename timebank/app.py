@@ -28,7 +28,7 @@ from timebank.api.organisations import OrganisationController
 from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
-from timebank.db import DriverPool, create_engine
+from timebank.db import DriverPool, Replica, create_engine
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
@@ -80,11 +80,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     middleware.append(
         DefineMiddleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     )
-    driver_pool = DriverPool(engine, settings.db_pool_size) if not settings.is_sqlite else None
+    driver_pool = (
+        DriverPool(engine, settings.db_pool_size, settings.db_connect_timeout_seconds)
+        if not settings.is_sqlite
+        else None
+    )
+
+    replica = Replica(settings) if settings.replica_database_url else None
 
     async def close_driver_pool() -> None:
         if driver_pool is not None:
             await driver_pool.close()
+        if replica is not None:
+            await replica.close()
 
     return Litestar(
         route_handlers=[
@@ -111,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "driver_pool": driver_pool,
+                "replica": replica,
                 "sessions": async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
             }
         ),

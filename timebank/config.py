@@ -15,6 +15,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIMEBANK_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # A streaming replica for reads that may lag (reports, the dashboard; docs/operations.md);
+    # empty = everything reads the primary. Bypassed while it lags more than replica_max_lag.
+    replica_database_url: str = ""
+    replica_max_lag_seconds: float = Field(default=30.0, ge=0)
+    # How long to wait for a host to answer a new connection before the next host of a
+    # multi-host URL (or 503): a host gone from the network must not hold requests a minute.
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 import os
 import random
@@ -111,12 +112,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
         _configure_sqlite(engine, settings)
     else:
-        engine = create_async_engine(
-            url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_timeout=10,
-        )
+        options: dict[str, Any] = {
+            "connect_args": {"timeout": settings.db_connect_timeout_seconds},
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": 10,
+        }
+        engine = create_async_engine(url, **options)
+        args = driver_connect_args(engine)
+        if isinstance(args.get("host"), list):  # several hosts: a timeout for each
+            args["timeout"] = settings.db_connect_timeout_seconds
+            engine = create_async_engine(
+                url, async_creator=lambda: connect_each_host(**args), **options
+            )
         event.listen(engine.sync_engine, "checkout", _drop_if_closed)
     event.listen(engine.sync_engine, "handle_error", _classify_disconnect)
     return engine
@@ -143,6 +151,9 @@ def sqlstate(exc: BaseException | None) -> str:
     return ""
 
 
+READ_ONLY = "25006"  # read_only_sql_transaction: a write reached a standby
+
+
 def session_ended(state: str) -> bool:
     """The server ended the session or cannot take one now: class 08 (connection
     exception) and 57P01-57P05 (admin or crash shutdown, cannot connect now — starting up
@@ -154,9 +165,12 @@ def _classify_disconnect(ctx: ExceptionContext) -> None:
     """Any error while *establishing* a connection (refused, too many connections, the
     database not accepting connections, starting up...) and a session the server ended are
     disconnects: the connection is dropped from the pool and the error is raised with
-    ``connection_invalidated`` set, which the API answers with 503 ``unavailable``."""
+    ``connection_invalidated`` set, which the API answers with 503 ``unavailable``. So is a
+    write refused as read-only (25006): the host is a standby now, after a switch of
+    primaries, and a new connection finds the new primary (``target_session_attrs``)."""
     connecting = ctx.connection is None and not ctx.is_pre_ping
-    if connecting or session_ended(sqlstate(ctx.original_exception)):
+    state = sqlstate(ctx.original_exception)
+    if connecting or session_ended(state) or state == READ_ONLY:
         ctx.is_disconnect = True
 
 
@@ -284,47 +298,141 @@ async def copy_rows(
             progress(min(i + step, len(rows)))
 
 
+def driver_connect_args(engine: AsyncEngine) -> dict[str, Any]:
+    """asyncpg's connection arguments for the engine's URL, as SQLAlchemy's dialect reads
+    it: a libpq-style multi-host URL (``?host=h1:p1&host=h2:p2``) becomes lists of hosts
+    and ports, and ``target_session_attrs`` is passed on, so both pools find the primary
+    the same way. (Rendering the URL back to a DSN kept only the last ``host``.)"""
+    import asyncpg
+
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    accepted = inspect.signature(asyncpg.connect).parameters
+    return {k: v for k, v in kwargs.items() if k in accepted and k != "dsn"}
+
+
+async def connect_each_host(*args: Any, **kwargs: Any) -> Any:
+    """``asyncpg.connect`` over a multi-host URL's hosts one at a time, each with the whole
+    connect ``timeout``: asyncpg's own loop shares one timeout among them all, so a host
+    gone from the network (no answer, no refusal) used it up and the next host — the new
+    primary — was never tried. Hosts that refuse, are starting up, or are not what
+    ``target_session_attrs`` asks for are passed over, as libpq does."""
+    import asyncpg
+
+    hosts, ports = kwargs.get("host"), kwargs.get("port")
+    if not isinstance(hosts, list) or len(hosts) < 2:
+        return await asyncpg.connect(*args, **kwargs)
+    if not isinstance(ports, list):
+        ports = [ports] * len(hosts)
+    last: BaseException | None = None
+    for host, port in zip(hosts, ports, strict=True):
+        try:
+            return await asyncpg.connect(*args, **{**kwargs, "host": host, "port": port})
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def lost_connection(exc: BaseException, conn: Any = None) -> bool:
+    """A driver error that means the connection is no use any more — the server ended the
+    session, the socket closed, the server is (now) a read-only standby (25006, a switch
+    of primaries) — rather than an answer about the request."""
+    import asyncpg
+
+    if conn is not None and is_closed(conn):
+        return True
+    state = sqlstate(exc)
+    if session_ended(state) or state == READ_ONLY:
+        return True
+    return isinstance(
+        exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError
+    )
+
+
+def is_closed(conn: Any) -> bool:
+    """Whether a pooled asyncpg connection is closed. The pool detaches a connection the
+    moment it sees it close, and then every call on it — ``is_closed()`` too — raises
+    "connection has been released back to the pool" (an InterfaceError): closed, too."""
+    import asyncpg
+
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 class DriverPool:
     """PostgreSQL: asyncpg's own pool, for the hot routes that are one or two statements in
     autocommit (recording an exchange, reading a balance). Acquiring from it costs a
     fraction of a SQLAlchemy checkout, which was a good part of those routes' Python; its
     connections keep generic plans of those statements. It holds nothing but connections:
-    opened on first use, closed with the app."""
+    opened on first use, closed with the app.
 
-    def __init__(self, engine: AsyncEngine, max_size: int) -> None:
-        url = engine.url.set(drivername="postgresql")
-        self.dsn = url.render_as_string(hide_password=False)
+    A connection that breaks in use (the server ended the session, crashed, was demoted to
+    a standby) is terminated and never goes back to the pool, and the request gets a
+    :class:`ConnectionError` (503 ``unavailable``): whatever it was doing may or may not have
+    taken effect, which a retry with the same Idempotency-Key settles. The next acquire opens
+    a new connection to whichever host is the primary then."""
+
+    def __init__(self, engine: AsyncEngine, max_size: int, connect_timeout: float = 5.0) -> None:
+        self.connect_args = driver_connect_args(engine)
+        self.connect_args.setdefault("timeout", connect_timeout)
         self.max_size = max_size
         self.pool: Any = None
         self.lock = asyncio.Lock()
 
+    async def _pool(self) -> Any:
+        import asyncpg
+
+        if self.pool is None:
+            async with self.lock:
+                if self.pool is None:
+                    self.pool = await asyncpg.create_pool(
+                        connect=connect_each_host,
+                        min_size=1,
+                        max_size=self.max_size,
+                        # every statement here finds its rows by key: a generic plan is as
+                        # good as a custom one, and planning the write anew each time cost a
+                        # quarter of its PostgreSQL CPU (measured)
+                        server_settings={"plan_cache_mode": "force_generic_plan"},
+                        **self.connect_args,
+                    )
+        return self.pool
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A pooled connection; a failure to connect (the server down, starting, refusing
-        connections, out of slots) is a :class:`ConnectionError`, answered 503 as a
-        SQLAlchemy checkout's would be."""
-        import asyncpg
-
+        connections, out of slots, no host the primary) is a :class:`ConnectionError`,
+        answered 503 as a SQLAlchemy checkout's would be; so is a connection lost in use."""
         try:
-            if self.pool is None:
-                async with self.lock:
-                    if self.pool is None:
-                        self.pool = await asyncpg.create_pool(
-                            self.dsn,
-                            min_size=1,
-                            max_size=self.max_size,
-                            # every statement here finds its rows by key: a generic plan
-                            # is as good as a custom one, and planning the write anew
-                            # each time cost a quarter of its PostgreSQL CPU (measured)
-                            server_settings={"plan_cache_mode": "force_generic_plan"},
-                        )
-            conn = await self.pool.acquire()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            pool = await self._pool()
+            conn = await pool.acquire()
+        except Exception as exc:  # any failure to connect: nothing was sent
             raise ConnectionError(f"cannot connect to the database: {exc}") from exc
+        broken = False
         try:
             yield conn
+        except Exception as exc:
+            if lost_connection(exc, conn):
+                broken = True
+                raise ConnectionError(f"the database connection was lost: {exc}") from exc
+            raise
         finally:
-            await self.pool.release(conn)
+            await self._release(pool, conn, broken)
+
+    @staticmethod
+    async def _release(pool: Any, conn: Any, broken: bool) -> None:
+        """Back to the pool; a broken connection is terminated first (the pool then opens a
+        new one). A failure to reset a connection on release loses only that connection —
+        it never replaces the request's own answer or error."""
+        if broken and not is_closed(conn):
+            conn.terminate()
+        try:
+            await pool.release(conn)
+        except Exception as exc:
+            log.info("dropped a pooled connection on release: %s", type(exc).__name__)
+            if not is_closed(conn):
+                conn.terminate()
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -339,3 +447,87 @@ async def autocommit_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         yield (await conn.get_raw_connection()).driver_connection
+
+
+# --- a read replica for reads that may lag ----------------------------------------------------
+
+LAG_SQL = (
+    "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0"
+    " WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0"
+    " ELSE COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()),"
+    " 0) END"
+)
+
+
+class Replica:
+    """A streaming replica (``TIMEBANK_REPLICA_DATABASE_URL``) for the reads that may lag by
+    a few seconds — reports and the dashboard (docs/operations.md says which) — so they
+    take no CPU from the primary's writes.
+
+    Its lag is how far replay is behind what it has received (0 when it has replayed all it
+    has; the time since the last replayed commit otherwise), read at most once per
+    ``check_every`` seconds. While the replica lags more than ``max_lag`` seconds or cannot
+    be reached, the reads go to the primary instead (bypassed), and come back by themselves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        check_every: float = 1.0,
+    ) -> None:
+        self.engine = create_engine(
+            settings.model_copy(update={"database_url": settings.replica_database_url})
+        )
+        self.max_lag = settings.replica_max_lag_seconds
+        self.clock = clock
+        self.check_every = check_every
+        self.checked_at: float | None = None
+        self.last_lag: float | None = None
+        self.lock = asyncio.Lock()
+
+    async def lag_seconds(self) -> float | None:
+        """The replica's lag in seconds; ``None`` when it cannot be reached."""
+        now = self.clock()
+        if self.checked_at is not None and now - self.checked_at < self.check_every:
+            return self.last_lag
+        async with self.lock:
+            if self.checked_at is not None and self.clock() - self.checked_at < self.check_every:
+                return self.last_lag
+            try:
+                async with self.engine.connect() as conn:
+                    value = (await conn.exec_driver_sql(LAG_SQL)).scalar()
+                self.last_lag = round(float(value or 0), 3)
+            except Exception as exc:  # unreachable: read from the primary meanwhile
+                log.warning("read replica unreachable: %s", type(exc).__name__)
+                self.last_lag = None
+            self.checked_at = self.clock()
+        return self.last_lag
+
+    async def usable(self) -> bool:
+        lag = await self.lag_seconds()
+        return lag is not None and lag <= self.max_lag
+
+    @asynccontextmanager
+    async def reading(self, primary: AsyncSession) -> AsyncIterator[AsyncSession]:
+        """A session on the replica when it is usable, else ``primary`` itself."""
+        if not await self.usable():
+            yield primary
+            return
+        async with AsyncSession(self.engine, expire_on_commit=False, autoflush=False) as s:
+            yield s
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+@asynccontextmanager
+async def reads_that_may_lag(
+    replica: Replica | None, primary: AsyncSession
+) -> AsyncIterator[AsyncSession]:
+    """The session for reads that may lag: the replica's when one is set and usable."""
+    if replica is None:
+        yield primary
+        return
+    async with replica.reading(primary) as session:
+        yield session

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
 from timebank.config import Settings
+from timebank.db import reads_that_may_lag
 from timebank.errors import DATETIME_MESSAGE, InvalidInput, NotFound
 from timebank.reports import render, run, service
 from timebank.reports.periods import resolve_period
@@ -212,15 +213,16 @@ async def _report(
         principal, banks, report.date_from, report.date_to, report.as_of, published=published
     )
     settings: Settings = request.app.state.settings
-    built, threshold = await run.build(
-        session,
-        name,
-        banks,
-        period,
-        options,
-        timeout_ms=settings.report_timeout_ms,
-        published=published,
-    )
+    async with reads_that_may_lag(request.app.state.replica, session) as reads:
+        built, threshold = await run.build(
+            reads,
+            name,
+            banks,
+            period,
+            options,
+            timeout_ms=settings.report_timeout_ms,
+            published=published,
+        )
     meta = run.meta_of(name, banks, period, threshold, published=published)
     filename = run.filename_of(meta)
     if out == "csv":

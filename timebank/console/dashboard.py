@@ -33,6 +33,7 @@ from timebank.console import charts
 from timebank.console.base import Ctx, now, page_lang, render, settings_of, signed_in
 from timebank.console.formatting import DATE_LOCALES
 from timebank.console.messages import Problems
+from timebank.db import reads_that_may_lag
 from timebank.errors import Forbidden, NotFound
 from timebank.reports import cellkey, run
 from timebank.reports import render as files
@@ -923,14 +924,15 @@ async def figures(
         now=moment,
     )
     wanted = [w for w in REPORTS if w[0] in names]
-    found = await published(
-        db_session,
-        cache_of(request),
-        wanted,
-        banks,
-        period,
-        timeout_ms=settings_of(request).report_timeout_ms,
-    )
+    async with reads_that_may_lag(request.app.state.replica, db_session) as reads:
+        found = await published(
+            reads,
+            cache_of(request),
+            wanted,
+            banks,
+            period,
+            timeout_ms=settings_of(request).report_timeout_ms,
+        )
     return period, found
 
 

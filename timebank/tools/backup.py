@@ -303,6 +303,24 @@ def _pg_dbname(settings: Settings) -> str:
     return name
 
 
+def _pg_hosts(url: URL) -> tuple[str | None, str | None]:
+    """libpq's PGHOST and PGPORT for the URL's ``host`` query parameters: one, or several
+    (``?host=h1:5432&host=h2:5432``, a primary and its standbys) as comma-separated lists,
+    so the tools reach whichever host ``target_session_attrs`` picks, as the service does."""
+    raw = url.query.get("host")
+    items = [raw] if isinstance(raw, str) else list(raw or ())
+    port = url.query.get("port")
+    default_port = port if isinstance(port, str) else ""
+    if not items:
+        return None, default_port or None
+    hosts, ports = [], []
+    for item in items:
+        host, sep, p = item.rpartition(":") if not item.startswith("/") else (item, "", "")
+        hosts.append(host if sep else item)
+        ports.append(p if sep else default_port)
+    return ",".join(hosts), (",".join(ports) if any(ports) else None)
+
+
 def _pg_env(settings: Settings) -> dict[str, str]:
     """libpq settings for the service's database URL, passed in the environment so a
     password never shows in a process list."""
@@ -314,10 +332,12 @@ def _pg_env(settings: Settings) -> dict[str, str]:
             value = value[0] if value else None
         return value
 
+    hosts, ports = _pg_hosts(url)
     env = dict(os.environ)
     for var, value in (
-        ("PGHOST", url.host or query("host")),
-        ("PGPORT", str(url.port) if url.port else query("port")),
+        ("PGHOST", url.host or hosts),
+        ("PGPORT", str(url.port) if url.port else ports),
+        ("PGTARGETSESSIONATTRS", query("target_session_attrs")),
         ("PGUSER", url.username),
         ("PGPASSWORD", url.password),
         ("PGDATABASE", url.database),

@@ -6,10 +6,11 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from timebank.db import Replica
 from timebank.migrations import head_revisions
 from timebank.web.language import localise
 from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
@@ -26,6 +27,16 @@ class Ready(BaseModel):
     )
     status: str
     migration: list[str]
+    replica_lag_seconds: float | None = Field(
+        default=None,
+        description="With a read replica configured: how far it lags, in seconds (null when "
+        "it cannot be reached); reports read the primary while it lags more than "
+        "TIMEBANK_REPLICA_MAX_LAG_SECONDS. Null without a replica.",
+    )
+    replica_in_use: bool | None = Field(
+        default=None,
+        description="With a read replica: whether reports read it now (null without one).",
+    )
 
 
 @get(
@@ -78,4 +89,15 @@ async def ready(request: Request[Any, Any, Any], db_engine: AsyncEngine) -> Resp
                 f"Migrations not at head (at {sorted(current)}, head {sorted(heads)})",
             ),
         )
-    return Response(Ready(status="ready", migration=sorted(current)))
+    replica: Replica | None = request.app.state.replica
+    if replica is None:
+        return Response(Ready(status="ready", migration=sorted(current)))
+    lag = await replica.lag_seconds()
+    return Response(
+        Ready(
+            status="ready",
+            migration=sorted(current),
+            replica_lag_seconds=lag,
+            replica_in_use=lag is not None and lag <= replica.max_lag,
+        )
+    )

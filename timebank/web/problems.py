@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from timebank.db import session_ended, sqlstate
+from timebank.db import READ_ONLY, lost_connection, session_ended, sqlstate
 from timebank.errors import DomainError, field_error
 from timebank.logs import request_id_var
 from timebank.web.language import localised
@@ -61,6 +61,9 @@ STATUS: dict[str, int] = {
 }
 
 
+UNAVAILABLE_RETRY_AFTER = 2  # seconds: about a switch of primaries, or a restart's wait
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, as every error response of this API."""
 
@@ -90,6 +93,8 @@ def problem_response(
     headers = {}
     if status == 429 and "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
+    if status == 503:  # the database unreachable, or between primaries: try again shortly
+        headers["Retry-After"] = str(extra.get("retry_after") or UNAVAILABLE_RETRY_AFTER)
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -236,12 +241,18 @@ def _is_unavailable(exc: Exception) -> bool:
     # statement (an operator's statement_timeout 57014, lock_timeout 55P03): nothing was
     # written, try again later. (SQLAlchemy's errors, and asyncpg's own from the one-call
     # paths, alike.)
+    # A write refused by a read-only server (25006) reached a standby: the primaries are
+    # switching; the connection was dropped and the next one finds the new primary.
     state = sqlstate(exc)
     if session_ended(state) or state[:2] in ("53", "58") or state in ("57014", "55P03"):
         return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated
-    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+    # A serialization failure that escaped the write's own retries, or a report's query
+    # cancelled on a read replica by a conflict with recovery (also 40001): try again.
+    if state in (READ_ONLY, "40001") or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return True
+    return lost_connection(exc)
 
 
 def _from_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
