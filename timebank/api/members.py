@@ -24,9 +24,15 @@ from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, StatementOut
 from timebank.lifecycle import register
 from timebank.lifecycle.erase import erase_member
-from timebank.members import service
+from timebank.members import search, service
 from timebank.members.models import Member, MemberStatus
-from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
+from timebank.members.schemas import (
+    DirectoryEntry,
+    MemberCreate,
+    MemberCreated,
+    MemberOut,
+    MemberPatch,
+)
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 from timebank.web.auth import provide_principal
@@ -100,12 +106,20 @@ class MemberController(Controller):
         tb: str,
         data: MemberCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
-    ) -> Response[MemberOut]:
+    ) -> Response[MemberCreated]:
+        warnings: list[dict[str, Any]] = []
+
         async def use_case(claim: Claim) -> Member:
             bank = await get_by_slug(db_session, principal, tb)
+            principal.require(bank.id, *STAFF)
+            similar = await search.lookalikes(db_session, bank, data.display_name)
+            warnings.extend(search.warnings_for(similar))
             return await register.create_member(db_session, principal, bank, data, claim)
 
-        return await idempotent(request, db_session, principal, use_case, render=view_as(MemberOut))
+        def render(member: Member) -> Any:
+            return {**view_as(MemberOut)(member), "warnings": warnings}
+
+        return await idempotent(request, db_session, principal, use_case, render=render)
 
     @get(
         "/",

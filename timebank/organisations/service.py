@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
-from timebank.db import contains_pattern, utcnow
+from timebank.db import utcnow
 from timebank.errors import Duplicate, InvalidInput, NotFound
+from timebank.namesearch import name_condition, reindex
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationPatch
 from timebank.timebanks.models import TimeBank
@@ -56,6 +57,8 @@ async def update_organisation(
         setattr(org, key, value)
     org.updated_at = utcnow()
     await session.flush()
+    if "name" in changes:
+        await reindex(session, tb.id, "organisation", org.id, org.name)
     await audit.record(
         session,
         audit.event(
@@ -83,7 +86,8 @@ async def list_organisations(
     if status is not None:
         stmt = stmt.where(Organisation.status == status)
     if q:
-        stmt = stmt.where(Organisation.name.ilike(contains_pattern(q), escape="\\"))
+        by_name = name_condition(Organisation.id, tb.id, q)
+        stmt = stmt.where(or_(by_name, Organisation.external_ref == q.strip()))
     if after is not None:
         stmt = stmt.where(Organisation.id > after)
     return list((await session.execute(stmt.order_by(Organisation.id).limit(limit + 1))).scalars())
