@@ -5,6 +5,7 @@ side is tests/test_console_names.py; the browser's, tests/test_console_browser.p
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alembic import command
 from tests.conftest import Api
 from timebank.imports.resolve import Directory, Unresolved
 from timebank.members.models import Member
+from timebank.migrations import alembic_config
 from timebank.names import bad_character, fold, skeleton, suggest, words
 from timebank.namesearch import NameWord, prefix_end
 from timebank.timebanks.models import TimeBank
@@ -291,3 +294,23 @@ def test_the_warnings_are_declared_in_the_openapi_document(openapi: dict[str, An
         assert ref.endswith(f"/{schema}")
         props = openapi["components"]["schemas"][schema]["properties"]
         assert props["warnings"]["items"]["$ref"].endswith("/NameWarning")
+
+
+# --- the migration backfills what was there -------------------------------------------------
+
+
+async def test_the_migration_backfills_folded_names_and_words_of_existing_rows(
+    api: Api, bank: dict[str, Any], db_url: str, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    config = alembic_config(db_url)
+    await asyncio.to_thread(command.downgrade, config, "0011")
+    await asyncio.to_thread(command.upgrade, config, "head")
+    async with session_maker() as s:
+        m = await s.get(Member, uuid.UUID(bank["sian"]["id"]))
+        assert m is not None and (m.name_folded, m.name_skeleton) == ("sian llyr", "sian llyr")
+        indexed = (await s.execute(select(func.count()).select_from(NameWord))).scalar_one()
+        assert indexed == 2 + 2 + 2 + 4  # Siân Llŷr, Ian Price, Bethan Morgan, the garden
+    assert await directory_names(api, bank["slug"], "LLYR") == [
+        "Cwm Llŷr Community Garden",
+        "Siân Llŷr",
+    ]

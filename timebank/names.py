@@ -43,16 +43,21 @@ FOLDED_LENGTH = 400
 TEXT_LAYOUT = "\t\n\r"
 
 
+_DROPPED = {"Cf", "Cc"}  # format (zero-width, bidi) and control characters, but not spaces
+
+
 def fold(text: str) -> str:
     """A name as compared: Unicode compatibility form (NFKC: full-width letters and
     non-breaking spaces become ordinary ones), case-folded, diacritics removed (NFKD minus
-    combining marks: "Siân Llŷr" → "sian llyr"), invisible format characters dropped,
-    whitespace collapsed to single spaces and trimmed."""
+    combining marks: "Siân Llŷr" → "sian llyr"), invisible format and control characters
+    dropped, whitespace collapsed to single spaces and trimmed."""
     text = unicodedata.normalize("NFKC", text).casefold()
     text = "".join(
         c
         for c in unicodedata.normalize("NFKD", text)
-        if not unicodedata.combining(c) and unicodedata.category(c) != "Cf"
+        if not unicodedata.combining(c)
+        and unicodedata.category(c) not in _DROPPED
+        or c.isspace()
     )
     return " ".join(unicodedata.normalize("NFC", text).split())
 
