@@ -135,9 +135,11 @@ async def test_member_and_organisation_searches_use_the_same_rule_and_membership
     slug = bank["slug"]
     members = await api.ok("get", f"/v1/timebanks/{slug}/members?q=LLYR")
     assert [m["display_name"] for m in members["items"]] == ["Siân Llŷr"]
+    two = await api.ok("get", f"/v1/timebanks/{slug}/members?q=sian%20LL")
+    assert [m["display_name"] for m in two["items"]] == ["Siân Llŷr"]
     by_ref = await api.ok("get", f"/v1/timebanks/{slug}/members?q=M-0007")
     assert [m["display_name"] for m in by_ref["items"]] == ["Siân Llŷr"]
-    orgs = await api.ok("get", f"/v1/timebanks/{slug}/organisations?q=cwm%20llyr")
+    orgs = await api.ok("get", f"/v1/timebanks/{slug}/organisations?q=cwm%20llyr%20gar")
     assert [o["name"] for o in orgs["items"]] == ["Cwm Llŷr Community Garden"]
 
 

@@ -55,9 +55,7 @@ def fold(text: str) -> str:
     text = "".join(
         c
         for c in unicodedata.normalize("NFKD", text)
-        if not unicodedata.combining(c)
-        and unicodedata.category(c) not in _DROPPED
-        or c.isspace()
+        if (not unicodedata.combining(c) and unicodedata.category(c) not in _DROPPED) or c.isspace()
     )
     return " ".join(unicodedata.normalize("NFC", text).split())
 

@@ -13,7 +13,18 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, String, and_, delete, false, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    String,
+    delete,
+    false,
+    insert,
+    intersect,
+    select,
+    union,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -78,29 +89,37 @@ def query_words(q: str) -> list[str]:
     return sorted(words(q), key=len, reverse=True)[:8]
 
 
-def matching(owner_id: Any, timebank_id: uuid.UUID, q: str) -> list[ColumnElement[bool]]:
-    """Conditions on ``owner_id`` (a members' or organisations' id column): each word of
-    ``q`` is the start of a word of the name ("llyr", "LLYR" and "sian ll" all find "Siân
-    Llŷr"). No words (``q`` blank once folded): no condition."""
-    conditions: list[ColumnElement[bool]] = []
-    for w in query_words(q):
-        w = w[:100]
-        conditions.append(
-            owner_id.in_(
-                select(NameWord.owner_id).where(
-                    NameWord.timebank_id == timebank_id,
-                    NameWord.word >= w,
-                    NameWord.word < prefix_end(w),
-                )
-            )
+def owners_matching(timebank_id: uuid.UUID, q: str) -> Select[Any] | CompoundSelect | None:
+    """The ids of the members and organisations of a bank with, for each word of ``q``, a
+    word of their name starting with it ("llyr", "LLYR" and "sian ll" all find "Siân Llŷr"):
+    one range of the index per word, intersected. None when ``q`` has no words."""
+    selects = [
+        select(NameWord.owner_id).where(
+            NameWord.timebank_id == timebank_id,
+            NameWord.word >= w[:100],
+            NameWord.word < prefix_end(w[:100]),
         )
-    return conditions
+        for w in query_words(q)
+    ]
+    if not selects:
+        return None
+    return selects[0] if len(selects) == 1 else intersect(*selects)
 
 
-def name_condition(owner_id: Any, timebank_id: uuid.UUID, q: str) -> ColumnElement[bool]:
-    """:func:`matching` as one condition; a search with no words matches nobody."""
-    conditions = matching(owner_id, timebank_id, q)
-    return and_(*conditions) if conditions else false()
+def name_condition(
+    owner_id: Any, timebank_id: uuid.UUID, q: str, *also: Select[Any]
+) -> ColumnElement[bool]:
+    """``owner_id`` (a members' or organisations' id column) is one whose name matches
+    ``q`` (:func:`owners_matching`) or is among ``also`` (e.g. the one whose membership
+    number ``q`` is). The database reads the index and then those rows, never the bank's
+    names one by one. A search with no words and nothing else matches nobody."""
+    found = owners_matching(timebank_id, q)
+    if isinstance(found, CompoundSelect) and also:  # SQLite: no compound inside a compound
+        found = select(found.subquery().c.owner_id)
+    parts: list[Any] = ([found] if found is not None else []) + list(also)
+    if not parts:
+        return false()
+    return owner_id.in_(parts[0] if len(parts) == 1 else union(*parts))
 
 
 class NameWarning(BaseModel):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.members.models import Member, MemberStatus
@@ -73,19 +73,21 @@ async def _people(
     *,
     current: bool = False,
 ) -> list[Person]:
-    """Active members and organisations (``current``: suspended ones too), by name."""
+    """Active members and organisations (``current``: suspended ones too), sorted by name:
+    the first ``limit`` of each in id order (the conditions are id lists the database
+    drives from; ordering by name there would read the bank's name index whole)."""
     m_status = [MemberStatus.active] + ([MemberStatus.suspended] if current else [])
     o_status = [OrganisationStatus.active] + ([OrganisationStatus.suspended] if current else [])
     members = await session.execute(
         select(Member)
         .where(Member.timebank_id == tb.id, Member.status.in_(m_status), *member_where)
-        .order_by(Member.name_folded, Member.id)
+        .order_by(Member.id)
         .limit(limit)
     )
     orgs = await session.execute(
         select(Organisation)
         .where(Organisation.timebank_id == tb.id, Organisation.status.in_(o_status), *org_where)
-        .order_by(Organisation.name_folded, Organisation.id)
+        .order_by(Organisation.id)
         .limit(limit)
     )
     found = [member_person(m) for m in members.scalars()] + [
@@ -97,24 +99,34 @@ async def _people(
 async def called(session: AsyncSession, tb: TimeBank, text: str, limit: int = 20) -> list[Person]:
     """Everyone active whose name is ``text`` once folded, or whose membership number it is."""
     key, ref = fold(text), text.strip()
-    return await _people(
-        session,
-        tb,
-        [or_(Member.name_folded == key, Member.external_ref == ref)],
-        [or_(Organisation.name_folded == key, Organisation.external_ref == ref)],
-        limit,
+    members = union(
+        select(Member.id).where(Member.timebank_id == tb.id, Member.name_folded == key),
+        select(Member.id).where(Member.timebank_id == tb.id, Member.external_ref == ref),
     )
+    orgs = union(
+        select(Organisation.id).where(
+            Organisation.timebank_id == tb.id, Organisation.name_folded == key
+        ),
+        select(Organisation.id).where(
+            Organisation.timebank_id == tb.id, Organisation.external_ref == ref
+        ),
+    )
+    return await _people(session, tb, [Member.id.in_(members)], [Organisation.id.in_(orgs)], limit)
 
 
 async def starting(session: AsyncSession, tb: TimeBank, q: str, limit: int = 10) -> list[Person]:
     """Everyone active with a word of their name starting with each word of ``q`` (or whose
     membership number ``q`` is)."""
     ref = q.strip()
+    member_ref = select(Member.id).where(Member.timebank_id == tb.id, Member.external_ref == ref)
+    org_ref = select(Organisation.id).where(
+        Organisation.timebank_id == tb.id, Organisation.external_ref == ref
+    )
     return await _people(
         session,
         tb,
-        [or_(name_condition(Member.id, tb.id, q), Member.external_ref == ref)],
-        [or_(name_condition(Organisation.id, tb.id, q), Organisation.external_ref == ref)],
+        [name_condition(Member.id, tb.id, q, member_ref)],
+        [name_condition(Organisation.id, tb.id, q, org_ref)],
         limit,
     )
 
@@ -167,10 +179,20 @@ async def lookalikes(
     once folded, or looks like it (one look-alike skeleton): registering another is allowed,
     with a warning naming them."""
     key, shape = fold(name), skeleton(name)
-    member_where: list[Any] = [or_(Member.name_folded == key, Member.name_skeleton == shape)]
-    org_where: list[Any] = [
-        or_(Organisation.name_folded == key, Organisation.name_skeleton == shape)
-    ]
+    members = union(
+        select(Member.id).where(Member.timebank_id == tb.id, Member.name_folded == key),
+        select(Member.id).where(Member.timebank_id == tb.id, Member.name_skeleton == shape),
+    )
+    orgs = union(
+        select(Organisation.id).where(
+            Organisation.timebank_id == tb.id, Organisation.name_folded == key
+        ),
+        select(Organisation.id).where(
+            Organisation.timebank_id == tb.id, Organisation.name_skeleton == shape
+        ),
+    )
+    member_where: list[Any] = [Member.id.in_(members)]
+    org_where: list[Any] = [Organisation.id.in_(orgs)]
     if not_id is not None:
         member_where.append(Member.id != not_id)
         org_where.append(Organisation.id != not_id)

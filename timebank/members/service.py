@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import literal as sa_literal
-from sqlalchemy import or_, select, union_all
+from sqlalchemy import select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
@@ -140,9 +140,10 @@ async def list_members(
     if status is not None:
         stmt = stmt.where(Member.status == status)
     if q:
-        stmt = stmt.where(
-            or_(name_condition(Member.id, tb.id, q), Member.external_ref == q.strip())
+        by_ref = select(Member.id).where(
+            Member.timebank_id == tb.id, Member.external_ref == q.strip()
         )
+        stmt = stmt.where(name_condition(Member.id, tb.id, q, by_ref))
     if after is not None:
         stmt = stmt.where(Member.id > after)
     return list((await session.execute(stmt.order_by(Member.id).limit(limit + 1))).scalars())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
@@ -86,8 +86,10 @@ async def list_organisations(
     if status is not None:
         stmt = stmt.where(Organisation.status == status)
     if q:
-        by_name = name_condition(Organisation.id, tb.id, q)
-        stmt = stmt.where(or_(by_name, Organisation.external_ref == q.strip()))
+        by_ref = select(Organisation.id).where(
+            Organisation.timebank_id == tb.id, Organisation.external_ref == q.strip()
+        )
+        stmt = stmt.where(name_condition(Organisation.id, tb.id, q, by_ref))
     if after is not None:
         stmt = stmt.where(Organisation.id > after)
     return list((await session.execute(stmt.order_by(Organisation.id).limit(limit + 1))).scalars())
