@@ -54,7 +54,9 @@ from timebank.web.problems import problems
     tags=["members"],
     responses=problems(403, 404, 422),
     summary="Directory: id and display name of active members and organisations",
-    description="For partner apps choosing a counterparty; no contact or demographic data.",
+    description="For partner apps choosing a counterparty; no contact or demographic data. "
+    "`q`: each of its words starts a word of the name, ignoring case, accents and spacing "
+    "(`sian llyr` finds `Siân Llŷr`).",
     operation_id="getDirectory",
 )
 async def directory(
@@ -94,7 +96,9 @@ class MemberController(Controller):
         ),
         summary="Register a member (broker)",
         operation_id="createMember",
-        description="Brokers and admins. The member gets an account with the bank's default "
+        description="Brokers and admins. A name the same as a current member's or "
+        "organisation's once folded, or looking the same, is registered with `warnings` naming "
+        "them. The member gets an account with the bank's default "
         "limits (and its starting grant from the pool, if the bank gives one). Reports count "
         "demographic fields only of members with `statistics_consent: true`.",
     )
@@ -126,7 +130,9 @@ class MemberController(Controller):
         responses=problems(403, 404, 422),
         operation_id="listMembers",
         summary="Members of the bank (broker, admin)",
-        description="Filter by `status`; `q` matches display names (case-insensitive, anywhere in the name). Paged.",
+        description="Filter by `status`. `q`: each of its words starts a word of the display "
+        "name, ignoring case, accents and spacing (`llyr` finds `Siân Llŷr`), or `q` is a "
+        "membership number (`external_ref`). Paged.",
     )
     async def list_(
         self,

@@ -49,7 +49,7 @@ class OrganisationController(Controller):
         responses=problems(400, 403, 404, 413, 422, keyed=True),
         summary="Register an organisation",
         operation_id="createOrganisation",
-        description="Organisations are parties like members (charities, groups, NHS teams); names are shown in reports. Brokers and admins.",
+        description="Organisations are parties like members (charities, groups, NHS teams); names are shown in reports. A name like a current one's is registered with `warnings` naming them. Brokers and admins.",
     )
     async def create(
         self,
@@ -79,7 +79,9 @@ class OrganisationController(Controller):
         responses=problems(403, 404, 422),
         operation_id="listOrganisations",
         summary="Organisations of the bank",
-        description="Filter by `status`; `q` matches names. Paged. Staff keys.",
+        description="Filter by `status`. `q`: each of its words starts a word of the name, "
+        "ignoring case, accents and spacing, or `q` is the organisation's `external_ref`. "
+        "Paged. Staff keys.",
     )
     async def list_(
         self,
