@@ -168,11 +168,16 @@ async def directory(
         Organisation.id.label("id"),
         Organisation.name.label("name"),
     ).where(Organisation.timebank_id == tb.id, Organisation.status == OrganisationStatus.active)
-    both = union_all(members, orgs).subquery()
-    stmt = select(both.c.type, both.c.id, both.c.name)
+    # each condition inside each branch, so each reads its own index (by the matching ids)
     if q:
-        stmt = stmt.where(name_condition(both.c.id, tb.id, q))
+        members = members.where(name_condition(Member.id, tb.id, q))
+        orgs = orgs.where(name_condition(Organisation.id, tb.id, q))
     if after is not None:
-        stmt = stmt.where(both.c.id > after)
+        members = members.where(Member.id > after)
+        orgs = orgs.where(Organisation.id > after)
+    members = members.order_by(Member.id).limit(limit + 1)
+    orgs = orgs.order_by(Organisation.id).limit(limit + 1)
+    both = union_all(members.subquery().select(), orgs.subquery().select()).subquery()
+    stmt = select(both.c.type, both.c.id, both.c.name)
     rows = await session.execute(stmt.order_by(both.c.id).limit(limit + 1))
     return [(str(t), i, str(n)) for t, i, n in rows.tuples()]
