@@ -29,7 +29,7 @@ SPACE = " \t\n\r"
 
 
 def _characters(value: str, *, name: bool) -> str:
-    """One check for every name and free text (``timebank.names.bad_character``): control,
+    """One check for every name and free text (``timebank.names.find_bad_character``): control,
     bidirectional-override, zero-width and NUL characters are refused alike on both engines,
     as ``bad_character`` with the field named."""
     found = find_bad_character(value, name=name)

@@ -125,22 +125,6 @@ def bad_character(text: str, *, name: bool) -> str | None:
     return f"must not contain a {what} ({code}, character {position})"
 
 
-def check_name(text: str) -> str:
-    """A name as stored, or ValueError saying which character is refused."""
-    problem = bad_character(text, name=True)
-    if problem:
-        raise ValueError(problem)
-    return text
-
-
-def check_text(text: str) -> str:
-    """A free text as stored (line breaks allowed), or ValueError."""
-    problem = bad_character(text, name=False)
-    if problem:
-        raise ValueError(problem)
-    return text
-
-
 def mask_email(email: str | None) -> str | None:
     """ "sian.llyr@example.org" → "s•••@example.org": enough to tell two people apart on a
     list of choices, not enough to read someone's address off it."""
