@@ -75,6 +75,12 @@ async def reindex(
         await session.execute(insert(NameWord), rows)
 
 
+# Compound selects of however many parts (typed loosely: mypy 2.4 cannot infer the variadic
+# overloads of ``union``/``intersect`` over a list and stops with an internal error).
+_union: Any = union
+_intersect: Any = intersect
+
+
 def prefix_end(prefix: str) -> str:
     """The least string above every string that starts with ``prefix`` (code point order is
     UTF-8 byte order)."""
@@ -89,7 +95,7 @@ def query_words(q: str) -> list[str]:
     return sorted(words(q), key=len, reverse=True)[:8]
 
 
-def owners_matching(timebank_id: uuid.UUID, q: str) -> Select[Any] | CompoundSelect | None:
+def owners_matching(timebank_id: uuid.UUID, q: str) -> Any:
     """The ids of the members and organisations of a bank with, for each word of ``q``, a
     word of their name starting with it ("llyr", "LLYR" and "sian ll" all find "Siân Llŷr"):
     one range of the index per word, intersected. None when ``q`` has no words."""
@@ -103,7 +109,7 @@ def owners_matching(timebank_id: uuid.UUID, q: str) -> Select[Any] | CompoundSel
     ]
     if not selects:
         return None
-    return selects[0] if len(selects) == 1 else intersect(*selects)
+    return selects[0] if len(selects) == 1 else _intersect(*selects)
 
 
 def name_condition(
@@ -119,7 +125,8 @@ def name_condition(
     parts: list[Any] = ([found] if found is not None else []) + list(also)
     if not parts:
         return false()
-    return owner_id.in_(parts[0] if len(parts) == 1 else union(*parts))
+    condition: ColumnElement[bool] = owner_id.in_(parts[0] if len(parts) == 1 else _union(*parts))
+    return condition
 
 
 class NameWarning(BaseModel):
