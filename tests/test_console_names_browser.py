@@ -66,6 +66,17 @@ def test_typing_sian_llyr_without_accents_finds_sian_llyr(page: Page, site: dict
     expect(results).to_contain_text("M-0007")
     expect(results).not_to_contain_text("May Reid")
 
+    # registering her again without accents (and a Cyrillic "а") is allowed, with a warning
+    page.goto("/console/riverside/members/new")
+    page.get_by_label("Full name").fill("Siаn Llyr")
+    page.get_by_role("button", name="Register", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("is registered.")
+    warning = page.locator("[data-lookalikes]")
+    expect(warning).to_contain_text("Check this is not someone already registered")
+    expect(warning.get_by_role("link", name="Siân Llŷr")).to_be_visible()
+    expect(warning).to_contain_text("M-0007")
+    shared.check_page(page, "names-lookalike-warning")
+
 
 def test_two_tom_smiths_are_told_apart_by_their_membership_numbers(
     page: Page, site: dict[str, Any]
@@ -94,6 +105,7 @@ def test_two_tom_smiths_are_told_apart_by_their_membership_numbers(
     page.get_by_label("Category").select_option(index=1)
     page.get_by_role("button", name="Record the exchange").click()
     expect(page.locator(".error-summary")).to_contain_text("More than one person is called")
+    shared.check_page(page, "names-choices")
     page.get_by_label("M-0101", exact=False).check()
     page.get_by_role("button", name="Record the exchange").click()
     expect(page.get_by_role("status")).to_have_text("The exchange is recorded.")
