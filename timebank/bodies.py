@@ -7,7 +7,9 @@ from typing import Annotated, Any, Self, TypeVar
 import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, PydanticCustomError
+
+from timebank.names import find_bad_character
 
 # email-validator refuses addresses that can never be delivered, which JSON Schema's
 # `format: email` cannot say: state it.
@@ -24,7 +26,28 @@ Email = Annotated[
 # its length is checked, so the document's maxLength (on what is sent) and the service agree;
 # a required text must hold some other character, which the document says with a pattern.
 SPACE = " \t\n\r"
-Trimmed = AfterValidator(lambda value: value.strip(SPACE))
+
+
+def _characters(value: str, *, name: bool) -> str:
+    """One check for every name and free text (``timebank.names.find_bad_character``): control,
+    bidirectional-override, zero-width and NUL characters are refused alike on both engines,
+    as ``bad_character`` with the field named."""
+    found = find_bad_character(value, name=name)
+    if found:
+        position, code, what = found
+        raise PydanticCustomError(
+            "bad_character",
+            "must not contain a {what} ({character}, character {position})",
+            {"what": what, "character": code, "position": position},
+        )
+    return value
+
+
+# A free text (a description, a reason): line breaks allowed, invisible characters not.
+FreeText = AfterValidator(lambda value: _characters(value, name=False))
+# A name: one line, no invisible characters.
+NameText = AfterValidator(lambda value: _characters(value, name=True))
+Trimmed = AfterValidator(lambda value: _characters(value, name=False).strip(SPACE))
 NOT_BLANK = r"[^ \t\n\r]"
 
 

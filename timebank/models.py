@@ -14,6 +14,7 @@ from timebank.idempotency import IdempotencyRecord
 from timebank.imports.models import SheetImport
 from timebank.ledger.models import Account, Exchange, Posting
 from timebank.members.models import Member
+from timebank.namesearch import NameWord
 from timebank.organisations.models import Organisation
 from timebank.reports.models import ActivityMonth, CategoryMonth
 from timebank.timebanks.models import Category, TimeBank
@@ -33,6 +34,7 @@ __all__ = [
     "Exchange",
     "IdempotencyRecord",
     "Member",
+    "NameWord",
     "Organisation",
     "Posting",
     "SheetImport",

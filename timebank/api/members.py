@@ -24,9 +24,15 @@ from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, StatementOut
 from timebank.lifecycle import register
 from timebank.lifecycle.erase import erase_member
-from timebank.members import service
+from timebank.members import search, service
 from timebank.members.models import Member, MemberStatus
-from timebank.members.schemas import DirectoryEntry, MemberCreate, MemberOut, MemberPatch
+from timebank.members.schemas import (
+    DirectoryEntry,
+    MemberCreate,
+    MemberCreated,
+    MemberOut,
+    MemberPatch,
+)
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 from timebank.web.auth import provide_principal
@@ -48,7 +54,9 @@ from timebank.web.problems import problems
     tags=["members"],
     responses=problems(403, 404, 422),
     summary="Directory: id and display name of active members and organisations",
-    description="For partner apps choosing a counterparty; no contact or demographic data.",
+    description="For partner apps choosing a counterparty; no contact or demographic data. "
+    "`q`: each of its words starts a word of the name, ignoring case, accents and spacing "
+    "(`sian llyr` finds `Siân Llŷr`).",
     operation_id="getDirectory",
 )
 async def directory(
@@ -88,7 +96,9 @@ class MemberController(Controller):
         ),
         summary="Register a member (broker)",
         operation_id="createMember",
-        description="Brokers and admins. The member gets an account with the bank's default "
+        description="Brokers and admins. A name the same as a current member's or "
+        "organisation's once folded, or looking the same, is registered with `warnings` naming "
+        "them. The member gets an account with the bank's default "
         "limits (and its starting grant from the pool, if the bank gives one). Reports count "
         "demographic fields only of members with `statistics_consent: true`.",
     )
@@ -100,19 +110,29 @@ class MemberController(Controller):
         tb: str,
         data: MemberCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
-    ) -> Response[MemberOut]:
+    ) -> Response[MemberCreated]:
+        warnings: list[dict[str, Any]] = []
+
         async def use_case(claim: Claim) -> Member:
             bank = await get_by_slug(db_session, principal, tb)
+            principal.require(bank.id, *STAFF)
+            similar = await search.lookalikes(db_session, bank, data.display_name)
+            warnings.extend(search.warnings_for(similar))
             return await register.create_member(db_session, principal, bank, data, claim)
 
-        return await idempotent(request, db_session, principal, use_case, render=view_as(MemberOut))
+        def render(member: Member) -> Any:
+            return {**view_as(MemberOut)(member), "warnings": warnings}
+
+        return await idempotent(request, db_session, principal, use_case, render=render)
 
     @get(
         "/",
         responses=problems(403, 404, 422),
         operation_id="listMembers",
         summary="Members of the bank (broker, admin)",
-        description="Filter by `status`; `q` matches display names (case-insensitive, anywhere in the name). Paged.",
+        description="Filter by `status`. `q`: each of its words starts a word of the display "
+        "name, ignoring case, accents and spacing (`llyr` finds `Siân Llŷr`), or `q` is a "
+        "membership number (`external_ref`). Paged.",
     )
     async def list_(
         self,

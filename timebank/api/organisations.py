@@ -23,9 +23,15 @@ from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
 from timebank.ledger.schemas import BalanceOut, StatementOut
 from timebank.lifecycle import register
+from timebank.members import search
 from timebank.organisations import service
 from timebank.organisations.models import Organisation, OrganisationStatus
-from timebank.organisations.schemas import OrganisationCreate, OrganisationOut, OrganisationPatch
+from timebank.organisations.schemas import (
+    OrganisationCreate,
+    OrganisationCreated,
+    OrganisationOut,
+    OrganisationPatch,
+)
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
 from timebank.web.idempotent import IdempotencyKeyHeader, idempotent, view_as, write
@@ -43,7 +49,7 @@ class OrganisationController(Controller):
         responses=problems(400, 403, 404, 413, 422, keyed=True),
         summary="Register an organisation",
         operation_id="createOrganisation",
-        description="Organisations are parties like members (charities, groups, NHS teams); names are shown in reports. Brokers and admins.",
+        description="Organisations are parties like members (charities, groups, NHS teams); names are shown in reports. A name like a current one's is registered with `warnings` naming them. Brokers and admins.",
     )
     async def create(
         self,
@@ -53,21 +59,29 @@ class OrganisationController(Controller):
         tb: str,
         data: OrganisationCreate,
         idempotency_key: str | None = IdempotencyKeyHeader,
-    ) -> Response[OrganisationOut]:
+    ) -> Response[OrganisationCreated]:
+        warnings: list[dict[str, Any]] = []
+
         async def use_case(claim: Claim) -> Organisation:
             bank = await get_by_slug(db_session, principal, tb)
+            principal.require(bank.id, *STAFF)
+            similar = await search.lookalikes(db_session, bank, data.name)
+            warnings.extend(search.warnings_for(similar))
             return await register.create_organisation(db_session, principal, bank, data, claim)
 
-        return await idempotent(
-            request, db_session, principal, use_case, render=view_as(OrganisationOut)
-        )
+        def render(org: Organisation) -> Any:
+            return {**view_as(OrganisationOut)(org), "warnings": warnings}
+
+        return await idempotent(request, db_session, principal, use_case, render=render)
 
     @get(
         "/",
         responses=problems(403, 404, 422),
         operation_id="listOrganisations",
         summary="Organisations of the bank",
-        description="Filter by `status`; `q` matches names. Paged. Staff keys.",
+        description="Filter by `status`. `q`: each of its words starts a word of the name, "
+        "ignoring case, accents and spacing, or `q` is the organisation's `external_ref`. "
+        "Paged. Staff keys.",
     )
     async def list_(
         self,

@@ -18,17 +18,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank import db, idempotency
 from timebank.console.base import Ctx, form_of, new_form_key, redirect, render, settings_of, staff
 from timebank.console.formatting import parse_hours_minutes
-from timebank.console.home import rows_of
+from timebank.console.home import choice, rows_of
 from timebank.console.messages import Problems, from_validation, limit_message, plain
 from timebank.errors import BalanceLimitExceeded, DomainError, NotFound
 from timebank.idempotency import Claim
-from timebank.imports.sheet import normalise
 from timebank.ledger import reads
 from timebank.ledger.proposals import Decision, decide
 from timebank.ledger.record import record_exchange
 from timebank.ledger.reversal import reverse_exchange
 from timebank.ledger.schemas import ExchangeCreate, ExchangeOut, ReverseRequest
-from timebank.members.service import directory, get_member
+from timebank.members import search
+from timebank.members.search import Person
+from timebank.members.service import get_member
+from timebank.names import fold
 from timebank.organisations.service import get_organisation
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import list_categories, today
@@ -38,20 +40,8 @@ GROUP_ROWS = 8
 
 
 def same_name(a: str, b: str) -> bool:
-    """Names compared as the sheet importer compares them (one rule, SPEC §7.7)."""
-    return normalise(a) == normalise(b)
-
-
-@dataclass
-class Party:
-    type: str
-    id: uuid.UUID
-    name: str
-    account_id: uuid.UUID | None = None
-
-    @property
-    def ref(self) -> dict[str, str]:
-        return {f"{self.type}_id": str(self.id)}
+    """Names compared folded, as every name is (docs/names.md)."""
+    return fold(a) == fold(b)
 
 
 @dataclass
@@ -59,23 +49,21 @@ class Resolved:
     """A name box of the form: the party it names, or the choices to offer."""
 
     text: str = ""
-    party: Party | None = None
-    choices: list[Party] = field(default_factory=list)
+    party: Person | None = None
+    choices: list[Person] = field(default_factory=list)
 
 
-async def _by_id(session: AsyncSession, tb: TimeBank, value: str) -> Party | None:
+async def _by_id(session: AsyncSession, tb: TimeBank, value: str) -> Person | None:
     try:
         pid = uuid.UUID(value)
     except ValueError:
         return None
     try:
-        m = await get_member(session, tb, pid)
-        return Party("member", m.id, m.display_name, m.account_id)
+        return search.member_person(await get_member(session, tb, pid))
     except NotFound:
         pass
     try:
-        o = await get_organisation(session, tb, pid)
-        return Party("organisation", o.id, o.name, o.account_id)
+        return search.organisation_person(await get_organisation(session, tb, pid))
     except NotFound:
         return None
 
@@ -90,8 +78,9 @@ async def resolve(
 ) -> Resolved:
     """Who the box ``name`` means: a choice picked from a list (``<name>_pick``), the
     typeahead's pick if the box still says that name (``<name>_id``), else the one active
-    member or organisation with exactly that name. Several or none: the choices to offer,
-    and an error next to the box."""
+    member or organisation with that name once folded (or that membership number). Several:
+    the choices, told apart. None: those whose name starts so, else the closest names (the
+    importer's suggester), and an error next to the box."""
     assert ctx.tb is not None
     _ = ctx.gettext
     text = form.get(name, "").strip()[:200]
@@ -111,27 +100,34 @@ async def resolve(
     if not text:
         problems.add(name, _("Enter the name of the %(who)s") % {"who": label})
         return out
-    found = [Party(t, i, n) for t, i, n in await directory(session, ctx.tb, text, None, 20)]
-    exact = [p for p in found if same_name(p.name, text)]
+    exact = await search.called(session, ctx.tb, text)
     if len(exact) == 1:
-        out.party = await _by_id(session, ctx.tb, str(exact[0].id))
+        out.party = exact[0]
         return out
     if exact:
         out.choices = exact
         problems.add(
             name, _("More than one person is called %(name)s. Choose one.") % {"name": text}
         )
-    elif found:
-        out.choices = found[:10]
+        return out
+    found = await search.starting(session, ctx.tb, text, 10)
+    if found:
+        out.choices = found
         problems.add(
             name,
             _("No one is called exactly %(name)s. Choose from the list, or type the full name.")
             % {"name": text},
         )
-    else:
+        return out
+    close = await search.closest(session, ctx.tb, text)
+    if close:
+        out.choices = close
         problems.add(
-            name, _("No active member or organisation is called %(name)s") % {"name": text}
+            name,
+            _("No one is called %(name)s. Did you mean one of these?") % {"name": text},
         )
+        return out
+    problems.add(name, _("No active member or organisation is called %(name)s") % {"name": text})
     return out
 
 
@@ -204,7 +200,7 @@ async def _form_page(
         problems=problems,
         categories=[("", ctx.gettext("Choose a category"))]
         + [(c.slug, c.label(ctx.lang)) for c in categories if c.retired_at is None],
-        choices={n: r.choices for n, r in (resolved or {}).items()},
+        choices={n: [choice(ctx, p) for p in r.choices] for n, r in (resolved or {}).items()},
         today=today(ctx.tb).isoformat(),
         rows=range(1, GROUP_ROWS + 1),
         status=status,
@@ -349,7 +345,7 @@ async def record_group(
         else _("person or organisation who received it"),
     )
     resolved = {"one": one}
-    many: list[Party] = []
+    many: list[Person] = []
     for i in range(1, GROUP_ROWS + 1):
         name = f"many_{i}"
         if form.get(name, "").strip() or form.get(f"{name}_pick"):

@@ -10,10 +10,11 @@ from typing import Any
 from litestar import Request, Response, get
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.console.base import render, staff
+from timebank.console.base import Ctx, render, staff
 from timebank.ledger import reads
 from timebank.ledger.schemas import ExchangeOut
-from timebank.members.service import directory as directory_of
+from timebank.members import search
+from timebank.members.search import Person
 
 NEAR_MARGIN = 120  # minutes: "near" a limit is within two hours of it
 
@@ -74,15 +75,38 @@ async def home(request: Request[Any, Any, Any], db_session: AsyncSession, tb: st
     )
 
 
+def tells_apart(ctx: Ctx, person: Person) -> str:
+    """What tells two people of one name apart on a list of choices: membership number,
+    locality, year joined, a masked email ("M-0042 · Irvine · joined 2019 · s•••@example.org")."""
+    _ = ctx.gettext
+    parts = [
+        person.external_ref,
+        person.locality,
+        _("joined %(year)s") % {"year": person.since} if person.since else None,
+        person.email,
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def choice(ctx: Ctx, person: Person) -> dict[str, str]:
+    """A person as a choice on a form or in the typeahead."""
+    return {
+        "type": person.type,
+        "id": str(person.id),
+        "name": person.name,
+        "hint": tells_apart(ctx, person),
+    }
+
+
 @get("/{tb:str}/directory", include_in_schema=False)
 async def directory(
     request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, q: str = ""
 ) -> Response[Any]:
-    """Active members and organisations whose name contains ``q`` (the typeahead's JSON)."""
+    """Active members and organisations with a word of their name starting with each word of
+    ``q``, folded ("sian llyr" finds Siân Llŷr), or whose membership number ``q`` is — the
+    typeahead's JSON, with what tells two of one name apart."""
     ctx = await staff(request, db_session, tb)
     assert ctx.tb is not None
-    found = await directory_of(db_session, ctx.tb, q.strip()[:100] or None, None, 10)
-    return Response(
-        [{"type": t, "id": str(i), "name": n} for t, i, n in found[:10]],
-        headers={"Cache-Control": "no-store"},
-    )
+    text = q.strip()[:100]
+    found = await search.starting(db_session, ctx.tb, text, 10) if text else []
+    return Response([choice(ctx, p) for p in found], headers={"Cache-Control": "no-store"})

@@ -141,6 +141,11 @@ def pydantic_message(ctx: Ctx, e: Any) -> str:
         return _("must be %(n)s or more") % {"n": limit.get("ge", limit.get("gt"))}
     if kind in ("less_than_equal", "less_than"):
         return _("must be %(n)s or less") % {"n": limit.get("le", limit.get("lt"))}
+    if kind == "bad_character":
+        return _(
+            "must not contain invisible or control characters (%(character)s at character "
+            "%(position)s): type it again without it"
+        ) % {"character": limit.get("character"), "position": limit.get("position")}
     if kind == "enum":
         return _("must be one of the choices")
     if kind == "value_error" and "email" in str(e.get("msg", "")):

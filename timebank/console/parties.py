@@ -25,6 +25,7 @@ from timebank.console.base import (
     settings_of,
     staff,
 )
+from timebank.console.home import choice
 from timebank.console.messages import Problems, from_validation, plain
 from timebank.errors import DomainError, InvalidInput
 from timebank.idempotency import Claim
@@ -32,6 +33,7 @@ from timebank.ledger import reads
 from timebank.ledger.models import OwnerType
 from timebank.lifecycle.erase import erase_member
 from timebank.lifecycle.register import create_member, create_organisation
+from timebank.members import search
 from timebank.members.models import Disability, Ethnicity, Gender, Member, MemberStatus
 from timebank.members.schemas import MemberCreate, MemberOut, MemberPatch
 from timebank.members.service import get_member, list_members, update_member
@@ -319,10 +321,16 @@ async def _party_page(
         "erased": _("The member's personal data was erased."),
         "revoked": _("The key was revoked. Apps using it can no longer act for this member."),
     }
+    lookalikes = []
+    if done == "registered":
+        lookalikes = [
+            choice(ctx, p) for p in await search.lookalikes(session, ctx.tb, name, party.id)
+        ]
     return render(
         ctx,
         "party.html",
         section="members" if kind == "member" else "organisations",
+        lookalikes=lookalikes,
         kind=kind,
         party=party,
         name=name,

@@ -1,12 +1,12 @@
 """Who a sheet's provider or recipient cell names (SPEC §3.10, §7.7): a member's or an
 organisation's ``external_ref`` (membership number), an email unique in the bank, a display
-name unique in the bank (ignoring case, surrounding spaces and Unicode form), or "Pool"
-for the community pool. Anything else is refused with the candidates a broker can choose
-from."""
+name unique in the bank once folded (case, accents, spacing and Unicode form ignored:
+docs/names.md), or "Pool" for the community pool. Anything else is refused with the
+candidates a broker can choose from — the closest names, by the same suggester as the
+console's record form (:func:`timebank.names.suggest`)."""
 
 from __future__ import annotations
 
-import difflib
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.imports.sheet import normalise
 from timebank.members.models import Member, MemberStatus
+from timebank.names import fold, suggest
 from timebank.organisations.models import Organisation
 from timebank.timebanks.models import TimeBank
 
@@ -66,29 +66,35 @@ class Directory:
         by_name: dict[str, list[Party]] = defaultdict(list)
         members = await session.execute(
             select(
-                Member.id, Member.account_id, Member.display_name, Member.email, Member.external_ref
+                Member.id,
+                Member.account_id,
+                Member.display_name,
+                Member.name_folded,
+                Member.email,
+                Member.external_ref,
             ).where(Member.timebank_id == tb.id, Member.status != MemberStatus.erased)
         )
-        for id_, account_id, name, email, ref in members.tuples():
+        for id_, account_id, name, folded, email, ref in members.tuples():
             party = Party("member", id_, account_id, name, ref or email)
-            by_name[normalise(name)].append(party)
+            by_name[folded].append(party)
             if ref:
-                by_ref[normalise(ref)].append(party)
+                by_ref[fold(ref)].append(party)
             if email:
-                by_email[normalise(email)].append(party)
+                by_email[fold(email)].append(party)
         orgs = await session.execute(
             select(
                 Organisation.id,
                 Organisation.account_id,
                 Organisation.name,
+                Organisation.name_folded,
                 Organisation.external_ref,
             ).where(Organisation.timebank_id == tb.id)
         )
-        for id_, account_id, name, ref in orgs.tuples():
+        for id_, account_id, name, folded, ref in orgs.tuples():
             party = Party("organisation", id_, account_id, name, ref)
-            by_name[normalise(name)].append(party)
+            by_name[folded].append(party)
             if ref:
-                by_ref[normalise(ref)].append(party)
+                by_ref[fold(ref)].append(party)
         assert tb.pool_account_id is not None  # every bank has its pool
         pool = Party("pool", tb.pool_account_id, tb.pool_account_id, "Pool")
         everyone = {p.id: p for ps in by_name.values() for p in ps} | {pool.id: pool}
@@ -99,7 +105,7 @@ class Directory:
 
     def resolve(self, cell: str) -> Party:
         """The one party ``cell`` names, or :class:`Unresolved` with the candidates."""
-        text = normalise(cell)
+        text = fold(cell)
         if not text:
             raise Unresolved("unknown_party", "no name given", [])
         if text in POOL_NAMES:
@@ -121,7 +127,7 @@ class Directory:
                 f"{len(found)} parties are called '{cell}': use a membership number or email",
                 found,
             )
-        close = difflib.get_close_matches(text, list(self.by_name), n=3, cutoff=0.6)
+        close = suggest(text, self.by_name, n=3)
         candidates = [p for name in close for p in self.by_name[name]]
         names = list(dict.fromkeys(p.name for p in candidates))
         said = f"; did you mean {' or '.join(repr(n) for n in names)}?" if names else ""

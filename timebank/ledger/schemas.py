@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from timebank.access import Role
-from timebank.bodies import JsonBody, one_of
+from timebank.bodies import FreeText, JsonBody, one_of
 from timebank.ledger.models import ExchangeKind, ExchangeStatus
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
@@ -81,7 +81,7 @@ class _ExchangeDetails(Strict):
     occurred_on: date | None = Field(
         default=None, description="When the work was done (default today in the bank's zone)"
     )
-    description: str | None = Field(default=None, max_length=2000)
+    description: Annotated[str, FreeText] | None = Field(default=None, max_length=2000)
     external_ref: str | None = Field(
         default=None,
         min_length=1,
@@ -92,7 +92,7 @@ class _ExchangeDetails(Strict):
     override_limits: bool = Field(
         default=False, description="Staff: record even past a balance limit (needs a reason)"
     )
-    override_reason: str | None = Field(
+    override_reason: Annotated[str, FreeText] | None = Field(
         default=None, max_length=2000, description="Required with `override_limits: true`"
     )
 
@@ -156,10 +156,10 @@ class ExchangeCreate(Strict):
     recipients: list[GroupLeg] | None = Field(default=None, min_length=1, max_length=200)
     category: str | None = Field(default=None, max_length=63)
     occurred_on: date | None = None
-    description: str | None = Field(default=None, max_length=2000)
+    description: Annotated[str, FreeText] | None = Field(default=None, max_length=2000)
     external_ref: str | None = Field(default=None, min_length=1, max_length=200)
     override_limits: bool = False
-    override_reason: str | None = Field(default=None, max_length=2000)
+    override_reason: Annotated[str, FreeText] | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _one_form(self) -> ExchangeCreate:
@@ -193,12 +193,12 @@ class ReverseRequest(Strict):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"reason": "Entered twice from the same sheet"}]}
     )
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[str, FreeText] = Field(min_length=1, max_length=2000)
 
 
 class DecisionRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "Not this week"}]})
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Annotated[str, FreeText] | None = Field(default=None, max_length=2000)
 
 
 class BatchRequest(Strict):

@@ -17,6 +17,7 @@ from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Exchange, Posting
 from timebank.members.models import Member, MemberStatus
 from timebank.members.service import PERSONAL_FIELDS, get_member
+from timebank.namesearch import reindex
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import today
 
@@ -53,6 +54,7 @@ async def erase_member(
     member.left_on = member.left_on or today(tb)
     member.updated_at = now
     await session.flush()
+    await reindex(session, tb.id, "member", member.id, ERASED_NAME)
 
     mine = or_(
         Exchange.id.in_(select(Posting.exchange_id).where(Posting.account_id == member.account_id)),

@@ -21,6 +21,7 @@ from timebank.ledger.posting import Draft, Leg, post
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import MemberCreate
 from timebank.members.service import member_ref_taken
+from timebank.namesearch import reindex
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationCreate
 from timebank.organisations.service import organisation_ref_taken
@@ -110,6 +111,7 @@ async def create_member(
         await session.flush()
     except IntegrityError as exc:
         raise Duplicate("external_ref belongs to another member") from exc
+    await reindex(session, tb.id, "member", member.id, member.display_name)
     details: dict[str, Any] = {
         "fields": sorted(k for k, v in fields.items() if v is not None and v is not False)
     }
@@ -169,6 +171,7 @@ async def create_organisation(
     )
     session.add(org)
     await session.flush()
+    await reindex(session, tb.id, "organisation", org.id, org.name)
     await audit.record(
         session,
         audit.event(

@@ -5,9 +5,10 @@ import uuid
 from datetime import date, datetime
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from timebank.db import Base, BigInt, record_key, utcnow, uuid7
+from timebank.names import FOLDED_LENGTH, fold, skeleton
 from timebank.types import DateTimeUTC, str_enum
 
 
@@ -46,12 +47,17 @@ class Member(Base):
     __table_args__ = (
         UniqueConstraint("timebank_id", "external_ref"),
         Index(None, "timebank_id", "id"),
+        Index(None, "timebank_id", "name_folded"),
+        Index(None, "timebank_id", "name_skeleton"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     timebank_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("timebanks.id"))
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), unique=True)
     display_name: Mapped[str] = mapped_column(String(100))
+    # the name as compared and as it looks (timebank.names), set with every display_name
+    name_folded: Mapped[str] = mapped_column(String(FOLDED_LENGTH))
+    name_skeleton: Mapped[str] = mapped_column(String(FOLDED_LENGTH))
     email: Mapped[str | None] = mapped_column(String(254), default=None)
     phone: Mapped[str | None] = mapped_column(String(50), default=None)
     locality: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -75,3 +81,9 @@ class Member(Base):
     external_ref: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC, default=utcnow, onupdate=utcnow)
+
+    @validates("display_name")
+    def _keep_folded(self, _: str, value: str) -> str:
+        self.name_folded = fold(value)[:FOLDED_LENGTH]
+        self.name_skeleton = skeleton(value)[:FOLDED_LENGTH]
+        return value

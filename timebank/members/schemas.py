@@ -7,8 +7,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import NOT_BLANK, Email, JsonBody, Trimmed
+from timebank.bodies import NOT_BLANK, Email, JsonBody, NameText, Trimmed
 from timebank.members.models import Disability, Ethnicity, Gender, MemberStatus
+from timebank.namesearch import NameWarning
 
 
 class _In(JsonBody):
@@ -32,7 +33,9 @@ class MemberCreate(_In):
             ]
         }
     )
-    display_name: Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), Trimmed]
+    display_name: Annotated[
+        str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), NameText, Trimmed
+    ]
     email: Email | None = None
     phone: Annotated[str, Field(max_length=50), Trimmed] | None = None
     locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
@@ -56,7 +59,7 @@ class MemberPatch(_In):
         json_schema_extra={"examples": [{"locality": "Kilwinning", "phone": None}]}
     )
     display_name: (
-        Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), Trimmed]
+        Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK), NameText, Trimmed]
         | SkipJsonSchema[None]
     ) = None
     email: Email | None = None
@@ -122,6 +125,13 @@ class MemberOut(BaseModel):
     status: MemberStatus
     external_ref: str | None
     created_at: datetime
+
+
+class MemberCreated(MemberOut):
+    """A new member, and who already has the same or a look-alike name (allowed, but worth a
+    look: the same person registered twice?)."""
+
+    warnings: list[NameWarning] = Field(default_factory=list)
 
 
 class DirectoryEntry(BaseModel):

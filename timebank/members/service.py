@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal, Role
 from timebank.audit import service as audit
-from timebank.db import contains_pattern, utcnow
+from timebank.db import utcnow
 from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import MemberPatch
+from timebank.namesearch import name_condition, reindex
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import today
@@ -109,6 +110,8 @@ async def update_member(
         setattr(member, key, value)
     member.updated_at = utcnow()
     await session.flush()
+    if "display_name" in changes:
+        await reindex(session, tb.id, "member", member.id, member.display_name)
     fields = sorted(patch.model_fields_set)
     await audit.record(
         session,
@@ -137,7 +140,10 @@ async def list_members(
     if status is not None:
         stmt = stmt.where(Member.status == status)
     if q:
-        stmt = stmt.where(Member.display_name.ilike(contains_pattern(q), escape="\\"))
+        by_ref = select(Member.id).where(
+            Member.timebank_id == tb.id, Member.external_ref == q.strip()
+        )
+        stmt = stmt.where(name_condition(Member.id, tb.id, q, by_ref))
     if after is not None:
         stmt = stmt.where(Member.id > after)
     return list((await session.execute(stmt.order_by(Member.id).limit(limit + 1))).scalars())
@@ -150,7 +156,8 @@ async def directory(
     after: uuid.UUID | None,
     limit: int,
 ) -> list[tuple[str, uuid.UUID, str]]:
-    """Active members and organisations: type, id and display name only, in id order."""
+    """Active members and organisations: type, id and display name only, in id order;
+    ``q``: each of its words starts a word of the name, folded ("llyr" finds "Siân Llŷr")."""
     members = select(
         sa_literal("member").label("type"),
         Member.id.label("id"),
@@ -161,11 +168,16 @@ async def directory(
         Organisation.id.label("id"),
         Organisation.name.label("name"),
     ).where(Organisation.timebank_id == tb.id, Organisation.status == OrganisationStatus.active)
-    both = union_all(members, orgs).subquery()
-    stmt = select(both.c.type, both.c.id, both.c.name)
+    # each condition inside each branch, so each reads its own index (by the matching ids)
     if q:
-        stmt = stmt.where(both.c.name.ilike(contains_pattern(q), escape="\\"))
+        members = members.where(name_condition(Member.id, tb.id, q))
+        orgs = orgs.where(name_condition(Organisation.id, tb.id, q))
     if after is not None:
-        stmt = stmt.where(both.c.id > after)
+        members = members.where(Member.id > after)
+        orgs = orgs.where(Organisation.id > after)
+    members = members.order_by(Member.id).limit(limit + 1)
+    orgs = orgs.order_by(Organisation.id).limit(limit + 1)
+    both = union_all(members.subquery().select(), orgs.subquery().select()).subquery()
+    stmt = select(both.c.type, both.c.id, both.c.name)
     rows = await session.execute(stmt.order_by(both.c.id).limit(limit + 1))
     return [(str(t), i, str(n)) for t, i, n in rows.tuples()]

@@ -7,7 +7,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import NOT_BLANK, Email, JsonBody, Trimmed
+from timebank.bodies import NOT_BLANK, Email, JsonBody, NameText, Trimmed
+from timebank.namesearch import NameWarning
 from timebank.organisations.models import OrganisationKind, OrganisationStatus
 
 
@@ -28,7 +29,7 @@ class OrganisationCreate(_In):
             ]
         }
     )
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), NameText, Trimmed]
     kind: OrganisationKind
     locality: Annotated[str, Field(max_length=100), Trimmed] | None = None
     registration_number: Annotated[str, Field(max_length=50), Trimmed] | None = None
@@ -48,7 +49,7 @@ class OrganisationPatch(_In):
         json_schema_extra={"examples": [{"contact_email": "volunteers@example.org"}]}
     )
     name: (
-        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), Trimmed]
+        Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK), NameText, Trimmed]
         | SkipJsonSchema[None]
     ) = None
     kind: OrganisationKind | SkipJsonSchema[None] = None
@@ -94,3 +95,9 @@ class OrganisationOut(BaseModel):
     external_ref: str | None = None
     status: OrganisationStatus
     created_at: datetime
+
+
+class OrganisationCreated(OrganisationOut):
+    """A new organisation, and who already has the same or a look-alike name."""
+
+    warnings: list[NameWarning] = Field(default_factory=list)

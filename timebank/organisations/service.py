@@ -9,8 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
-from timebank.db import contains_pattern, utcnow
+from timebank.db import utcnow
 from timebank.errors import Duplicate, InvalidInput, NotFound
+from timebank.namesearch import name_condition, reindex
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.organisations.schemas import OrganisationPatch
 from timebank.timebanks.models import TimeBank
@@ -56,6 +57,8 @@ async def update_organisation(
         setattr(org, key, value)
     org.updated_at = utcnow()
     await session.flush()
+    if "name" in changes:
+        await reindex(session, tb.id, "organisation", org.id, org.name)
     await audit.record(
         session,
         audit.event(
@@ -83,7 +86,10 @@ async def list_organisations(
     if status is not None:
         stmt = stmt.where(Organisation.status == status)
     if q:
-        stmt = stmt.where(Organisation.name.ilike(contains_pattern(q), escape="\\"))
+        by_ref = select(Organisation.id).where(
+            Organisation.timebank_id == tb.id, Organisation.external_ref == q.strip()
+        )
+        stmt = stmt.where(name_condition(Organisation.id, tb.id, q, by_ref))
     if after is not None:
         stmt = stmt.where(Organisation.id > after)
     return list((await session.execute(stmt.order_by(Organisation.id).limit(limit + 1))).scalars())

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from timebank.bodies import JsonBody
+from timebank.bodies import JsonBody, NameText
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -52,7 +52,7 @@ class TimeBankCreate(JsonBody):
         }
     )
     slug: str = Field(pattern=SLUG)
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, NameText] = Field(min_length=1, max_length=200)
     settings: TimeBankSettings | None = None
 
 
@@ -60,7 +60,7 @@ class TimeBankPatch(JsonBody):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"settings": {"member_min_balance_minutes": -900}}]}
     )
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[str, NameText] | None = Field(default=None, min_length=1, max_length=200)
     settings: TimeBankSettingsPatch | None = None
 
 
@@ -106,8 +106,8 @@ class CategoryCreate(JsonBody):
         }
     )
     slug: str = Field(pattern=SLUG)
-    name: str = Field(min_length=1, max_length=100)
-    name_cy: str | SkipJsonSchema[None] = Field(
+    name: Annotated[str, NameText] = Field(min_length=1, max_length=100)
+    name_cy: Annotated[str, NameText] | SkipJsonSchema[None] = Field(
         default=None, min_length=1, max_length=100, description="The name in Welsh (optional)."
     )
 
@@ -119,8 +119,10 @@ class CategoryPatch(JsonBody):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"name": "Gardening", "retired": False}]}
     )
-    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=100)
-    name_cy: str | None = Field(default=None, min_length=1, max_length=100)
+    name: Annotated[str, NameText] | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, max_length=100
+    )
+    name_cy: Annotated[str, NameText] | None = Field(default=None, min_length=1, max_length=100)
     retired: bool | SkipJsonSchema[None] = None
 
 

@@ -56,6 +56,8 @@ from timebank.ledger.posting import posting_rows as ledger_postings
 from timebank.ledger.rules import effective_limits, kind_of, refused
 from timebank.lifecycle.register import create_timebank
 from timebank.members.models import Disability, Ethnicity, Gender, Member, MemberStatus
+from timebank.names import FOLDED_LENGTH, fold, skeleton
+from timebank.namesearch import NameWord, word_rows
 from timebank.organisations.models import Organisation, OrganisationKind
 from timebank.reports.rollups import rebuild_rollups
 from timebank.timebanks.models import Category, TimeBank
@@ -390,6 +392,7 @@ class Community:
                     "timebank_id": tb.id,
                     "account_id": account_id,
                     "display_name": f"{first} {last}",
+                    **_folded(f"{first} {last}"),
                     "email": f"{first}.{last}.{i}@example.org".lower().replace("'", ""),
                     "phone": None,
                     "locality": locality,
@@ -442,6 +445,7 @@ class Community:
                     "timebank_id": tb.id,
                     "account_id": account_id,
                     "name": name,
+                    **_folded(name),
                     "kind": ORG_KINDS[i % len(ORG_KINDS)],
                     "locality": town,
                     "registration_number": None,
@@ -812,10 +816,20 @@ async def generate(
         }
         for p, row in zip(people, rows, strict=True)
     ]
+    name_rows = [
+        w
+        for owner_type, named, key in (
+            ("member", community.member_rows, "display_name"),
+            ("organisation", community.org_rows, "name"),
+        )
+        for row in named
+        for w in word_rows(tb.id, owner_type, row["id"], row[key])
+    ]
     tables: list[tuple[Any, list[dict[str, Any]], str]] = [
         (Account.__table__, account_rows, "accounts"),
         (Member.__table__, community.member_rows, "members"),
         (Organisation.__table__, community.org_rows, "organisations"),
+        (NameWord.__table__, name_rows, "name_words"),
         # postings before their exchanges: a recorded exchange takes no postings afterwards
         (Posting.__table__, posting_rows, "postings"),
         (Exchange.__table__, exchange_rows, "exchanges"),
@@ -950,3 +964,11 @@ async def create_demo(
     tb, _ = await get_or_create_bank(session, slug, "Riverside Time Bank (demo)", DEMO_SETTINGS)
     await generate(session, tb, members=members, exchanges=exchanges, seed=seed)
     return tb
+
+
+def _folded(name: str) -> dict[str, str]:
+    """The stored comparison forms of a name (as the models' validators set them)."""
+    return {
+        "name_folded": fold(name)[:FOLDED_LENGTH],
+        "name_skeleton": skeleton(name)[:FOLDED_LENGTH],
+    }

@@ -54,6 +54,12 @@
         li.setAttribute("role", "option");
         li.setAttribute("aria-selected", "false");
         li.textContent = o.name + (o.type === "organisation" ? " (" + (input.getAttribute("data-organisation") || "organisation") + ")" : "");
+        if (o.hint) {
+          var hint = document.createElement("span");
+          hint.className = "hint-inline";
+          hint.textContent = " " + o.hint;
+          li.appendChild(hint);
+        }
         li.addEventListener("mousedown", function (e) { e.preventDefault(); choose(i); });
         list.appendChild(li);
       });
