@@ -451,6 +451,7 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
     from timebank.access import SYSTEM
     from timebank.errors import DomainError
     from timebank.imports import service
+    from timebank.imports.sheet import sheet_name_of
     from timebank.timebanks.models import TimeBank
 
     content = path.read_bytes()
@@ -469,7 +470,7 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
                 raise click.ClickException(f"no time bank '{slug}'")
             try:
                 found = await service.preview(
-                    session, SYSTEM, tb, content, sheet=sheet or path.stem, filename=path.name
+                    session, SYSTEM, tb, content, sheet=sheet or sheet_name_of(path.name), filename=path.name
                 )
                 progress.update(task, advance=1, description="Recording the ready lines")
                 if record:

@@ -242,7 +242,9 @@ async def statement_xlsx(
 
     header, table = await statement_table(session, tb, account_id, name, date_from, date_to)
     buf = io.BytesIO()
-    book = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_numbers": False, **XLSX_OPTIONS})
+    book = xlsxwriter.Workbook(
+        buf, {"in_memory": True, "strings_to_numbers": False, **XLSX_OPTIONS}
+    )
     bold = book.add_format({"bold": True})
     sheet = book.add_worksheet("Statement")
     for r, (label, value) in enumerate(header):

@@ -329,9 +329,7 @@ async def _party_page(
             limit=STATEMENT_PAGE,
             cursor=None,
         )
-    query = "&".join(
-        f"{k}={v.isoformat()}" for k, v in (("from", date_from), ("to", date_to)) if v
-    )
+    query = "&".join(f"{k}={v.isoformat()}" for k, v in (("from", date_from), ("to", date_to)) if v)
     member_keys = []
     if kind == "member":
         member_keys = [
@@ -376,9 +374,7 @@ async def _statement_file(
 ) -> Response[bytes]:
     assert ctx.tb is not None
     write = statement_xlsx if ext == "xlsx" else statement_csv
-    return await write(
-        session, ctx.tb, account_id, name=name, date_from=date_from, date_to=date_to
-    )
+    return await write(session, ctx.tb, account_id, name=name, date_from=date_from, date_to=date_to)
 
 
 @get("/{tb:str}/members/{member_id:uuid}/statement.csv", include_in_schema=False)

@@ -22,8 +22,9 @@ from timebank.errors import DomainError, InvalidInput
 from timebank.idempotency import Claim
 from timebank.imports import service
 from timebank.imports.models import SheetImport
-from timebank.imports.sheet import MAX_BYTES
+from timebank.imports.sheet import MAX_BYTES, sheet_name_of
 from timebank.web.idempotent import as_json, run_once
+from timebank.web.problems import UPLOAD_LIMIT
 
 RECENT = 10
 
@@ -86,6 +87,7 @@ async def sheets(
     include_in_schema=False,
     status_code=200,
     request_max_body_size=MAX_BYTES + 65_536,
+    opt={UPLOAD_LIMIT: MAX_BYTES},
 )
 async def upload(
     request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
@@ -99,7 +101,7 @@ async def upload(
     _ = ctx.gettext
     content = await file.read() if isinstance(file, UploadFile) else b""
     filename = file.filename if isinstance(file, UploadFile) and file.filename else None
-    sheet = form.get("sheet", "").strip() or (filename.rsplit(".", 1)[0] if filename else "")
+    sheet = form.get("sheet", "").strip() or (sheet_name_of(filename) if filename else "")
     if not content:
         problems.add("file", _("Choose the sheet's file (CSV or Excel)."))
     elif not sheet:

@@ -193,7 +193,20 @@ def _problem_for_http(
             errors=errors,
         )
     if status == 413:
+        # the route's own limit (an upload's is not the application's 1 MiB default)
+        handler = request.scope.get("route_handler")
+        upload = handler.opt.get(UPLOAD_LIMIT) if handler is not None else None
+        if upload is not None:
+            return problem_response(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                f"The file is over the limit of {_size(upload)} ({upload:,} bytes) per sheet: "
+                "split it into several sheets",
+            )
         limit = request.app.state.settings.max_body_bytes
+        if handler is not None:
+            limit = handler.resolve_request_max_body_size() or limit
         return problem_response(
             413,
             "payload_too_large",
@@ -281,7 +294,7 @@ _DESCRIPTIONS = {
     403: "The key's role or scope does not allow this (`forbidden`)",
     404: "Unknown time bank or resource (`not_found`)",
     409: "Conflict with the ledger's state (see `code`)",
-    413: "Body over 1 MiB (`payload_too_large`)",
+    413: "Body over the limit, 1 MiB unless the operation says otherwise (`payload_too_large`)",
     422: "Invalid input (`validation_error`, `idempotency_key_reused`)",
     429: "Rate limited (`rate_limited`), see Retry-After",
     503: "Database unreachable (`unavailable`)",
@@ -291,8 +304,16 @@ _DESCRIPTIONS = {
 KEYED_CONFLICTS = ("duplicate", "idempotency_in_flight")
 
 
+# Route option: the most an upload route's file may weigh (its body limit allows a little
+# more, for a multipart form's framing); a 413 names this figure.
+UPLOAD_LIMIT = "upload_limit_bytes"
+
+
 def problems(
-    *statuses: int, conflict: Sequence[str] = (), keyed: bool = False
+    *statuses: int,
+    conflict: Sequence[str] = (),
+    keyed: bool = False,
+    upload_limit: int | None = None,
 ) -> dict[int, ResponseSpec]:
     """OpenAPI error responses for a route: the given statuses plus 401, 429 (the per-key
     rate limit) and 503, always. ``keyed``: the route takes ``Idempotency-Key``, so it may
@@ -306,6 +327,8 @@ def problems(
         desc = _DESCRIPTIONS[status]
         if status == 409 and conflict:
             desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)
+        if status == 413 and upload_limit is not None:
+            desc = f"The file is over {_size(upload_limit)} (`payload_too_large`)"
         out[status] = ResponseSpec(
             data_container=Problem,
             description=desc,
