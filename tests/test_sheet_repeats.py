@@ -29,9 +29,7 @@ def by_line(body: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 async def exchanges(api: Api, slug: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = (await api.get(f"/v1/timebanks/{slug}/exchanges")).json()[
-        "items"
-    ]
+    items: list[dict[str, Any]] = (await api.get(f"/v1/timebanks/{slug}/exchanges")).json()["items"]
     return items
 
 

@@ -35,6 +35,7 @@ MAX_ROWS = 100_000  # rows read, the empty ones included
 MAX_COLUMNS = 256  # cells further right are ignored
 MAX_UNPACKED = 32 * 2**20  # an XLSX's parts, unpacked (a 10 000-line sheet is a few MiB)
 MAX_MEMBERS = 1_000  # an XLSX's parts
+MAX_SHARED_STRINGS = 8 * 2**20  # its shared-strings table, unpacked (read whole, up front)
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -193,6 +194,14 @@ def _check_archive(content: bytes) -> None:
     except (zipfile.BadZipFile, ValueError):
         raise SheetError("file", "the file is not a readable Excel workbook (.xlsx)") from None
     unpacked = sum(m.file_size for m in members)
+    strings = sum(m.file_size for m in members if m.filename.lower().endswith("sharedstrings.xml"))
+    if strings > MAX_SHARED_STRINGS:
+        raise SheetError(
+            "file",
+            f"the workbook's table of texts unpacks to {strings / 2**20:,.0f} MiB, over the "
+            f"limit of {MAX_SHARED_STRINGS // 2**20} MiB (a 10 000-line sheet needs a few): it "
+            "is refused unread. Save the sheet as CSV, or copy its lines into a new workbook",
+        )
     if len(members) > MAX_MEMBERS or unpacked > MAX_UNPACKED:
         raise SheetError(
             "file",
