@@ -1211,7 +1211,7 @@ async def test_statement_pages_stay_stable_when_exchanges_are_recorded_between_f
             )
         )
 
-    entries, pages = await walk_statement(api, slug, ann, 1, between_pages=insert)
+    entries, _pages = await walk_statement(api, slug, ann, 1, between_pages=insert)
     # every entry there was is read once, in order; the late ones are dated before the
     # cursor, so later pages do not show them but their running balances count them
     assert [e["exchange_id"] for e in entries] == [e["id"] for e in exs]

@@ -144,7 +144,7 @@ def test_a_huge_shared_strings_table_is_refused_unread() -> None:
     assert len(table) > MAX_SHARED_STRINGS
     hostile = _rewrite(base, {"xl/sharedStrings.xml": table})
     assert len(hostile) < MAX_BYTES
-    with pytest.raises(SheetError, match="table of texts unpacks to .* over the limit of 8 MiB"):
+    with pytest.raises(SheetError, match=r"table of texts unpacks to .* over the limit of 8 MiB"):
         read(hostile)
 
 
