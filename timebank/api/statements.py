@@ -254,6 +254,8 @@ async def statement_xlsx(
     sheet.write_row(start, 0, table[0], bold)
     for r, row in enumerate(table[1:], start + 1):
         for c, value in enumerate(row):
+            if value == "":
+                continue
             if isinstance(value, int | Decimal) and not isinstance(value, bool):
                 sheet.write_number(r, c, float(value) if isinstance(value, Decimal) else value)
             else:

@@ -8,6 +8,7 @@ uploaded again or overlapping lines typed in by hand records nothing twice."""
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -229,7 +230,7 @@ def _mark_repeats_in_sheet(lines: list[dict[str, Any]], accounts: dict[str, uuid
     said it is a separate exchange)."""
     first: dict[ExchangeKey, int] = {}
     for line in lines:
-        if line["status"] not in ("ready", "already_recorded", "recorded"):
+        if line["status"] not in ("ready", "repeat", "already_recorded", "recorded"):
             continue
         key = _key(line, accounts)
         if key is None:
@@ -256,19 +257,21 @@ async def _mark_repeats_in_ledger(
     """A ready line equal to an exchange already recorded (however it was recorded: by hand,
     by the API, by another sheet or the same sheet under another name) and not reversed is
     a repeat of it (unless a broker said it is a separate exchange)."""
-    wanted = {
-        key: line
+    wanted = [
+        (key, line)
         for line in lines
         if line["status"] == "ready"
         and not line.get("separate")
         and (key := _key(line, accounts)) is not None
-    }
+    ]
     if not wanted:
         return
-    days = sorted({date.fromisoformat(key[0]) for key in wanted})
+    # an exchange a line of this sheet already stands for (by its reference) is not matched
+    claimed = {line["exchange_id"] for line in lines if line["status"] == "already_recorded"}
+    days = sorted({date.fromisoformat(key[0]) for key, _ in wanted})
     reversal = aliased(Exchange)
     undone = select(reversal.id).where(reversal.reverses == Exchange.id).exists()
-    found: dict[ExchangeKey, Exchange] = {}
+    found: dict[ExchangeKey, list[Exchange]] = defaultdict(list)
     for start in range(0, len(days), 1000):
         rows = await session.execute(
             select(Exchange)
@@ -279,9 +282,11 @@ async def _mark_repeats_in_ledger(
                 Exchange.kind != ExchangeKind.reversal,
                 ~undone,
             )
-            .order_by(Exchange.recorded_at)
+            .order_by(Exchange.recorded_at, Exchange.id)
         )
         for ex in rows.scalars():
+            if str(ex.id) in claimed:
+                continue
             slug = categories.by_id.get(ex.category_id) if ex.category_id else None
             key = (
                 ex.occurred_on.isoformat(),
@@ -290,11 +295,15 @@ async def _mark_repeats_in_ledger(
                 ex.minutes,
                 slug,
             )
-            found.setdefault(key, ex)
-    for key, line in wanted.items():
-        ex = found.get(key)
-        if ex is None:
+            found[key].append(ex)
+    # the k-th line alike repeats the k-th exchange alike: two equal lines and two equal
+    # exchanges (one said to be separate) are both in the ledger already
+    used: dict[ExchangeKey, int] = defaultdict(int)
+    for key, line in wanted:
+        if used[key] >= len(found.get(key, [])):
             continue
+        ex = found[key][used[key]]
+        used[key] += 1
         how = f"from the sheet reference {ex.external_ref}" if ex.external_ref else "by hand"
         _repeat(
             line,
@@ -349,8 +358,8 @@ async def _judge(
                 f"({exchange.id}: {exchange.minutes} minutes on {exchange.occurred_on})",
                 "reference",
             )
-    _mark_repeats_in_sheet(lines, accounts)
     await _mark_repeats_in_ledger(session, tb, lines, accounts, categories)
+    _mark_repeats_in_sheet(lines, accounts)
     ready = [line for line in lines if line["status"] == "ready"]
     if not ready:
         return
