@@ -233,13 +233,13 @@ def _xlsx_rows(content: bytes) -> Iterator[RawLine]:
     try:
         book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=False)
         sheet = book.worksheets[0]
-        source = sheet._get_source()  # type: ignore[union-attr]
+        source = sheet._get_source()
     except Exception:
         raise SheetError("file", "the file is not a readable Excel workbook (.xlsx)") from None
     try:
         parser = WorkSheetParser(
             source,
-            sheet._shared_strings,  # type: ignore[union-attr]
+            sheet._shared_strings,
             data_only=False,
             epoch=book.epoch,
             date_formats=book._date_formats,

@@ -405,14 +405,14 @@ async def statement(
             others[ex_id].append((acc_id, minutes))
     originals: dict[uuid.UUID, tuple[date, str | None]] = {}
     if reversed_ids:
-        for ex_id, on, slug in (
+        for ex_id, reversed_on, reversed_slug in (
             await session.execute(
                 select(Exchange.id, Exchange.occurred_on, Category.slug)
                 .outerjoin(Category, Category.id == Exchange.category_id)
                 .where(Exchange.id.in_(reversed_ids))
             )
         ).all():
-            originals[ex_id] = (on, slug)
+            originals[ex_id] = (reversed_on, reversed_slug)
     names = await owner_names(session, [a for lst in others.values() for a, _ in lst])
     entries = []
     for posting, ex, cat in rows:
@@ -425,13 +425,13 @@ async def statement(
         ]
         reverses = None
         if ex.reverses is not None and ex.reverses in originals:
-            on, slug = originals[ex.reverses]
+            original = originals[ex.reverses]
             # the other party of a reversal is the other party of what it reverses
             reverses = {
                 "exchange_id": ex.reverses,
-                "occurred_on": on,
+                "occurred_on": original[0],
                 "counterparties": counterparties,
-                "category": slug,
+                "category": original[1],
             }
         entries.append(
             {

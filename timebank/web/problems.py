@@ -17,6 +17,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -205,7 +206,7 @@ def _problem_for_http(
                 "split it into several sheets",
             )
         limit = request.app.state.settings.max_body_bytes
-        if handler is not None:
+        if isinstance(handler, HTTPRouteHandler):
             limit = handler.resolve_request_max_body_size() or limit
         return problem_response(
             413,
