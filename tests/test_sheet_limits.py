@@ -188,7 +188,10 @@ async def test_the_openapi_document_names_the_upload_limit(openapi: dict[str, ob
     paths = openapi["paths"]
     assert isinstance(paths, dict)
     op = paths["/v1/timebanks/{tb}/imports"]["post"]
-    assert "5 MiB" in op["responses"]["413"]["description"]
+    too_large = op["responses"]["413"]
+    assert "5 MiB" in too_large["description"]
+    example = too_large["content"]["application/problem+json"]["example"]
+    assert "5 MiB" in example["detail"] and "1 MiB" not in example["detail"]
 
 
 # --- a real server: /health keeps answering while a hostile workbook is read ------------------

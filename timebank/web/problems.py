@@ -372,7 +372,13 @@ PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
             "Alex Smith (member 01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40) would go below their "
             "lower limit of -600 minutes",
         ),
-        413: _example(413, "payload_too_large", "Payload too large", "The body is over 1 MiB"),
+        413: _example(
+            413,
+            "payload_too_large",
+            "Payload too large",
+            "The body is over the limit of 1 MiB (1,048,576 bytes); send less at once (a batch "
+            "takes up to 1000 exchanges)",
+        ),
         422: _example(
             422,
             "validation_error",
