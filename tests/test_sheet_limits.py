@@ -11,13 +11,17 @@ import io
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openpyxl
 import pytest
+from litestar.testing import AsyncTestClient
 
+from tests import test_console
 from tests.conftest import Api
 from tests.servers import create_admin_key, running_server
+from tests.test_console import token
 from tests.test_imports import XLSX, community, upload
 from timebank.imports.sheet import (
     MAX_BYTES,
@@ -28,6 +32,13 @@ from timebank.imports.sheet import (
 )
 
 SHEET_XML = "xl/worksheets/sheet1.xml"
+
+# the console's fixtures: an app, a signed-in broker of a bank
+clock = test_console.clock
+app = test_console.app
+browser = test_console.browser
+bank = test_console.bank
+broker = test_console.broker
 
 
 def _rewrite(content: bytes, parts: dict[str, bytes]) -> bytes:
@@ -192,6 +203,21 @@ async def test_the_openapi_document_names_the_upload_limit(openapi: dict[str, ob
     assert "5 MiB" in too_large["description"]
     example = too_large["content"]["application/problem+json"]["example"]
     assert "5 MiB" in example["detail"] and "1 MiB" not in example["detail"]
+
+
+async def test_the_console_names_the_5_mib_limit_too(
+    broker: AsyncTestClient[Any], bank: dict[str, Any]
+) -> None:
+    slug = bank["tb"]["slug"]
+    page = await broker.get(f"/console/{slug}/sheets")
+    big = b"Date,Giver,Receiver,Hours\n" + b"x" * (6 * 2**20)
+    r = await broker.post(
+        f"/console/{slug}/sheets",
+        data={"csrf_token": token(page.text)},
+        files={"file": ("big.csv", big, "text/csv")},
+    )
+    assert r.status_code == 413
+    assert "over the limit of 5 MiB for a sheet" in r.text, r.text
 
 
 # --- a real server: /health keeps answering while a hostile workbook is read ------------------
