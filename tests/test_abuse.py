@@ -624,11 +624,13 @@ async def test_statement_csv_never_starts_a_cell_with_a_formula(api: Api) -> Non
         assert r.status_code == 201, r.text
     r = await api.get(f"/v1/timebanks/{slug}/members/{ann['id']}/statement?format=csv")
     assert r.status_code == 200, r.text
-    rows = list(csv.reader(io.StringIO(r.text)))
-    cells = [cell for row in rows[1:] for cell in row]
-    assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not _is_number(c)], rows
+    every = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+    cells = [cell for row in every for cell in row]
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not _is_number(c)], every
     # the text itself is kept, behind a leading apostrophe (OWASP's advice)
-    assert any(c == "'" + EVIL for c in cells), rows
+    assert any(c == "'" + EVIL for c in cells), every
+    assert ["statement_of", "'+cmd|' /C calc'!A0"] not in every  # Ann's statement, not his
+    rows = every[every.index([]) + 1 :]  # the table, after the header rows and a blank row
     signed = [row[rows[0].index("minutes")] for row in rows[2:-1]]  # entries only
     assert signed == ["-30"] * 3 or all(_is_number(v) for v in signed), signed
 

@@ -323,8 +323,10 @@ def test_a_coordinator_walks_the_console_end_to_end(page: Page, site: dict[str, 
 
     # download the statement
     with page.expect_download() as download:
-        page.get_by_role("link", name=re.compile("Download the whole statement")).click()
-    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+        page.get_by_role("link", name=re.compile("Download the statement .CSV")).click()
+    assert download.value.suggested_filename == "statement-may-reid.csv"
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text.split("\n\n", 1)[1].replace("\r", ""))))
     assert [r["row"] for r in rows] == ["opening_balance", "entry", "entry", "closing_balance"]
     assert rows[-1]["balance_after_minutes"] == "0"
 
@@ -547,6 +549,60 @@ def test_a_paper_time_sheet_is_uploaded_fixed_and_recorded(
     page.get_by_role("button", name="Upload and check").click()
     expect(page.locator("tbody tr").filter(has_text="Already recorded")).to_have_count(2)
     expect(page.get_by_role("button", name="Record the ready lines")).to_be_disabled()
+
+
+def test_a_repeated_line_needs_a_choice_and_a_reupload_records_nothing(
+    page: Page, site: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 24: a line typed twice is a repeat until the broker says it is a separate
+    exchange; the same sheet uploaded again as a browser names a second download, or under
+    any other name, records nothing."""
+    text = (
+        "Date,Giver,Receiver,Hours,Category\n"
+        "10/11/2026,Sam Cole,Tom Hughes,1,Home and garden\n"
+        "10/11/2026,sam cole,Tom Hughes,60m,home-garden\n"
+        "11/11/2026,Tom Hughes,Sam Cole,30m,Home and garden\n"
+    )
+    sheet = tmp_path / "rhagfyr.csv"
+    sheet.write_text(text)
+    sign_in(page, "broker@riverside.example")
+    page.get_by_role("link", name="Time sheets").click()
+    page.get_by_label("The sheet's file").set_input_files(str(sheet))
+    page.get_by_role("button", name="Upload and check").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("rhagfyr")
+    repeat = page.locator("#line-3")
+    expect(repeat).to_contain_text("Repeat")
+    expect(repeat).to_contain_text("The same as line 2")
+    expect(page.locator("#line-2")).to_contain_text("Ready")
+    check_page(page, "sheet-repeat")
+    repeat.get_by_role("button", name="This is a separate exchange").click()
+    expect(page.get_by_role("status")).to_have_text("Noted. Every line was checked again.")
+    expect(page.locator("#line-3")).to_contain_text("Ready")
+    expect(page.locator("#line-3")).to_contain_text("You said this is a separate exchange.")
+    page.get_by_role("button", name="Record the ready lines").click()
+    expect(page.get_by_role("status")).to_have_text("The ready lines are recorded.")
+    expect(page.locator("tbody tr").filter(has_text="Recorded")).to_have_count(3)
+
+    # as a browser names a second download of the same file: the same sheet, nothing new
+    again = tmp_path / "rhagfyr (1).csv"
+    again.write_text(text)
+    page.get_by_role("link", name="All time sheets").click()
+    page.get_by_label("The sheet's file").set_input_files(str(again))
+    page.get_by_role("button", name="Upload and check").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("rhagfyr")
+    expect(page.locator("tbody tr").filter(has_text="Already recorded")).to_have_count(3)
+    expect(page.get_by_role("button", name="Record the ready lines")).to_be_disabled()
+
+    # under any other name: every line is already in the ledger, so a repeat; nothing ready
+    other = tmp_path / "sam-a-tom.csv"
+    other.write_text(text)
+    page.get_by_role("link", name="All time sheets").click()
+    page.get_by_label("The sheet's file").set_input_files(str(other))
+    page.get_by_role("button", name="Upload and check").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("sam-a-tom")
+    expect(page.locator("tbody tr").filter(has_text="Already in the ledger")).to_have_count(3)
+    expect(page.get_by_role("button", name="Record the ready lines")).to_be_disabled()
+    expect(page.get_by_role("button", name="This is a separate exchange")).to_have_count(3)
 
 
 def test_the_core_flows_in_welsh(page: Page, site: dict[str, Any]) -> None:

@@ -189,9 +189,10 @@ def test_a_partner_app_written_only_with_the_generated_client(
         assert [e.minutes for e in statement.items] == [90]
         as_csv = call("members.get_member_statement_csv", tb=slug, member_id=ann.id, client=ann_app)
         assert as_csv.status_code == 200
-        rows = as_csv.content.decode().splitlines()
-        assert rows[0].startswith("row,") and rows[1].startswith("opening_balance")
-        assert rows[-1].startswith("closing_balance") and rows[-1].endswith(",90,,,")
+        rows = as_csv.content.decode("utf-8-sig").splitlines()
+        assert rows[0].startswith("time_bank,") and rows[4] == ""
+        assert rows[5].startswith("row,") and rows[6].startswith("opening_balance")
+        assert rows[-1].startswith("closing_balance") and rows[-1].endswith(",90,1.50,,,,,")
 
         # a proposal over Bob's limit stays pending; confirming it is refused, and the
         # problem's code is read as the enum

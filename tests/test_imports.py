@@ -296,7 +296,8 @@ async def test_a_1000_line_sheet_goes_in_whole(api: Api, db_url: str) -> None:
         await api.member(slug, name)
     rows = ["Date,Giver,Receiver,Minutes,Category"]
     for i in range(1000):
-        rows.append(f"2026-11-{1 + i % 28:02d},{names[i % 40]},{names[(i * 7 + 1) % 40]},30,other")
+        day = f"2026-{1 + i // 280:02d}-{1 + i % 28:02d}"  # no two lines alike
+        rows.append(f"{day},{names[i % 40]},{names[(i * 7 + 1) % 40]},30,other")
     preview = (await upload(api, slug, "\n".join(rows) + "\n", sheet="big")).json()
     assert preview["summary"]["ready"] == 1000, preview["summary"]
     done = (await api.post(f"/v1/timebanks/{slug}/imports/{preview['id']}/commit")).json()

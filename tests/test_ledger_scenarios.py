@@ -31,10 +31,14 @@ CSV_COLUMNS = [
     "occurred_on",
     "recorded_at",
     "minutes",
+    "hours",
     "balance_after_minutes",
+    "balance_after_hours",
     "counterparties",
     "category",
     "description",
+    "reverses",
+    "reason",
 ]
 
 Maker = async_sessionmaker[AsyncSession]
@@ -1018,7 +1022,16 @@ async def four_entries(
 
 
 def parse_csv(text: str) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text))
+    """The table of a statement CSV (after its header rows and the blank row)."""
+    assert text.startswith("\ufeff")  # the byte-order mark Excel needs for accents
+    head, _, table = text.removeprefix("\ufeff").partition("\r\n\r\n")
+    assert [row[0] for row in csv.reader(io.StringIO(head))] == [
+        "time_bank",
+        "statement_of",
+        "period",
+        "order",
+    ]
+    reader = csv.DictReader(io.StringIO(table))
     assert reader.fieldnames == CSV_COLUMNS
     return list(reader)
 
@@ -1155,15 +1168,20 @@ async def test_statement_keyset_pages_of_two_add_up_to_the_unpaginated_statement
     await record(api, slug, simple(ann, bob, 25, occurred_on="2025-02-02"))
 
     full = await statement(api, slug, ann)
+    # value-date order: 1 Jan +15, 15 Jan +180, 1 Feb −45, 2 Feb +25, 20 Feb +60, 5 Mar −30,
+    # 1 Apr −20 (recorded in another order)
     assert [e["balance_after_minutes"] for e in full["items"]] == [
-        180,
-        135,
+        15,
         195,
-        165,
-        180,
-        160,
+        150,
+        175,
+        235,
+        205,
         185,
     ]
+    assert [e["occurred_on"] for e in full["items"]] == sorted(
+        e["occurred_on"] for e in full["items"]
+    )
     entries, pages = await walk_statement(api, slug, ann, 2)
     assert [len(p["items"]) for p in pages] == [2, 2, 2, 1]
     assert entries == full["items"]
@@ -1193,22 +1211,32 @@ async def test_statement_pages_stay_stable_when_exchanges_are_recorded_between_f
             )
         )
 
-    entries, _pages = await walk_statement(api, slug, ann, 2, between_pages=insert)
-    assert len(late) == 2  # after page 1 and after page 2
-    assert [e["entry_id"] for e in entries] == sorted({e["entry_id"] for e in entries})
-    assert entries[:4] == before["items"]
+    entries, _pages = await walk_statement(api, slug, ann, 1, between_pages=insert)
+    # every entry there was is read once, in order; the late ones are dated before the
+    # cursor, so later pages do not show them but their running balances count them
+    assert [e["exchange_id"] for e in entries] == [e["id"] for e in exs]
+    assert len(late) == 3
     assert entry_figures(entries) == [
         (exs[0]["id"], 180, 180),
-        (exs[1]["id"], -45, 135),
-        (exs[2]["id"], 60, 195),
-        (exs[3]["id"], -30, 165),
-        (late[0]["id"], -10, 155),
-        (late[1]["id"], -20, 135),
+        (exs[1]["id"], -45, 135 - 10),
+        (exs[2]["id"], 60, 195 - 10 - 20),
+        (exs[3]["id"], -30, 165 - 10 - 20 - 30),
     ]
-    # The late sheets are in the ledger after everything else but count in earlier openings.
+    assert entries[0] == before["items"][0]
+    # read afresh, the late sheets come first: they happened first
+    after = await statement(api, slug, ann)
+    assert entry_figures(after["items"]) == [
+        (late[0]["id"], -10, -10),
+        (late[1]["id"], -20, -30),
+        (late[2]["id"], -30, -60),
+        (exs[0]["id"], 180, 120),
+        (exs[1]["id"], -45, 75),
+        (exs[2]["id"], 60, 135),
+        (exs[3]["id"], -30, 105),
+    ]
     jan = await statement(api, slug, ann, **{"from": "2025-01-01"})
-    assert jan["opening_balance_minutes"] == -30
-    assert jan["closing_balance_minutes"] == 135
+    assert jan["opening_balance_minutes"] == -60
+    assert jan["closing_balance_minutes"] == 105
     await assert_ledger_invariants(session_maker)
 
 

@@ -440,9 +440,26 @@ def keys_revoke(key_id: str) -> None:
 @click.option("--sheet", default=None, help="The sheet's name (default: the file name).")
 @click.option("--commit", "record", is_flag=True, help="Record the ready lines.")
 @click.option("--atomic", is_flag=True, help="With --commit: all the ready lines or none.")
-def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic: bool) -> None:
-    """Preview a paper time sheet (CSV or XLSX), and with --commit record it. Exit code 1
-    if any line is refused."""
+@click.option(
+    "--separate",
+    "separate",
+    type=int,
+    multiple=True,
+    metavar="LINE",
+    help="This line repeats another line or an exchange in the ledger, but is a separate "
+    "exchange: record it (repeatable).",
+)
+def import_sheet(
+    path: Path,
+    slug: str,
+    sheet: str | None,
+    record: bool,
+    atomic: bool,
+    separate: tuple[int, ...],
+) -> None:
+    """Preview a paper time sheet (CSV or XLSX), and with --commit record it. Lines that
+    repeat an earlier line or an exchange in the ledger are listed and recorded only with
+    --separate LINE. Exit code 1 if any line is refused."""
     from collections import Counter
 
     from rich.console import Console
@@ -451,6 +468,7 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
     from timebank.access import SYSTEM
     from timebank.errors import DomainError
     from timebank.imports import service
+    from timebank.imports.sheet import sheet_name_of
     from timebank.timebanks.models import TimeBank
 
     content = path.read_bytes()
@@ -469,8 +487,15 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
                 raise click.ClickException(f"no time bank '{slug}'")
             try:
                 found = await service.preview(
-                    session, SYSTEM, tb, content, sheet=sheet or path.stem, filename=path.name
+                    session,
+                    SYSTEM,
+                    tb,
+                    content,
+                    sheet=sheet or sheet_name_of(path.name),
+                    filename=path.name,
                 )
+                for number in separate:
+                    found = await service.mark_separate(session, SYSTEM, tb, found.id, number, True)
                 progress.update(task, advance=1, description="Recording the ready lines")
                 if record:
                     found = await service.commit(session, SYSTEM, tb, found.id, atomic=atomic)
@@ -481,7 +506,7 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
 
     found = _with_session(run)
     counts = service.summary(found.lines)
-    said = {"already_recorded": "already recorded"}
+    said = {"already_recorded": "already recorded", "repeat": "repeats"}
     parts = [f"{n} {said.get(k, k)}" for k, n in counts.items() if n and k != "lines"]
     click.echo(f"{path.name} (sheet '{found.sheet}'): {counts['lines']} lines: " + ", ".join(parts))
     refused = [line for line in found.lines if line["status"] in ("refused", "conflict")]
@@ -492,6 +517,13 @@ def import_sheet(path: Path, slug: str, sheet: str | None, record: bool, atomic:
             click.echo(
                 f"  line {line['line']}: {line['error']['code']}: {line['error']['message']}"
             )
+    repeats = [line for line in found.lines if line["status"] == "repeat"]
+    if repeats:
+        click.echo(
+            "repeats (not recorded; if one is a separate exchange, run again with --separate LINE):"
+        )
+        for line in repeats:
+            click.echo(f"  line {line['line']}: {line['error']['message']}")
     if not record and counts["ready"]:
         click.echo("nothing recorded yet: run again with --commit to record the ready lines")
     sys.exit(1 if refused else 0)

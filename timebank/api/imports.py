@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import PurePath
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
@@ -17,11 +16,11 @@ from timebank.idempotency import Claim
 from timebank.imports import service
 from timebank.imports.models import SheetImport
 from timebank.imports.schemas import CommitRequest, ImportOut, LineChoice
-from timebank.imports.sheet import MAX_BYTES, XLSX_MEDIA_TYPE
+from timebank.imports.sheet import MAX_BYTES, XLSX_MEDIA_TYPE, sheet_name_of
 from timebank.timebanks.service import get_by_slug
 from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, write
 from timebank.web.openapi import UPLOAD
-from timebank.web.problems import problems
+from timebank.web.problems import UPLOAD_LIMIT, problems
 
 
 def import_view(found: SheetImport, slug: str) -> ImportOut:
@@ -59,9 +58,9 @@ class ImportController(Controller):
 
     @post(
         "/",
-        responses=problems(400, 403, 404, 409, 413, 422, keyed=True),
+        responses=problems(400, 403, 404, 409, 413, 422, keyed=True, upload_limit=MAX_BYTES),
         request_max_body_size=MAX_BYTES + 65_536,
-        opt={UPLOAD: ["text/csv", XLSX_MEDIA_TYPE]},
+        opt={UPLOAD: ["text/csv", XLSX_MEDIA_TYPE], UPLOAD_LIMIT: MAX_BYTES},
         operation_id="createImport",
         summary="Upload a paper time sheet: a preview of every line",
         description="The body is the sheet: CSV (UTF-8, with or without BOM; comma or "
@@ -88,7 +87,7 @@ class ImportController(Controller):
         idempotency_key: str | None = IdempotencyKeyHeader,
     ) -> Response[ImportOut]:
         content, filename = await _upload(request)
-        name = sheet or (PurePath(filename).stem if filename else None)
+        name = sheet or (sheet_name_of(filename) if filename else None)
         if not name:
             raise InvalidInput("sheet", "name the sheet: ?sheet=november-2026 (or upload a file)")
 
@@ -123,10 +122,12 @@ class ImportController(Controller):
         "/{import_id:uuid}/lines/{line:int}",
         responses=problems(400, 403, 404, 409, 413, 422, conflict=["import_closed"]),
         operation_id="chooseImportParty",
-        summary="Choose who a line's provider or recipient is",
+        summary="Choose who a line's provider or recipient is, or say it is a separate exchange",
         description="For a name that matched several parties, or none: pick one (e.g. from "
-        "the line's `candidates`) by id. The whole preview is judged again, limits in line "
-        "order.",
+        "the line's `candidates`) by id. For a `repeat` line (the same date, people, minutes "
+        "and category as an earlier line of the sheet or an exchange already in the ledger): "
+        '`{"separate": true}` says it is a separate exchange, to be recorded; `false` takes '
+        "that back. The whole preview is judged again, limits in line order.",
     )
     async def choose(
         self,
@@ -138,13 +139,17 @@ class ImportController(Controller):
         line: int,
         data: LineChoice,
     ) -> ImportOut:
-        side, party_id = data.choice()
-
         async def use_case() -> ImportOut:
             bank = await get_by_slug(db_session, principal, tb)
-            found = await service.choose_party(
-                db_session, principal, bank, import_id, line, side, party_id
-            )
+            if data.separate is not None:
+                found = await service.mark_separate(
+                    db_session, principal, bank, import_id, line, data.separate
+                )
+            else:
+                side, party_id = data.choice()
+                found = await service.choose_party(
+                    db_session, principal, bank, import_id, line, side, party_id
+                )
             return import_view(found, tb)
 
         return await write(request, db_session, use_case)

@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal, Role, require_self_or_staff
 from timebank.api.statements import (
     CSV,
+    XLSX,
     FormatParam,
     FromParam,
     ToParam,
     statement_csv,
     statement_json,
+    statement_xlsx,
     wants_csv,
 )
 from timebank.idempotency import Claim
@@ -246,8 +248,12 @@ class MemberController(Controller):
         responses=problems(403, 404, 422),
         operation_id="getMemberStatement",
         summary="A member's statement (JSON, paged)",
-        description="Entries in ledger order, each with the balance after it; `from`/`to` "
-        "(inclusive) filter on occurred_on. The same as CSV: `getMemberStatementCsv`.",
+        description="Entries in value-date order (`occurred_on`, then recording order), "
+        "each with the running balance after it in that order; `from`/`to` (inclusive) filter "
+        "on occurred_on: `opening_balance_minutes` counts every entry dated before `from`, "
+        "`closing_balance_minutes` = opening + the lines = every entry dated on or before `to` "
+        "(no period: the current balance). A reversal line says what it reverses and why. "
+        "The cursor keeps its place in this order. The same as CSV: `getMemberStatementCsv`.",
     )
     async def statement(
         self,
@@ -268,9 +274,9 @@ class MemberController(Controller):
                 db_session,
                 bank,
                 party.account_id,
+                name=party.display_name,
                 date_from=date_from,
                 date_to=date_to,
-                filename=f"statement-{party.id}",
             )
         return Response(
             await statement_json(
@@ -291,9 +297,13 @@ class MemberController(Controller):
         opt={FILE: CSV},
         operation_id="getMemberStatementCsv",
         summary="A member's statement as CSV (the whole period)",
-        description="One row per entry with the balance after it, the opening balance as the "
+        description="UTF-8 with a byte-order mark. Header rows (`time_bank`, `statement_of`, "
+        "`period`, `order`), a blank row, then the table: one row per entry in value-date order "
+        "with the running balance after it (minutes and hours), the opening balance as the "
         "first row and the closing balance as the last (`row`: opening_balance, entry, "
-        "closing_balance); `from`/`to` (inclusive) on occurred_on. No paging.",
+        "closing_balance); times in ISO 8601; `from`/`to` (inclusive) on occurred_on. No "
+        "paging. The file is named for the person and the period "
+        "(`statement-sian-llyr-2026-11.csv`).",
     )
     async def statement_csv(
         self,
@@ -303,13 +313,42 @@ class MemberController(Controller):
         member_id: uuid.UUID,
         date_from: date | None = FromParam,
         date_to: date | None = ToParam,
-    ) -> Response[str]:
+    ) -> Response[bytes]:
         bank, party = await self._statement_of(db_session, principal, tb, member_id)
         return await statement_csv(
             db_session,
             bank,
             party.account_id,
+            name=party.display_name,
             date_from=date_from,
             date_to=date_to,
-            filename=f"statement-{party.id}",
+        )
+
+    @get(
+        "/{member_id:uuid}/statement.xlsx",
+        responses=problems(403, 404, 422),
+        media_type=XLSX,
+        opt={FILE: XLSX},
+        operation_id="getMemberStatementXlsx",
+        summary="A member's statement as XLSX (the whole period)",
+        description="The CSV's rows in a workbook, figures as numbers "
+        "(`statement-sian-llyr-2026-11.xlsx`).",
+    )
+    async def statement_xlsx(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        member_id: uuid.UUID,
+        date_from: date | None = FromParam,
+        date_to: date | None = ToParam,
+    ) -> Response[bytes]:
+        bank, party = await self._statement_of(db_session, principal, tb, member_id)
+        return await statement_xlsx(
+            db_session,
+            bank,
+            party.account_id,
+            name=party.display_name,
+            date_from=date_from,
+            date_to=date_to,
         )

@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal
 from timebank.api.statements import (
     CSV,
+    XLSX,
     FormatParam,
     FromParam,
     ToParam,
     statement_csv,
     statement_json,
+    statement_xlsx,
     wants_csv,
 )
 from timebank.idempotency import Claim
@@ -166,8 +168,12 @@ class OrganisationController(Controller):
         responses=problems(403, 404, 422),
         operation_id="getOrganisationStatement",
         summary="An organisation's statement (JSON, paged)",
-        description="Entries in ledger order, each with the balance after it; `from`/`to` "
-        "(inclusive) filter on occurred_on. The same as CSV: `getOrganisationStatementCsv`.",
+        description="Entries in value-date order (`occurred_on`, then recording order), "
+        "each with the running balance after it in that order; `from`/`to` (inclusive) filter "
+        "on occurred_on: `opening_balance_minutes` counts every entry dated before `from`, "
+        "`closing_balance_minutes` = opening + the lines = every entry dated on or before `to` "
+        "(no period: the current balance). A reversal line says what it reverses and why. "
+        "The cursor keeps its place in this order. The same as CSV: `getOrganisationStatementCsv`.",
     )
     async def statement(
         self,
@@ -188,9 +194,9 @@ class OrganisationController(Controller):
                 db_session,
                 bank,
                 party.account_id,
+                name=party.name,
                 date_from=date_from,
                 date_to=date_to,
-                filename=f"statement-{party.id}",
             )
         return Response(
             await statement_json(
@@ -211,9 +217,13 @@ class OrganisationController(Controller):
         opt={FILE: CSV},
         operation_id="getOrganisationStatementCsv",
         summary="An organisation's statement as CSV (the whole period)",
-        description="One row per entry with the balance after it, the opening balance as the "
+        description="UTF-8 with a byte-order mark. Header rows (`time_bank`, `statement_of`, "
+        "`period`, `order`), a blank row, then the table: one row per entry in value-date order "
+        "with the running balance after it (minutes and hours), the opening balance as the "
         "first row and the closing balance as the last (`row`: opening_balance, entry, "
-        "closing_balance); `from`/`to` (inclusive) on occurred_on. No paging.",
+        "closing_balance); times in ISO 8601; `from`/`to` (inclusive) on occurred_on. No "
+        "paging. The file is named for the person and the period "
+        "(`statement-sian-llyr-2026-11.csv`).",
     )
     async def statement_csv(
         self,
@@ -223,13 +233,42 @@ class OrganisationController(Controller):
         organisation_id: uuid.UUID,
         date_from: date | None = FromParam,
         date_to: date | None = ToParam,
-    ) -> Response[str]:
+    ) -> Response[bytes]:
         bank, party = await self._statement_of(db_session, principal, tb, organisation_id)
         return await statement_csv(
             db_session,
             bank,
             party.account_id,
+            name=party.name,
             date_from=date_from,
             date_to=date_to,
-            filename=f"statement-{party.id}",
+        )
+
+    @get(
+        "/{organisation_id:uuid}/statement.xlsx",
+        responses=problems(403, 404, 422),
+        media_type=XLSX,
+        opt={FILE: XLSX},
+        operation_id="getOrganisationStatementXlsx",
+        summary="An organisation's statement as XLSX (the whole period)",
+        description="The CSV's rows in a workbook, figures as numbers "
+        "(`statement-sian-llyr-2026-11.xlsx`).",
+    )
+    async def statement_xlsx(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
+        organisation_id: uuid.UUID,
+        date_from: date | None = FromParam,
+        date_to: date | None = ToParam,
+    ) -> Response[bytes]:
+        bank, party = await self._statement_of(db_session, principal, tb, organisation_id)
+        return await statement_xlsx(
+            db_session,
+            bank,
+            party.account_id,
+            name=party.name,
+            date_from=date_from,
+            date_to=date_to,
         )

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import Parameter
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank import db, idempotency
 from timebank.access import Role
-from timebank.api.statements import statement_csv, statement_json
+from timebank.api.statements import (
+    FromParam,
+    ToParam,
+    statement_csv,
+    statement_json,
+    statement_xlsx,
+)
 from timebank.auth import service as keys
 from timebank.console.base import (
     Ctx,
@@ -49,6 +57,10 @@ from timebank.web.pagination import encode_cursor, id_cursor
 
 PAGE = 25
 STATEMENT_PAGE = 20
+
+# the statement's period on a member's or an organisation's page: dates as typed
+PeriodFrom = Parameter(query="from", default=None)
+PeriodTo = Parameter(query="to", default=None)
 
 
 def member_labels(ctx: Ctx) -> dict[str, str]:
@@ -252,6 +264,8 @@ async def member_page(
     member_id: uuid.UUID,
     after: str | None = None,
     done: str | None = None,
+    date_from: str | None = PeriodFrom,
+    date_to: str | None = PeriodTo,
 ) -> Response[str]:
     ctx = await staff(request, db_session, tb)
     assert ctx.tb is not None
@@ -266,6 +280,7 @@ async def member_page(
         member.display_name,
         after,
         done,
+        (date_from, date_to),
     )
 
 
@@ -279,18 +294,30 @@ async def _party_page(
     name: str,
     after: str | None,
     done: str | None,
+    period: tuple[str | None, str | None] = (None, None),
 ) -> Response[str]:
     assert ctx.tb is not None
     _ = ctx.gettext
     owner = OwnerType.member if kind == "member" else OwnerType.organisation
     balance = await reads.balance(session, ctx.tb, owner, party.id)
+    period_problem = None
+    try:
+        date_from, date_to = (date.fromisoformat(p) if p else None for p in period)
+        if date_from and date_to and date_from > date_to:
+            raise ValueError
+    except ValueError:
+        date_from = date_to = None
+        period_problem = _(
+            "Give the period as two dates, the first no later than the second "
+            "(for example 2026-11-01 and 2026-11-30)."
+        )
     try:
         statement = await statement_json(
             session,
             ctx.tb,
             account_id,
-            date_from=None,
-            date_to=None,
+            date_from=date_from,
+            date_to=date_to,
             limit=STATEMENT_PAGE,
             cursor=after,
         )
@@ -299,11 +326,12 @@ async def _party_page(
             session,
             ctx.tb,
             account_id,
-            date_from=None,
-            date_to=None,
+            date_from=date_from,
+            date_to=date_to,
             limit=STATEMENT_PAGE,
             cursor=None,
         )
+    query = "&".join(f"{k}={v.isoformat()}" for k, v in (("from", date_from), ("to", date_to)) if v)
     member_keys = []
     if kind == "member":
         member_keys = [
@@ -336,26 +364,58 @@ async def _party_page(
         name=name,
         balance=balance,
         statement=statement,
+        period={"from": date_from, "to": date_to, "query": query, "problem": period_problem},
         member_keys=member_keys,
         flash=flashes.get(done or ""),
         base=ctx.url(f"/{kind}s/{party.id}"),
     )
 
 
+async def _statement_file(
+    ctx: Ctx,
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    name: str,
+    ext: str,
+    date_from: date | None,
+    date_to: date | None,
+) -> Response[bytes]:
+    assert ctx.tb is not None
+    write = statement_xlsx if ext == "xlsx" else statement_csv
+    return await write(session, ctx.tb, account_id, name=name, date_from=date_from, date_to=date_to)
+
+
 @get("/{tb:str}/members/{member_id:uuid}/statement.csv", include_in_schema=False)
 async def member_csv(
-    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, member_id: uuid.UUID
-) -> Response[str]:
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    member_id: uuid.UUID,
+    date_from: date | None = FromParam,
+    date_to: date | None = ToParam,
+) -> Response[bytes]:
     ctx = await staff(request, db_session, tb)
     assert ctx.tb is not None
     member = await get_member(db_session, ctx.tb, member_id)
-    return await statement_csv(
-        db_session,
-        ctx.tb,
-        member.account_id,
-        date_from=None,
-        date_to=None,
-        filename=f"statement-{member.id}",
+    return await _statement_file(
+        ctx, db_session, member.account_id, member.display_name, "csv", date_from, date_to
+    )
+
+
+@get("/{tb:str}/members/{member_id:uuid}/statement.xlsx", include_in_schema=False)
+async def member_xlsx(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    member_id: uuid.UUID,
+    date_from: date | None = FromParam,
+    date_to: date | None = ToParam,
+) -> Response[bytes]:
+    ctx = await staff(request, db_session, tb)
+    assert ctx.tb is not None
+    member = await get_member(db_session, ctx.tb, member_id)
+    return await _statement_file(
+        ctx, db_session, member.account_id, member.display_name, "xlsx", date_from, date_to
     )
 
 
@@ -624,12 +684,23 @@ async def organisation_page(
     org_id: uuid.UUID,
     after: str | None = None,
     done: str | None = None,
+    date_from: str | None = PeriodFrom,
+    date_to: str | None = PeriodTo,
 ) -> Response[str]:
     ctx = await staff(request, db_session, tb)
     assert ctx.tb is not None
     org = await get_organisation(db_session, ctx.tb, org_id)
     return await _party_page(
-        request, db_session, ctx, "organisation", org, org.account_id, org.name, after, done
+        request,
+        db_session,
+        ctx,
+        "organisation",
+        org,
+        org.account_id,
+        org.name,
+        after,
+        done,
+        (date_from, date_to),
     )
 
 
@@ -722,18 +793,35 @@ async def organisation_status(
 
 @get("/{tb:str}/organisations/{org_id:uuid}/statement.csv", include_in_schema=False)
 async def organisation_csv(
-    request: Request[Any, Any, Any], db_session: AsyncSession, tb: str, org_id: uuid.UUID
-) -> Response[str]:
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    org_id: uuid.UUID,
+    date_from: date | None = FromParam,
+    date_to: date | None = ToParam,
+) -> Response[bytes]:
     ctx = await staff(request, db_session, tb)
     assert ctx.tb is not None
     org = await get_organisation(db_session, ctx.tb, org_id)
-    return await statement_csv(
-        db_session,
-        ctx.tb,
-        org.account_id,
-        date_from=None,
-        date_to=None,
-        filename=f"statement-{org.id}",
+    return await _statement_file(
+        ctx, db_session, org.account_id, org.name, "csv", date_from, date_to
+    )
+
+
+@get("/{tb:str}/organisations/{org_id:uuid}/statement.xlsx", include_in_schema=False)
+async def organisation_xlsx(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    org_id: uuid.UUID,
+    date_from: date | None = FromParam,
+    date_to: date | None = ToParam,
+) -> Response[bytes]:
+    ctx = await staff(request, db_session, tb)
+    assert ctx.tb is not None
+    org = await get_organisation(db_session, ctx.tb, org_id)
+    return await _statement_file(
+        ctx, db_session, org.account_id, org.name, "xlsx", date_from, date_to
     )
 
 

@@ -33,6 +33,7 @@ from timebank.console.base import (
     status_of,
 )
 from timebank.errors import DomainError
+from timebank.web.problems import UPLOAD_LIMIT
 
 log = logging.getLogger("timebank.console")
 TYPES = {
@@ -135,6 +136,19 @@ def _http(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if status in (404, 405):
         return _not_found(ctx, status)
     if status == 413:
+        handler = request.scope.get("route_handler")
+        upload = handler.opt.get(UPLOAD_LIMIT) if handler is not None else None
+        if upload is not None:
+            return _page(
+                ctx,
+                413,
+                _("There is a problem"),
+                _(
+                    "The file is over the limit of %(limit)s MiB for a sheet. Split it into "
+                    "several sheets and upload each."
+                )
+                % {"limit": upload // 2**20},
+            )
         return _page(ctx, 413, _("There is a problem"), _("What you sent is too large."))
     if status >= 500:
         log.exception("console page failed", exc_info=exc)
@@ -167,6 +181,7 @@ console_router = Router(
         parties.member_create,
         parties.member_page,
         parties.member_csv,
+        parties.member_xlsx,
         parties.member_edit,
         parties.member_save,
         parties.member_status,
@@ -179,6 +194,7 @@ console_router = Router(
         parties.organisation_create,
         parties.organisation_page,
         parties.organisation_csv,
+        parties.organisation_xlsx,
         parties.organisation_edit,
         parties.organisation_save,
         parties.organisation_status,

@@ -22,8 +22,9 @@ from timebank.errors import DomainError, InvalidInput
 from timebank.idempotency import Claim
 from timebank.imports import service
 from timebank.imports.models import SheetImport
-from timebank.imports.sheet import MAX_BYTES
+from timebank.imports.sheet import MAX_BYTES, sheet_name_of
 from timebank.web.idempotent import as_json, run_once
+from timebank.web.problems import UPLOAD_LIMIT
 
 RECENT = 10
 
@@ -40,6 +41,24 @@ def _reason(ctx: Ctx, line: dict[str, Any]) -> str:
     }
     if code in words:
         return words[code]
+    repeats = line.get("repeats") or {}
+    if code == "repeated_line":
+        return _(
+            "The same as line %(line)s: same date, people, time and category. It is not "
+            "recorded unless you say it is a separate exchange."
+        ) % {"line": repeats.get("line")}
+    if code == "repeats_exchange":
+        when = str(repeats.get("recorded_at") or "")[:10]
+        if repeats.get("external_ref"):
+            return _(
+                "Already in the ledger: the same date, people, time and category were "
+                "recorded on %(date)s from sheet line %(ref)s. It is not recorded again "
+                "unless you say it is a separate exchange."
+            ) % {"date": when, "ref": repeats["external_ref"]}
+        return _(
+            "Already in the ledger: the same date, people, time and category were recorded "
+            "on %(date)s. It is not recorded again unless you say it is a separate exchange."
+        ) % {"date": when}
     return ctx.english(str(error.get("message", "")))
 
 
@@ -48,6 +67,7 @@ def _status(ctx: Ctx, status: str) -> str:
     return {
         "ready": _("Ready"),
         "refused": _("Refused"),
+        "repeat": _("Repeat"),
         "already_recorded": _("Already recorded"),
         "conflict": _("Conflict"),
         "recorded": _("Recorded"),
@@ -86,6 +106,7 @@ async def sheets(
     include_in_schema=False,
     status_code=200,
     request_max_body_size=MAX_BYTES + 65_536,
+    opt={UPLOAD_LIMIT: MAX_BYTES},
 )
 async def upload(
     request: Request[Any, Any, Any], db_session: AsyncSession, tb: str
@@ -99,7 +120,7 @@ async def upload(
     _ = ctx.gettext
     content = await file.read() if isinstance(file, UploadFile) else b""
     filename = file.filename if isinstance(file, UploadFile) and file.filename else None
-    sheet = form.get("sheet", "").strip() or (filename.rsplit(".", 1)[0] if filename else "")
+    sheet = form.get("sheet", "").strip() or (sheet_name_of(filename) if filename else "")
     if not content:
         problems.add("file", _("Choose the sheet's file (CSV or Excel)."))
     elif not sheet:
@@ -178,6 +199,7 @@ async def sheet_page(
         "committed": ctx.gettext("The ready lines are recorded."),
         "chosen": ctx.gettext("Chosen. Every line was checked again."),
         "discarded": ctx.gettext("The sheet was discarded. Nothing from it was recorded."),
+        "separate": ctx.gettext("Noted. Every line was checked again."),
     }.get(request.query_params.get("done", ""))
     return await _sheet_page(ctx, db_session, import_id, flash=flash)
 
@@ -211,6 +233,34 @@ async def choose(
         problems.add(f"party-{line}", exc.detail)
         return await _sheet_page(ctx, db_session, import_id, problems=problems)
     return redirect(ctx.url(f"/sheets/{import_id}?done=chosen#line-{line}"))
+
+
+@post(
+    "/{tb:str}/sheets/{import_id:uuid}/lines/{line:int}/separate",
+    include_in_schema=False,
+    status_code=200,
+)
+async def separate(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    tb: str,
+    import_id: uuid.UUID,
+    line: int,
+) -> Response[Any]:
+    """A broker says a repeated line is a separate exchange (``separate=yes``), or takes
+    it back (``separate=no``)."""
+    ctx = await staff(request, db_session, tb)
+    assert ctx.tb is not None
+    form = await form_of(request, ctx)
+    try:
+        await service.mark_separate(
+            db_session, ctx.principal, ctx.tb, import_id, line, form.get("separate") == "yes"
+        )
+    except DomainError as exc:
+        problems = Problems()
+        problems.add(f"separate-{line}", exc.detail)
+        return await _sheet_page(ctx, db_session, import_id, problems=problems)
+    return redirect(ctx.url(f"/sheets/{import_id}?done=separate#line-{line}"))
 
 
 @post("/{tb:str}/sheets/{import_id:uuid}/commit", include_in_schema=False, status_code=200)
@@ -247,4 +297,4 @@ async def discard(
     return redirect(ctx.url(f"/sheets/{import_id}?done=discarded"))
 
 
-ROUTES = [sheets, upload, sheet_page, choose, commit, discard]
+ROUTES = [sheets, upload, sheet_page, choose, separate, commit, discard]

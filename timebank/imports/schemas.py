@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from timebank.bodies import JsonBody
 from timebank.ledger.schemas import PartyRef
 
-LineStatus = Literal["ready", "refused", "already_recorded", "conflict", "recorded"]
+LineStatus = Literal["ready", "refused", "repeat", "already_recorded", "conflict", "recorded"]
 
 
 class SheetParty(BaseModel):
@@ -22,7 +22,8 @@ class SheetParty(BaseModel):
 class LineError(BaseModel):
     code: str = Field(
         description="unknown_party, ambiguous_party, bad_date, bad_hours, unknown_category, "
-        "formula, already_recorded, conflict, or a problem code of createExchange "
+        "formula, already_recorded, conflict, repeated_line (the same as an earlier line), "
+        "repeats_exchange (the same as an exchange in the ledger), or a problem code of createExchange "
         "(validation_error, balance_limit_exceeded, party_inactive, duplicate)"
     )
     message: str
@@ -30,6 +31,17 @@ class LineError(BaseModel):
     candidates: list[SheetParty] | None = Field(
         default=None, description="for an unknown or ambiguous party: the names to choose from"
     )
+
+
+class RepeatOf(BaseModel):
+    """What a line repeats: an earlier line of the sheet, or an exchange in the ledger."""
+
+    line: int | None = Field(default=None, description="the earlier line of this sheet")
+    exchange_id: uuid.UUID | None = Field(default=None, description="the recorded exchange")
+    external_ref: str | None = Field(
+        default=None, description="the recorded exchange's reference (a sheet's line, say)"
+    )
+    recorded_at: datetime | None = Field(default=None, description="when it was recorded")
 
 
 class SheetLine(BaseModel):
@@ -42,15 +54,24 @@ class SheetLine(BaseModel):
     minutes: int | None
     category: str | None
     description: str | None
-    status: LineStatus
+    status: LineStatus = Field(
+        description="`repeat`: the same date, people, minutes and category as an earlier "
+        "line or an exchange in the ledger (see `repeats`); recorded only once a broker says "
+        "it is a separate exchange (`chooseImportParty` with `separate: true`)"
+    )
     error: LineError | None
     exchange_id: uuid.UUID | None
+    repeats: RepeatOf | None = None
+    separate: bool = Field(
+        default=False, description="a broker said this line is a separate exchange"
+    )
 
 
 class ImportSummary(BaseModel):
     lines: int
     ready: int
     refused: int
+    repeat: int = 0
     already_recorded: int
     conflict: int
     recorded: int
@@ -169,21 +190,32 @@ class ImportOut(BaseModel):
 
 
 class LineChoice(JsonBody):
-    """Who a line's provider or recipient is, e.g. one of the candidates of an ambiguous
-    name: exactly one of ``provider`` and ``recipient``."""
+    """A broker's word on one line: who its provider or recipient is (e.g. one of the
+    candidates of an ambiguous name), or that a line repeating another line or an exchange
+    in the ledger is a separate exchange (``separate: true``; ``false`` takes it back).
+    Exactly one of ``provider``, ``recipient`` and ``separate``."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"provider": {"member_id": "01937a4e-0000-7000-8000-000000000011"}}]
+            "examples": [
+                {"provider": {"member_id": "01937a4e-0000-7000-8000-000000000011"}},
+                {"separate": True},
+            ]
         }
     )
     provider: PartyRef | None = None
     recipient: PartyRef | None = None
+    separate: bool | None = Field(
+        default=None,
+        description="true: this line is a separate exchange, though it repeats an earlier "
+        "line or an exchange in the ledger — record it",
+    )
 
     @model_validator(mode="after")
     def _one_side(self) -> LineChoice:
-        if (self.provider is None) == (self.recipient is None):
-            raise ValueError("provider: give either provider or recipient")
+        given = [v for v in (self.provider, self.recipient, self.separate) if v is not None]
+        if len(given) != 1:
+            raise ValueError("provider: give one of provider, recipient or separate")
         return self
 
     def choice(self) -> tuple[str, uuid.UUID]:

@@ -23,12 +23,19 @@ import io
 import re
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import PurePath
 
-MAX_LINES = 10_000
-MAX_BYTES = 5 * 2**20
+MAX_LINES = 10_000  # lines after the header
+MAX_BYTES = 5 * 2**20  # the file as uploaded
+MAX_ROWS = 100_000  # rows read, the empty ones included
+MAX_COLUMNS = 256  # cells further right are ignored
+MAX_UNPACKED = 32 * 2**20  # an XLSX's parts, unpacked (a 10 000-line sheet is a few MiB)
+MAX_MEMBERS = 1_000  # an XLSX's parts
+MAX_SHARED_STRINGS = 8 * 2**20  # its shared-strings table, unpacked (read whole, up front)
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -75,6 +82,18 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+_COPY = re.compile(r"\s*(?:\(\d{1,3}\)|- copy(?: \(\d{1,3}\))?)\s*$", re.IGNORECASE)
+
+
+def sheet_name_of(filename: str) -> str:
+    """A sheet's default name: its file name without the extension, nor the `` (1)`` or
+    `` - Copy`` a browser or Windows adds to a second download of the same file (so the
+    same sheet uploaded again has the same line references)."""
+    stem = PurePath(filename.replace("\\", "/")).name
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    return _COPY.sub("", stem).strip() or stem
+
+
 def _header_key(text: str) -> str:
     return re.sub(r"[\s_\-./()]+", "", normalise(text))
 
@@ -115,7 +134,43 @@ def _decode(content: bytes) -> str:
         ) from None
 
 
-def _csv_rows(content: bytes) -> list[tuple[list[str], list[int]]]:
+# A raw line: its number as a spreadsheet shows it, its non-empty cells by column index
+# (0-based), and the columns whose cell held a formula.
+RawLine = tuple[int, dict[int, str], set[int]]
+
+
+def _too_many_lines() -> SheetError:
+    return SheetError(
+        "file",
+        f"the sheet has more than {MAX_LINES:,} lines; the limit is {MAX_LINES:,} per sheet: "
+        "split it into several sheets",
+    )
+
+
+def _too_many_rows() -> SheetError:
+    return SheetError(
+        "file",
+        f"the sheet has more than {MAX_ROWS:,} rows counting the empty ones; a sheet may have "
+        f"up to {MAX_LINES:,} lines: delete the empty rows or split it",
+    )
+
+
+def _bounded(raw: Iterator[RawLine]) -> list[RawLine]:
+    """The non-empty lines of ``raw``, read no further than the limit: the header and
+    :data:`MAX_LINES` lines (one more is refused), :data:`MAX_ROWS` rows in all."""
+    out: list[RawLine] = []
+    for seen, (number, cells, formulas) in enumerate(raw, 1):
+        if seen > MAX_ROWS or number > MAX_ROWS:
+            raise _too_many_rows()
+        if not any(c.strip() for c in cells.values()):
+            continue
+        out.append((number, cells, formulas))
+        if len(out) > MAX_LINES + 1:  # the header and MAX_LINES lines
+            raise _too_many_lines()
+    return out
+
+
+def _csv_rows(content: bytes) -> Iterator[RawLine]:
     text = _decode(content)
     if "\x00" in text:
         raise SheetError("file", "the file is not a CSV or XLSX sheet")
@@ -123,67 +178,120 @@ def _csv_rows(content: bytes) -> list[tuple[list[str], list[int]]]:
     delimiter = ";" if first.count(";") > first.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
-        return [(row, []) for row in reader]
+        for number, row in enumerate(reader, 1):
+            yield number, {i: c for i, c in enumerate(row[:MAX_COLUMNS]) if c}, set()
     except csv.Error as exc:
         raise SheetError("file", f"the CSV cannot be read: {exc}") from None
 
 
-def _xlsx_rows(content: bytes) -> list[tuple[list[str], list[int]]]:
-    import openpyxl
+def _check_archive(content: bytes) -> None:
+    """Refuse a workbook that unpacks to more than :data:`MAX_UNPACKED` bytes before any of
+    it is unpacked (the sizes its zip directory declares; Python's zipfile never inflates a
+    member past its declared size)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError):
+        raise SheetError("file", "the file is not a readable Excel workbook (.xlsx)") from None
+    unpacked = sum(m.file_size for m in members)
+    strings = sum(m.file_size for m in members if m.filename.lower().endswith("sharedstrings.xml"))
+    if strings > MAX_SHARED_STRINGS:
+        raise SheetError(
+            "file",
+            f"the workbook's table of texts unpacks to {strings / 2**20:,.0f} MiB, over the "
+            f"limit of {MAX_SHARED_STRINGS // 2**20} MiB (a 10 000-line sheet needs a few): it "
+            "is refused unread. Save the sheet as CSV, or copy its lines into a new workbook",
+        )
+    if len(members) > MAX_MEMBERS or unpacked > MAX_UNPACKED:
+        raise SheetError(
+            "file",
+            f"the workbook unpacks to {unpacked / 2**20:,.0f} MiB in {len(members):,} parts, over "
+            f"the limit of {MAX_UNPACKED // 2**20} MiB (and {MAX_MEMBERS:,} parts): a file that "
+            "unpacks to far more than it weighs (a 'zip bomb') is refused unread. Save the "
+            "sheet as CSV, or copy its lines into a new workbook",
+        )
 
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _xlsx_rows(content: bytes) -> Iterator[RawLine]:
+    """The cells a workbook's first sheet holds, row by row as stored: its declared
+    dimension is never read (a 30 KB file may declare A1:XFD1048576), and neither missing
+    rows nor missing cells are made up."""
+    import openpyxl
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    _check_archive(content)
     try:
         book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=False)
+        sheet = book.worksheets[0]
+        source = sheet._get_source()
     except Exception:
         raise SheetError("file", "the file is not a readable Excel workbook (.xlsx)") from None
-    sheet = book.worksheets[0]
-    out = []
-    for row in sheet.iter_rows():
-        cells, formulas = [], []
-        for i, cell in enumerate(row):
-            value = cell.value
-            if cell.data_type == "f" or (isinstance(value, str) and value.startswith("=")):
-                formulas.append(i)
-                cells.append(str(value))
-            elif value is None:
-                cells.append("")
-            elif isinstance(value, date):
-                cells.append(value.strftime("%Y-%m-%d"))
-            elif isinstance(value, float) and value.is_integer():
-                cells.append(str(int(value)))
-            else:
-                cells.append(str(value))
-        out.append((cells, formulas))
-    book.close()
-    return out
+    try:
+        parser = WorkSheetParser(
+            source,
+            sheet._shared_strings,
+            data_only=False,
+            epoch=book.epoch,
+            date_formats=book._date_formats,
+            timedelta_formats=book._timedelta_formats,
+        )
+        for number, row in parser.parse():
+            cells: dict[int, str] = {}
+            formulas: set[int] = set()
+            for cell in row:
+                i = int(cell["column"]) - 1
+                if i >= MAX_COLUMNS:
+                    continue
+                value = cell["value"]
+                if cell["data_type"] == "f" or (isinstance(value, str) and value.startswith("=")):
+                    formulas.add(i)
+                text = _cell_text(value)
+                if text:
+                    cells[i] = text
+            yield int(number), cells, formulas
+    except SheetError:
+        raise
+    except Exception:
+        raise SheetError("file", "the file is not a readable Excel workbook (.xlsx)") from None
+    finally:
+        source.close()
+        book.close()
 
 
 def read(content: bytes) -> Sheet:
-    """The sheet in ``content`` (CSV or XLSX, told apart by their bytes)."""
+    """The sheet in ``content`` (CSV or XLSX, told apart by their bytes). Bounded before it
+    is done: :data:`MAX_BYTES`, :data:`MAX_LINES` lines, an XLSX's unpacked size. CPU-bound:
+    the service runs it in a worker thread."""
     if len(content) > MAX_BYTES:
         raise SheetError("file", f"the file is over the limit of {MAX_BYTES // 2**20} MiB")
     if not content.strip():
         raise SheetError("file", "the file is empty")
-    is_xlsx = content[:4] == b"PK\x03\x04" and zipfile.is_zipfile(io.BytesIO(content))
-    raw = _xlsx_rows(content) if is_xlsx else _csv_rows(content)
-    numbered = [
-        (n, cells, f) for n, (cells, f) in enumerate(raw, 1) if any(c.strip() for c in cells)
-    ]
+    is_xlsx = content[:4] == b"PK\x03\x04"
+    numbered = _bounded(_xlsx_rows(content) if is_xlsx else _csv_rows(content))
     if not numbered:
         raise SheetError("file", "the sheet has no lines")
-    _, header, _ = numbered[0]
+    _, header_cells, _ = numbered[0]
+    width = max(header_cells) + 1
+    header = [header_cells.get(i, "") for i in range(width)]
     by_index = match_header(header)
     lines = numbered[1:]
-    if len(lines) > MAX_LINES:
-        raise SheetError(
-            "file", f"the sheet has {len(lines):,} lines; the limit is {MAX_LINES:,} per sheet"
-        )
     if not lines:
         raise SheetError("file", "the sheet has a header but no lines")
     rows = []
     for number, cells, formula_at in lines:
         row = Row(number, dict.fromkeys(by_index.values(), ""))
         for i, name in by_index.items():
-            row.cells[name] = cells[i].strip() if i < len(cells) else ""
+            row.cells[name] = cells.get(i, "").strip()
             if i in formula_at:
                 row.formulas.append(name)
         rows.append(row)

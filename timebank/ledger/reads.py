@@ -325,18 +325,36 @@ async def owner_names(
     return out
 
 
+StatementCursor = tuple[date, int]  # the (occurred_on, posting id) a page continues after
+
+
+async def _sum(session: AsyncSession, account_id: uuid.UUID, *where: Any) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.coalesce(func.sum(Posting.minutes), 0))
+                .join(Exchange, Exchange.id == Posting.exchange_id)
+                .where(Posting.account_id == account_id, *where)
+            )
+        ).scalar_one()
+    )
+
+
 async def statement(
     session: AsyncSession,
     tb: TimeBank,
     account_id: uuid.UUID,
     date_from: date | None,
     date_to: date | None,
-    after: int | None,
+    after: StatementCursor | None,
     limit: int | None,
-) -> tuple[int, int, list[dict[str, Any]], int | None]:
-    """Entries in ledger order (posting id), filtered on ``occurred_on`` (both ends
-    inclusive). Opening balance = Σ postings that occurred before ``from``; closing =
-    opening + Σ entries in the period. ``limit`` None returns every entry (CSV)."""
+) -> tuple[int, int, list[dict[str, Any]], StatementCursor | None]:
+    """Entries in value-date order (``occurred_on``, then recording order: the posting id),
+    filtered on ``occurred_on`` (both ends inclusive), each with the running balance in that
+    order. Opening = Σ entries dated before ``from``; closing = Σ entries dated on or before
+    ``to`` (with no ``to``: every entry, the current balance) = opening + Σ the lines.
+    ``after``: the cursor of the previous page (its running balance is summed again, so a
+    page is right however the pages before it were read). ``limit`` None: every entry."""
     await get_account(session, tb, account_id)
     period = [Posting.account_id == account_id]
     if date_from is not None:
@@ -345,41 +363,36 @@ async def statement(
         period.append(Exchange.occurred_on <= date_to)
     opening = 0
     if date_from is not None:
-        opening = int(
-            (
-                await session.execute(
-                    select(func.coalesce(func.sum(Posting.minutes), 0))
-                    .join(Exchange, Exchange.id == Posting.exchange_id)
-                    .where(Posting.account_id == account_id, Exchange.occurred_on < date_from)
-                )
-            ).scalar_one()
-        )
-    in_period = int(
-        (
-            await session.execute(
-                select(func.coalesce(func.sum(Posting.minutes), 0))
-                .join(Exchange, Exchange.id == Posting.exchange_id)
-                .where(*period)
-            )
-        ).scalar_one()
+        opening = await _sum(session, account_id, Exchange.occurred_on < date_from)
+    closing = await _sum(
+        session, account_id, *([Exchange.occurred_on <= date_to] if date_to else [])
     )
+    order = (Exchange.occurred_on, Posting.id)
     stmt = (
         select(Posting, Exchange, Category.slug)
         .join(Exchange, Exchange.id == Posting.exchange_id)
         .outerjoin(Category, Category.id == Exchange.category_id)
         .where(*period)
-        .order_by(Posting.id)
+        .order_by(*order)
     )
+    running = opening
     if after is not None:
-        stmt = stmt.where(Posting.id > after)
+        on, posting_id = after
+        later = or_(
+            Exchange.occurred_on > on, and_(Exchange.occurred_on == on, Posting.id > posting_id)
+        )
+        stmt = stmt.where(later)
+        # everything up to the cursor, the entries before the period included
+        running = await _sum(session, account_id, not_(later))
     if limit is not None:
         stmt = stmt.limit(limit + 1)
     rows = (await session.execute(stmt)).all()
     next_after = None
     if limit is not None and len(rows) > limit:
         rows = rows[:limit]
-        next_after = rows[-1][0].id
+        next_after = (rows[-1][1].occurred_on, rows[-1][0].id)
     ex_ids = list({r[1].id for r in rows})
+    reversed_ids = list({r[1].reverses for r in rows if r[1].reverses is not None})
     others: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = defaultdict(list)
     if ex_ids:
         for ex_id, acc_id, minutes in (
@@ -390,10 +403,36 @@ async def statement(
             )
         ).all():
             others[ex_id].append((acc_id, minutes))
+    originals: dict[uuid.UUID, tuple[date, str | None]] = {}
+    if reversed_ids:
+        for ex_id, reversed_on, reversed_slug in (
+            await session.execute(
+                select(Exchange.id, Exchange.occurred_on, Category.slug)
+                .outerjoin(Category, Category.id == Exchange.category_id)
+                .where(Exchange.id.in_(reversed_ids))
+            )
+        ).all():
+            originals[ex_id] = (reversed_on, reversed_slug)
     names = await owner_names(session, [a for lst in others.values() for a, _ in lst])
     entries = []
     for posting, ex, cat in rows:
+        running += posting.minutes
         opposite = [a for a, m in others[ex.id] if (m > 0) != (posting.minutes > 0)]
+        counterparties = [
+            {"type": names[a][0], "id": names[a][1], "display_name": names[a][2]}
+            for a in opposite
+            if a in names
+        ]
+        reverses = None
+        if ex.reverses is not None and ex.reverses in originals:
+            original = originals[ex.reverses]
+            # the other party of a reversal is the other party of what it reverses
+            reverses = {
+                "exchange_id": ex.reverses,
+                "occurred_on": original[0],
+                "counterparties": counterparties,
+                "category": original[1],
+            }
         entries.append(
             {
                 "entry_id": posting.id,
@@ -402,17 +441,15 @@ async def statement(
                 "occurred_on": ex.occurred_on,
                 "recorded_at": ex.recorded_at,
                 "minutes": posting.minutes,
-                "balance_after_minutes": posting.balance_after_minutes,
-                "counterparties": [
-                    {"type": names[a][0], "id": names[a][1], "display_name": names[a][2]}
-                    for a in opposite
-                    if a in names
-                ],
+                "balance_after_minutes": running,
+                "counterparties": counterparties,
                 "category": cat,
                 "description": ex.description,
+                "reverses": reverses,
+                "reason": ex.reason if ex.reverses is not None else None,
             }
         )
-    return opening, opening + in_period, entries, next_after
+    return opening, closing, entries, next_after
 
 
 async def recent(

@@ -421,6 +421,15 @@ class Counterparty(BaseModel):
     display_name: str
 
 
+class ReversedExchange(BaseModel):
+    """What a reversal line reverses: its date, the other party and the category."""
+
+    exchange_id: uuid.UUID
+    occurred_on: date
+    counterparties: list[Counterparty]
+    category: str | None
+
+
 class StatementEntry(BaseModel):
     entry_id: int
     exchange_id: uuid.UUID
@@ -428,10 +437,17 @@ class StatementEntry(BaseModel):
     occurred_on: date
     recorded_at: datetime
     minutes: int
-    balance_after_minutes: int
+    balance_after_minutes: int = Field(
+        description="The running balance after this line, in the statement's order "
+        "(occurred_on, then recording order)"
+    )
     counterparties: list[Counterparty]
     category: str | None
     description: str | None
+    reverses: ReversedExchange | None = Field(
+        default=None, description="For a reversal: the exchange it reverses"
+    )
+    reason: str | None = Field(default=None, description="For a reversal: the reason typed")
 
 
 class StatementOut(BaseModel):

@@ -284,6 +284,15 @@ def _examples(out: dict[str, Any]) -> None:
                 content = response.get("content", {}).get(PROBLEM_JSON)
                 if content is not None and status in PROBLEM_EXAMPLES:
                     content["example"] = PROBLEM_EXAMPLES[status]
+                    said = str(response.get("description", ""))
+                    if status == "413" and said.startswith("The file is over"):
+                        # an upload's own limit, as its description names it
+                        limit = said.removeprefix("The file is over ").split(" (", 1)[0]
+                        content["example"] = {
+                            **PROBLEM_EXAMPLES[status],
+                            "detail": f"The file is over the limit of {limit} per sheet: "
+                            "split it into several sheets",
+                        }
 
 
 def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:

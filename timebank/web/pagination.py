@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from datetime import date
 from typing import Any, Generic, TypeVar
 
 from litestar.params import Parameter
@@ -84,3 +85,20 @@ def page(rows: list[Any], limit: int, key: Any) -> tuple[list[Any], str | None]:
         rows = rows[:limit]
         return rows, encode_cursor(key(rows[-1]))
     return rows, None
+
+
+def statement_cursor(cursor: str | None) -> tuple[date, int] | None:
+    """The (occurred_on, entry id) a page of a statement continues after."""
+    if cursor is None:
+        return None
+    day, _, entry = _text(cursor).partition("/")
+    if not (entry.isascii() and entry.isdigit()) or int(entry) > MAX_SEQUENCE:
+        raise _refused()
+    try:
+        return date.fromisoformat(day), int(entry)
+    except ValueError as exc:
+        raise _refused() from exc
+
+
+def encode_statement_cursor(after: tuple[date, int]) -> str:
+    return encode_cursor(f"{after[0].isoformat()}/{after[1]}")

@@ -17,6 +17,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -198,7 +199,20 @@ def _problem_for_http(
             errors=errors,
         )
     if status == 413:
+        # the route's own limit (an upload's is not the application's 1 MiB default)
+        handler = request.scope.get("route_handler")
+        upload = handler.opt.get(UPLOAD_LIMIT) if handler is not None else None
+        if upload is not None:
+            return problem_response(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                f"The file is over the limit of {_size(upload)} ({upload:,} bytes) per sheet: "
+                "split it into several sheets",
+            )
         limit = request.app.state.settings.max_body_bytes
+        if isinstance(handler, HTTPRouteHandler):
+            limit = handler.resolve_request_max_body_size() or limit
         return problem_response(
             413,
             "payload_too_large",
@@ -292,7 +306,7 @@ _DESCRIPTIONS = {
     403: "The key's role or scope does not allow this (`forbidden`)",
     404: "Unknown time bank or resource (`not_found`)",
     409: "Conflict with the ledger's state (see `code`)",
-    413: "Body over 1 MiB (`payload_too_large`)",
+    413: "Body over the limit, 1 MiB unless the operation says otherwise (`payload_too_large`)",
     422: "Invalid input (`validation_error`, `idempotency_key_reused`)",
     429: "Rate limited (`rate_limited`), see Retry-After",
     503: "Database unreachable (`unavailable`)",
@@ -302,8 +316,16 @@ _DESCRIPTIONS = {
 KEYED_CONFLICTS = ("duplicate", "idempotency_in_flight")
 
 
+# Route option: the most an upload route's file may weigh (its body limit allows a little
+# more, for a multipart form's framing); a 413 names this figure.
+UPLOAD_LIMIT = "upload_limit_bytes"
+
+
 def problems(
-    *statuses: int, conflict: Sequence[str] = (), keyed: bool = False
+    *statuses: int,
+    conflict: Sequence[str] = (),
+    keyed: bool = False,
+    upload_limit: int | None = None,
 ) -> dict[int, ResponseSpec]:
     """OpenAPI error responses for a route: the given statuses plus 401, 429 (the per-key
     rate limit) and 503, always. ``keyed``: the route takes ``Idempotency-Key``, so it may
@@ -317,6 +339,8 @@ def problems(
         desc = _DESCRIPTIONS[status]
         if status == 409 and conflict:
             desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)
+        if status == 413 and upload_limit is not None:
+            desc = f"The file is over {_size(upload_limit)} (`payload_too_large`)"
         out[status] = ResponseSpec(
             data_container=Problem,
             description=desc,
@@ -359,7 +383,13 @@ PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
             "Alex Smith (member 01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40) would go below their "
             "lower limit of -600 minutes",
         ),
-        413: _example(413, "payload_too_large", "Payload too large", "The body is over 1 MiB"),
+        413: _example(
+            413,
+            "payload_too_large",
+            "Payload too large",
+            "The body is over the limit of 1 MiB (1,048,576 bytes); send less at once (a batch "
+            "takes up to 1000 exchanges)",
+        ),
         422: _example(
             422,
             "validation_error",
