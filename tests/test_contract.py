@@ -257,3 +257,37 @@ async def test_a_refused_exchange_names_the_party_not_only_an_account(api: Api) 
     assert inactive.json()["detail"] == (
         f"recipient Bob Ray (member {bob['id']}) is not active (suspended, left or erased)"
     )
+
+
+def _dummy(name: str, schema: dict[str, Any]) -> str:
+    if schema.get("format") == "uuid":
+        return "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21"
+    if schema.get("type") == "integer":
+        return "1"
+    if schema.get("format") == "date":
+        return "2026-01-01"
+    if schema.get("enum"):
+        return str(schema["enum"][0])
+    return "nowhere"
+
+
+async def test_every_operations_documented_security_is_what_the_server_does_without_a_key(
+    client: AsyncTestClient[Any], openapi: dict[str, Any]
+) -> None:
+    """An operation documented as needing a key answers 401 without one; one documented as
+    needing none does not (a generator that attaches the key per operation relies on it)."""
+    wrong = []
+    for method, path, op in operations(openapi):
+        url, query = path, {}
+        for parameter in op.get("parameters", []):
+            value = _dummy(parameter["name"], parameter.get("schema", {}))
+            if parameter["in"] == "path":
+                url = url.replace("{" + parameter["name"] + "}", value)
+            elif parameter["in"] == "query" and parameter.get("required"):
+                query[parameter["name"]] = value
+        documented = op.get("security", openapi["security"])
+        needs_key = any(documented)
+        r = await client.request(method.upper(), url, params=query)
+        if needs_key != (r.status_code == 401):
+            wrong.append(f"{method.upper()} {path}: documented {documented}, got {r.status_code}")
+    assert wrong == []

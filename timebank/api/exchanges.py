@@ -31,7 +31,7 @@ from timebank.ledger.schemas import (
 from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
 from timebank.timebanks.service import get_by_slug
-from timebank.web.auth import provide_principal
+from timebank.web.auth import provide_principal, require_bearer
 from timebank.web.idempotent import (
     IdempotencyKeyHeader,
     idempotent,
@@ -90,6 +90,7 @@ class ExchangeController(Controller):
         "(`providers`, `recipients`). Providers are credited, recipients debited. "
         "Send `Idempotency-Key` to make retries safe.",
         operation_id="createExchange",
+        guards=[require_bearer],
     )
     async def create(
         self,

@@ -43,6 +43,9 @@ ALSO_RETURNS = "also_returns"
 # Route option: the operation takes a file as its body (these media types, or a multipart
 # form with the file as ``file``).
 UPLOAD = "upload_media_types"
+# Route option: the operation needs no API key (``/health``, ``/ready``). Said by the route,
+# never guessed from its handler's signature: the hot handlers authenticate inside.
+PUBLIC = "public"
 BINARY = {"type": "string", "format": "binary"}
 API_KEY = "apiKey"
 API_KEY_SCHEME = {
@@ -128,15 +131,9 @@ def _upload_body(media_types: list[str]) -> dict[str, Any]:
 
 
 def public_operations(app: Litestar) -> set[tuple[str, str]]:
-    """(path, method) of the operations that need no API key (``/health``, ``/ready``)."""
-    return {
-        (route.path_format, method.lower())
-        for route in app.routes
-        if isinstance(route, HTTPRoute)
-        for handler in route.route_handlers
-        if "principal" not in handler.parsed_fn_signature.parameters
-        for method in handler.http_methods
-    }
+    """(path, method) of the operations that need no API key: those whose route says so
+    (``opt={PUBLIC: True}``). Every other operation is documented as needing one."""
+    return set(route_options(app, PUBLIC))
 
 
 def input_model_names() -> set[str]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from timebank.migrations import head_revisions
 from timebank.web.language import localise
+from timebank.web.openapi import PUBLIC
 from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
 
 
@@ -32,6 +33,7 @@ class Ready(BaseModel):
     "/health",
     tags=["operations"],
     operation_id="getHealth",
+    opt={PUBLIC: True},
     summary="Is the process up",
     description="Answers 200 while the process runs; needs no key. For load balancers.",
 )
@@ -51,6 +53,7 @@ async def health() -> Health:
         )
     },
     operation_id="getReady",
+    opt={PUBLIC: True},
     summary="Can it serve requests",
     description="200 when the database answers and is at the latest migration, else 503 "
     "`unavailable`; needs no key. For load balancers and orchestrators.",
