@@ -366,6 +366,53 @@ async def test_broker_may_decide_a_proposal_between_two_members(api: Api) -> Non
     assert await api.balance(b.slug, b.bob["id"]) == -75
 
 
+# --- a member's figures are theirs ------------------------------------------------------------
+
+
+async def test_a_proposal_past_the_proposers_own_limit_is_refused_when_proposed(
+    api: Api,
+) -> None:
+    b = await bank(api)  # member minimum -600
+    await api.ok("post", b.path("/exchanges"), simple(b.ann, b.bob, 195))
+    body = assert_problem(
+        await b.ann_key.api.post(b.path("/exchanges"), json=simple(b.bob, b.ann, 1000)),
+        409,
+        "balance_limit_exceeded",
+    )
+    # her own figures, so she may read them
+    assert body["detail"].startswith("Your account (member ")
+    assert body["balance_minutes"] == 195 and body["min_balance_minutes"] == -600
+    listed = await api.ok("get", b.path(f"/exchanges?member_id={b.ann['id']}&status=pending"))
+    assert listed["items"] == []
+
+
+async def test_no_refusal_to_a_member_names_another_members_figures(api: Api) -> None:
+    b = await bank(api)  # member minimum -600
+    chloe = await api.member(b.slug, "Chloe")
+    chloe_key = await member_key(api, b.slug, chloe)
+    await api.ok("post", b.path("/exchanges"), simple(chloe, b.bob, 195))
+    ex = await propose(chloe_key, b.slug, simple(b.ann, chloe, 500))
+    # Chloe then receives 400 elsewhere: confirming would take her to -705
+    await api.ok("post", b.path("/exchanges"), simple(b.bob, chloe, 400))
+
+    body = assert_problem(
+        await decide(b.ann_key, b.slug, ex["id"], "confirm"), 409, "balance_limit_exceeded"
+    )
+    assert body["detail"].startswith("The other member's balance limit would be passed")
+    text_ = str(body)
+    for secret in ("Chloe", chloe["id"], chloe["account_id"], "195", "-205", "205", "600"):
+        assert secret not in text_, (secret, body)
+    for field in ("balance_minutes", "change_minutes", "min_balance_minutes", "account_id"):
+        assert field not in body
+    # a broker may read everything
+    staff = assert_problem(
+        await decide(b.broker, b.slug, ex["id"], "confirm"), 409, "balance_limit_exceeded"
+    )
+    assert staff["detail"].startswith(f"Chloe (member {chloe['id']})")
+    assert staff["balance_minutes"] == -205
+    assert (await fetch(api, b.slug, ex["id"]))["status"] == "pending"
+
+
 # --- confirmation re-checks -------------------------------------------------------------------
 
 
