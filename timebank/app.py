@@ -23,6 +23,7 @@ from timebank.api.audit import audit_events
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
+from timebank.api.me import console_me, me
 from timebank.api.members import MemberController, directory
 from timebank.api.organisations import OrganisationController
 from timebank.api.timebanks import TimeBankController
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ImportController,
             ApiKeyController,
             GlobalApiKeyController,
+            me,
+            console_me,
             docs_assets(),
             console_router,
         ],

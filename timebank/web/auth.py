@@ -18,7 +18,9 @@ async def provide_principal(request: Request[Any, Any, Any], db_session: AsyncSe
     return await auth.authenticate(db_session, request.headers.get("authorization"))
 
 
-async def require_bearer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_bearer(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
     """A guard for the routes that authenticate inside the handler (the hot paths): a
     request without ``Authorization: Bearer …`` is answered 401 before its body is read, as
     on every other route, not 422 for the body it sent."""

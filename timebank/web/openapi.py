@@ -46,8 +46,17 @@ UPLOAD = "upload_media_types"
 # Route option: the operation needs no API key (``/health``, ``/ready``). Said by the route,
 # never guessed from its handler's signature: the hot handlers authenticate inside.
 PUBLIC = "public"
+# Route option: the operation also takes a console user's session cookie instead of a key.
+CONSOLE_SESSION = "console_session"
 BINARY = {"type": "string", "format": "binary"}
 API_KEY = "apiKey"
+SESSION = "consoleSession"
+SESSION_SCHEME = {
+    "type": "apiKey",
+    "in": "cookie",
+    "name": "timebank_session",
+    "description": "A console user's session (signing in to the console sets it)",
+}
 API_KEY_SCHEME = {
     "type": "http",
     "scheme": "bearer",
@@ -303,9 +312,10 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
         _no_impossible_default(schema)
     _problem_codes(out)
     out["components"]["headers"] = HEADERS
-    out["components"]["securitySchemes"] = {API_KEY: API_KEY_SCHEME}
+    out["components"]["securitySchemes"] = {API_KEY: API_KEY_SCHEME, SESSION: SESSION_SCHEME}
     out["security"] = [{API_KEY: []}]
     public = public_operations(app)
+    sessions = route_options(app, CONSOLE_SESSION)
     optional = optional_bodies(app)
     files = route_options(app, FILE)
     uploads = route_options(app, UPLOAD)
@@ -318,6 +328,8 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
                 _plain_parameter(parameter)
             if (path, method) in public:
                 operation["security"] = []
+            elif (path, method) in sessions:
+                operation["security"] = [{API_KEY: []}, {SESSION: []}]
             if (path, method) in uploads:
                 operation["requestBody"] = _upload_body(uploads[path, method])
             body = operation.get("requestBody")
