@@ -1343,9 +1343,7 @@ async def test_an_unknown_query_parameter_is_refused_naming_the_known_ones(api: 
     assert "cursor" in body["errors"][0]["message"] and "status" in body["known_parameters"]
     body = assert_problem(await api.get("/v1/timebanks?sort=-created_at"), 422, "validation_error")
     assert body["errors"][0]["field"] == "sort"
-    body = assert_problem(
-        await api.get(f"/v1/timebanks/{tb['slug']}?x=1"), 422, "validation_error"
-    )
+    body = assert_problem(await api.get(f"/v1/timebanks/{tb['slug']}?x=1"), 422, "validation_error")
     assert body["errors"][0]["message"] == "unknown query parameter; this operation takes none"
     assert body["known_parameters"] == []
     # the known ones still work, and the console's pages are not the API's

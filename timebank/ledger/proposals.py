@@ -99,7 +99,10 @@ async def propose_exchange(
             details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
         ),
     )
-    out = view(Posted(NewExchange(**row), [], d.category.slug if d.category else None))
+    out = view(
+        Posted(NewExchange(**row), [], d.category.slug if d.category else None),
+        expiry=timedelta(days=tb.pending_expiry_days),
+    )
     if claim is not None:
         await claim.settle(session, out)
     await session.commit()
@@ -232,7 +235,11 @@ async def decide(
     if locked.status is not ExchangeStatus.pending:
         raise NotPending(f"This exchange is {locked.status.value}, not pending")
     now = utcnow()
-    values: dict[str, object] = {"decided_by": principal.scope_id, "decided_at": now}
+    values: dict[str, object] = {
+        "decided_by": principal.scope_id,
+        "decided_at": now,
+        "updated_at": now,
+    }
     if decision is Decision.confirm:
         await _recheck_parties(session, locked)
         assert locked.provider_account_id is not None
@@ -281,7 +288,7 @@ async def decide(
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
-    out = (await load_views(session, tb, [fresh]))[0]
+    out = (await load_views(session, tb, [fresh], principal))[0]
     await session.commit()
     return out
 
@@ -306,7 +313,11 @@ async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_day
     await session.execute(
         update(table)
         .where(table.c.id == bindparam("ex_id"), table.c.status == ExchangeStatus.pending)
-        .values(status=ExchangeStatus.expired, decided_at=bindparam("expired_at")),
+        .values(
+            status=ExchangeStatus.expired,
+            decided_at=bindparam("expired_at"),
+            updated_at=bindparam("expired_at"),
+        ),
         [{"ex_id": ex_id, "expired_at": at + expiry} for ex_id, at in stale],
     )
     return len(stale)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from timebank.access import Role
 from timebank.bodies import JsonBody, one_of
@@ -245,7 +245,34 @@ class LoggedBy(BaseModel):
     role: Role
 
 
-class ExchangeOut(BaseModel):
+class LeavesOut(BaseModel):
+    """A response model whose optional fields (``ABSENT_IF_NONE``) are left out where they do
+    not apply, not sent as null: the document marks them optional, not nullable."""
+
+    ABSENT_IF_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_what_does_not_apply(self, handler: Any) -> Any:
+        out = handler(self)
+        for name in self.ABSENT_IF_NONE:
+            if out.get(name, 0) is None:
+                del out[name]
+        return out
+
+
+class Actor(LeavesOut):
+    """Who decided a proposal, as the reader may see it: a member (through their app), a
+    console user or an API key. A member reading sees a member's name, and of staff only
+    their role (no id)."""
+
+    ABSENT_IF_NONE = ("id",)
+    type: Literal["member", "user", "key"]
+    id: uuid.UUID = Field(default=None, description="Left out where the reader may not see it")
+    name: str = Field(description="A member's name, a console user's, a key's label, or a role")
+
+
+class ExchangeOut(LeavesOut):
+    ABSENT_IF_NONE = ("recorded_at", "expires_at")
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -275,6 +302,8 @@ class ExchangeOut(BaseModel):
                     "proposed_by": None,
                     "decided_by": None,
                     "decided_at": None,
+                    "created_at": "2026-11-30T10:15:00Z",
+                    "updated_at": "2026-11-30T10:15:00Z",
                 }
             ]
         }
@@ -285,7 +314,17 @@ class ExchangeOut(BaseModel):
     minutes: int
     category: str | None
     occurred_on: date
-    recorded_at: datetime
+    recorded_at: datetime = Field(
+        default=None, description="When it was recorded; left out until it is (a proposal)"
+    )
+    created_at: datetime = Field(description="When it was recorded or proposed")
+    updated_at: datetime = Field(
+        description="When it last changed (decided, expired, reversed, redacted); the lists' "
+        "`updated_since` compares this"
+    )
+    expires_at: datetime = Field(
+        default=None, description="A pending proposal: when it expires unless decided"
+    )
     description: str | None
     external_ref: str | None
     postings: list[PostingOut]
@@ -298,8 +337,8 @@ class ExchangeOut(BaseModel):
     reverses: uuid.UUID | None
     reversed_by: uuid.UUID | None
     logged_by: LoggedBy
-    proposed_by: uuid.UUID | None
-    decided_by: uuid.UUID | None
+    proposed_by: uuid.UUID | None = Field(description="A proposal: the proposing member's id")
+    decided_by: Actor | None = Field(description="Who confirmed, rejected or cancelled it")
     decided_at: datetime | None
     reason: str | None = None
     override_reason: str | None = None
@@ -464,6 +503,7 @@ class StatementOut(BaseModel):
                         }
                     ],
                     "next_cursor": None,
+                    "resume_cursor": "NTgxMg",
                 }
             ]
         }
@@ -474,6 +514,10 @@ class StatementOut(BaseModel):
     closing_balance_minutes: int
     items: list[StatementEntry]
     next_cursor: str | None
+    resume_cursor: str = Field(
+        description="Where this page ends, on every page (the last too): ask again later "
+        "with `cursor=` this to get only the entries added since"
+    )
 
 
 FormatParam = Literal["json", "csv"]
