@@ -291,3 +291,44 @@ async def test_every_operations_documented_security_is_what_the_server_does_with
         if needs_key != (r.status_code == 401):
             wrong.append(f"{method.upper()} {path}: documented {documented}, got {r.status_code}")
     assert wrong == []
+
+
+async def test_creating_operations_link_to_the_operations_that_use_what_they_create(
+    openapi: dict[str, Any],
+) -> None:
+    ops = {op["operationId"]: (path, op) for _, path, op in operations(openapi)}
+    links = ops["createExchange"][1]["responses"]["201"]["links"]
+    assert {"getExchange", "confirmExchange", "rejectExchange", "cancelExchange"} <= set(links)
+    assert links["confirmExchange"]["parameters"] == {
+        "tb": "$request.path.tb",
+        "exchange_id": "$response.body#/id",
+    }
+    bank = ops["createTimebank"][1]["responses"]["201"]["links"]
+    assert bank["createMember"]["parameters"] == {"tb": "$response.body#/slug"}
+    member = ops["createMember"][1]["responses"]["201"]["links"]
+    assert "getMemberBalance" in member
+    # every link names an operation whose path parameters it gives, all of them
+    for _, path, op in operations(openapi):
+        for link in op["responses"].get("201", {}).get("links", {}).values():
+            target_path, _ = ops[link["operationId"]]
+            assert set(re.findall(r"\{([^}]+)\}", target_path)) == set(link["parameters"])
+
+
+async def test_a_json_null_body_is_refused_where_the_body_may_be_left_out(api: Api) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    for name in ("May Reid", "Raj Patel"):
+        await api.member(slug, name)
+    r = await api.client.post(
+        f"/v1/timebanks/{slug}/imports?sheet=nov",
+        content=b"Date,Giver,Receiver,Hours\n28/11/2026,May Reid,Raj Patel,1:30\n",
+        headers=api.headers({"Content-Type": "text/csv"}),
+    )
+    assert r.status_code == 201, r.text
+    commit = f"/v1/timebanks/{slug}/imports/{r.json()['id']}/commit"
+    refused = await api.client.post(
+        commit, content=b"null", headers=api.headers({"Content-Type": "application/json"})
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "body"
+    assert (await api.post(commit)).status_code == 200  # no body at all is fine

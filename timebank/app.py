@@ -34,7 +34,7 @@ from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
 from timebank.web.openapi import docs_assets, render_plugins
-from timebank.web.ops import health, ready
+from timebank.web.ops import health, problem_page, ready
 from timebank.web.problems import exception_handlers
 from timebank.web.query import refuse_null_queries
 from timebank.web.ratelimit import RateLimiter, RateLimitMiddleware
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             health,
             ready,
+            problem_page,
             TimeBankController,
             MemberController,
             directory,

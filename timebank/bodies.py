@@ -96,3 +96,11 @@ def one_of(*models: type[BaseModel]) -> Any:
         return {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]}
 
     return classmethod(schema)
+
+
+class FieldError(BaseModel):
+    """One refused field of a request: where it is (``minutes``, ``providers.0.member_id``,
+    a query parameter's name, ``body``) and what to do about it."""
+
+    field: str
+    message: str

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from timebank.access import Role
-from timebank.bodies import JsonBody, one_of
+from timebank.bodies import FieldError, JsonBody, one_of
 from timebank.ledger.models import ExchangeKind, ExchangeStatus
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
@@ -344,18 +344,22 @@ class ExchangeOut(LeavesOut):
     override_reason: str | None = None
 
 
-class BatchError(BaseModel):
+class BatchError(LeavesOut):
+    ABSENT_IF_NONE = ("errors",)
     code: str = Field(description="A problem `code` (see ProblemCode), e.g. `batch_aborted`")
     title: str
     detail: str
-    errors: list[dict[str, str]] | None = None
+    errors: list[FieldError] = Field(
+        default=None, description="`validation_error`: each refused field"
+    )
 
 
-class BatchResult(BaseModel):
+class BatchResult(LeavesOut):
+    ABSENT_IF_NONE = ("exchange", "error")
     index: int
     status: int
-    exchange: ExchangeOut | None = None
-    error: BatchError | None = None
+    exchange: ExchangeOut = Field(default=None, description="Recorded (status 201): the exchange")
+    error: BatchError = Field(default=None, description="Refused: why")
 
 
 class BatchOut(BaseModel):
@@ -364,16 +368,23 @@ class BatchOut(BaseModel):
             "examples": [
                 {
                     "results": [
-                        {"index": 0, "status": 201, "exchange": None, "error": None},
+                        {
+                            "index": 0,
+                            "status": 424,
+                            "error": {
+                                "code": "batch_aborted",
+                                "title": "Batch aborted",
+                                "detail": "Not recorded: another item of this atomic batch "
+                                "was refused",
+                            },
+                        },
                         {
                             "index": 1,
                             "status": 409,
-                            "exchange": None,
                             "error": {
                                 "code": "duplicate",
                                 "title": "Duplicate",
                                 "detail": "external_ref 'sheet-2026-11/2' is already recorded",
-                                "errors": None,
                             },
                         },
                     ]

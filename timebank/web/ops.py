@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
@@ -13,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from timebank.migrations import head_revisions
 from timebank.web.language import localise
 from timebank.web.openapi import PUBLIC
-from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
+from timebank.errors import NotFound
+from timebank.web.problems import PROBLEM_JSON, PROBLEM_PAGES, STATUS, Problem, problem_response
 
 
 class Health(BaseModel):
@@ -82,3 +84,33 @@ async def ready(request: Request[Any, Any, Any], db_engine: AsyncEngine) -> Resp
             ),
         )
     return Response(Ready(status="ready", migration=sorted(current)))
+
+
+@get(
+    "/problems/{code:str}",
+    include_in_schema=False,
+    media_type=MediaType.HTML,
+    opt={PUBLIC: True},
+)
+async def problem_page(code: str) -> str:
+    """The page a problem's ``type`` points at: what its code means and what to do."""
+    if code not in PROBLEM_PAGES:
+        raise NotFound(f"No problem code '{code}'")
+    status = STATUS[code]
+    title = html.escape(f"{code} ({status})")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — Timebank ledger API</title></head>
+<body>
+<main>
+<h1><code>{html.escape(code)}</code></h1>
+<p>HTTP status {status}.</p>
+<p>{html.escape(PROBLEM_PAGES[code])}</p>
+<p>Every error of this API is <code>application/problem+json</code> with this
+<code>code</code>; its <code>type</code> is the address of this page. See
+<a href="/schema">the API reference</a>.</p>
+</main>
+</body>
+</html>
+"""

@@ -74,11 +74,20 @@ def _refuse_unknown(request: Request[Any, Any, Any]) -> None:
     raise exc
 
 
+def _optional_body(request: Request[Any, Any, Any]) -> bool:
+    """Whether the request's operation takes a JSON body that may be left out."""
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    return data is not None and (data.is_optional or data.has_default)
+
+
 async def refuse_null_queries(request: Request[Any, Any, Any]) -> None:
     """A ``before_request`` hook: a query parameter the operation does not take, or
-    ``?name=null`` for one that is not free text. (``async``, though it awaits nothing:
-    Litestar runs a sync hook in a worker thread.)"""
+    ``?name=null`` for one that is not free text; and a JSON ``null`` as the body of an
+    operation whose body may be left out (Litestar reads it as "no body": leave it out, or
+    send an object)."""
     _refuse_unknown(request)
+    if _optional_body(request) and (await request.body()).strip() == b"null":
+        raise InvalidInput("body", "send a JSON object (e.g. {}) or no body at all, not null")
     nulls = [k for k, v in request.query_params.multi_items() if v == "null"]
     if not nulls:
         return
