@@ -308,7 +308,7 @@ async def test_creating_operations_link_to_the_operations_that_use_what_they_cre
     member = ops["createMember"][1]["responses"]["201"]["links"]
     assert "getMemberBalance" in member
     # every link names an operation whose path parameters it gives, all of them
-    for _, path, op in operations(openapi):
+    for _, _path, op in operations(openapi):
         for link in op["responses"].get("201", {}).get("links", {}).values():
             target_path, _ = ops[link["operationId"]]
             assert set(re.findall(r"\{([^}]+)\}", target_path)) == set(link["parameters"])

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, get
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.auth import users
@@ -29,7 +29,7 @@ from timebank.web.problems import problems
     "`account_id` its other calls need. A console user's session (its cookie) may ask too.",
     opt={CONSOLE_SESSION: True},
 )
-async def me(request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[MeOut]:
+async def me(request: Request[Any, Any, Any], db_session: AsyncSession) -> MeOut:
     token = request.cookies.get(users.SESSION_COOKIE)
     if request.headers.get("authorization") is None and token is not None:
         settings: Settings = request.app.state.settings
@@ -43,14 +43,15 @@ async def me(request: Request[Any, Any, Any], db_session: AsyncSession) -> Respo
         )
         if who is not None:
             found = await user_me(db_session, who)
-            return Response(found.model_dump(mode="json", exclude_none=True))
+            return found
     principal = await provide_principal(request, db_session)
     found = await key_me(db_session, principal)
-    return Response(found.model_dump(mode="json", exclude_none=True))
+    return found
 
 
 @get("/console/me.json", include_in_schema=False)
-async def console_me(request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[MeOut]:
+async def console_me(request: Request[Any, Any, Any], db_session: AsyncSession) -> MeOut:
     """``GET /v1/me`` where a browser sends the console's session cookie (its path is
     ``/console``)."""
-    return await me.fn(request, db_session)  # type: ignore[no-any-return]
+    found: MeOut = await me.fn(request, db_session)
+    return found

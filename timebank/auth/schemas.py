@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from timebank.access import Role
-from timebank.bodies import JsonBody
+from timebank.bodies import JsonBody, LeavesOut
 
 
 class ApiKeyCreate(JsonBody):
@@ -112,7 +112,7 @@ class ApiKeyCreated(ApiKeyOut):
     )
 
 
-class MeOut(BaseModel):
+class MeOut(LeavesOut):
     """Who is calling: an API key (or a console user's session), its role and what it may
     reach. Fields that do not apply are left out (not null)."""
 
@@ -130,6 +130,7 @@ class MeOut(BaseModel):
             ]
         }
     )
+    ABSENT_IF_NONE = ("member_id", "account_id")
     type: Literal["key", "user"] = Field(
         description="`key`: an API key; `user`: a console user's session (its cookie)"
     )
@@ -141,7 +142,9 @@ class MeOut(BaseModel):
     timebanks: list[str] = Field(
         description="Slugs of the time banks it works in (a funder: those it reports on)"
     )
-    member_id: uuid.UUID = Field(
+    member_id: uuid.UUID | SkipJsonSchema[None] = Field(
         default=None, description="Member keys: the member the partner app acts for"
     )
-    account_id: uuid.UUID = Field(default=None, description="Member keys: that member's account")
+    account_id: uuid.UUID | SkipJsonSchema[None] = Field(
+        default=None, description="Member keys: that member's account"
+    )

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from timebank.access import Role
-from timebank.bodies import FieldError, JsonBody, one_of
+from timebank.bodies import FieldError, JsonBody, LeavesOut, one_of
 from timebank.ledger.models import ExchangeKind, ExchangeStatus
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
@@ -245,21 +246,6 @@ class LoggedBy(BaseModel):
     role: Role
 
 
-class LeavesOut(BaseModel):
-    """A response model whose optional fields (``ABSENT_IF_NONE``) are left out where they do
-    not apply, not sent as null: the document marks them optional, not nullable."""
-
-    ABSENT_IF_NONE: ClassVar[tuple[str, ...]] = ()
-
-    @model_serializer(mode="wrap")
-    def _leave_out_what_does_not_apply(self, handler: Any) -> Any:
-        out = handler(self)
-        for name in self.ABSENT_IF_NONE:
-            if out.get(name, 0) is None:
-                del out[name]
-        return out
-
-
 class Actor(LeavesOut):
     """Who decided a proposal, as the reader may see it: a member (through their app), a
     console user or an API key. A member reading sees a member's name, and of staff only
@@ -267,7 +253,9 @@ class Actor(LeavesOut):
 
     ABSENT_IF_NONE = ("id",)
     type: Literal["member", "user", "key"]
-    id: uuid.UUID = Field(default=None, description="Left out where the reader may not see it")
+    id: uuid.UUID | SkipJsonSchema[None] = Field(
+        default=None, description="Left out where the reader may not see it"
+    )
     name: str = Field(description="A member's name, a console user's, a key's label, or a role")
 
 
@@ -314,7 +302,7 @@ class ExchangeOut(LeavesOut):
     minutes: int
     category: str | None
     occurred_on: date
-    recorded_at: datetime = Field(
+    recorded_at: datetime | SkipJsonSchema[None] = Field(
         default=None, description="When it was recorded; left out until it is (a proposal)"
     )
     created_at: datetime = Field(description="When it was recorded or proposed")
@@ -322,7 +310,7 @@ class ExchangeOut(LeavesOut):
         description="When it last changed (decided, expired, reversed, redacted); the lists' "
         "`updated_since` compares this"
     )
-    expires_at: datetime = Field(
+    expires_at: datetime | SkipJsonSchema[None] = Field(
         default=None, description="A pending proposal: when it expires unless decided"
     )
     description: str | None
@@ -349,7 +337,7 @@ class BatchError(LeavesOut):
     code: str = Field(description="A problem `code` (see ProblemCode), e.g. `batch_aborted`")
     title: str
     detail: str
-    errors: list[FieldError] = Field(
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
         default=None, description="`validation_error`: each refused field"
     )
 
@@ -358,8 +346,10 @@ class BatchResult(LeavesOut):
     ABSENT_IF_NONE = ("exchange", "error")
     index: int
     status: int
-    exchange: ExchangeOut = Field(default=None, description="Recorded (status 201): the exchange")
-    error: BatchError = Field(default=None, description="Refused: why")
+    exchange: ExchangeOut | SkipJsonSchema[None] = Field(
+        default=None, description="Recorded (status 201): the exchange"
+    )
+    error: BatchError | SkipJsonSchema[None] = Field(default=None, description="Refused: why")
 
 
 class BatchOut(BaseModel):

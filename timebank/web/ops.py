@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from timebank.errors import NotFound
 from timebank.migrations import head_revisions
 from timebank.web.language import localise
 from timebank.web.openapi import PUBLIC
-from timebank.errors import NotFound
 from timebank.web.problems import PROBLEM_JSON, PROBLEM_PAGES, STATUS, Problem, problem_response
 
 

@@ -19,6 +19,7 @@ from litestar.exceptions import (
 )
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -71,10 +72,12 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
-    errors: list[FieldError] = Field(
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
         default=None, description="`validation_error`: each refused field"
     )
-    request_id: str = Field(default=None, description="Quote it when reporting a problem")
+    request_id: str | SkipJsonSchema[None] = Field(
+        default=None, description="Quote it when reporting a problem"
+    )
 
 
 def problem_type(code: str) -> str:
