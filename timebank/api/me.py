@@ -21,7 +21,7 @@ from timebank.web.problems import problems
 
 @get(
     "/v1/me",
-    tags=["keys"],
+    tags=["api keys"],
     responses=problems(),
     operation_id="getMe",
     summary="Who am I: the key's role, time banks and (member keys) member and account",

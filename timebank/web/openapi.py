@@ -360,8 +360,8 @@ def _problem_schemas(out: dict[str, Any]) -> None:
     base = schemas["Problem"]
     for code, status in STATUS.items():
         properties = {k: v for k, v in base["properties"].items() if k != "errors"}
-        properties["code"] = {"type": "string", "enum": [code]}
-        properties["status"] = {"type": "integer", "enum": [status]}
+        properties["code"] = {"type": "string", "const": code}
+        properties["status"] = {"type": "integer", "const": status}
         properties["type"] = {
             "type": "string",
             "format": "uri-reference",
