@@ -46,7 +46,7 @@ def known_queries(request: Request[Any, Any, Any]) -> frozenset[str] | None:
                 continue
             for handler, model in route.route_handler_map.values():
                 names = frozenset(p.field_alias for p in model.expected_query_params)
-                known[id(handler)] = names if handler.include_in_schema else None
+                known[id(handler)] = names if handler.resolve_include_in_schema() else None
         request.app.state[_KNOWN] = known
     return known.get(id(request.route_handler))
 
