@@ -257,3 +257,78 @@ async def test_a_refused_exchange_names_the_party_not_only_an_account(api: Api) 
     assert inactive.json()["detail"] == (
         f"recipient Bob Ray (member {bob['id']}) is not active (suspended, left or erased)"
     )
+
+
+def _dummy(name: str, schema: dict[str, Any]) -> str:
+    if schema.get("format") == "uuid":
+        return "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21"
+    if schema.get("type") == "integer":
+        return "1"
+    if schema.get("format") == "date":
+        return "2026-01-01"
+    if schema.get("enum"):
+        return str(schema["enum"][0])
+    return "nowhere"
+
+
+async def test_every_operations_documented_security_is_what_the_server_does_without_a_key(
+    client: AsyncTestClient[Any], openapi: dict[str, Any]
+) -> None:
+    """An operation documented as needing a key answers 401 without one; one documented as
+    needing none does not (a generator that attaches the key per operation relies on it)."""
+    wrong = []
+    for method, path, op in operations(openapi):
+        url, query = path, {}
+        for parameter in op.get("parameters", []):
+            value = _dummy(parameter["name"], parameter.get("schema", {}))
+            if parameter["in"] == "path":
+                url = url.replace("{" + parameter["name"] + "}", value)
+            elif parameter["in"] == "query" and parameter.get("required"):
+                query[parameter["name"]] = value
+        documented = op.get("security", openapi["security"])
+        needs_key = any(documented)
+        r = await client.request(method.upper(), url, params=query)
+        if needs_key != (r.status_code == 401):
+            wrong.append(f"{method.upper()} {path}: documented {documented}, got {r.status_code}")
+    assert wrong == []
+
+
+async def test_creating_operations_link_to_the_operations_that_use_what_they_create(
+    openapi: dict[str, Any],
+) -> None:
+    ops = {op["operationId"]: (path, op) for _, path, op in operations(openapi)}
+    links = ops["createExchange"][1]["responses"]["201"]["links"]
+    assert {"getExchange", "confirmExchange", "rejectExchange", "cancelExchange"} <= set(links)
+    assert links["confirmExchange"]["parameters"] == {
+        "tb": "$request.path.tb",
+        "exchange_id": "$response.body#/id",
+    }
+    bank = ops["createTimebank"][1]["responses"]["201"]["links"]
+    assert bank["createMember"]["parameters"] == {"tb": "$response.body#/slug"}
+    member = ops["createMember"][1]["responses"]["201"]["links"]
+    assert "getMemberBalance" in member
+    # every link names an operation whose path parameters it gives, all of them
+    for _, _path, op in operations(openapi):
+        for link in op["responses"].get("201", {}).get("links", {}).values():
+            target_path, _ = ops[link["operationId"]]
+            assert set(re.findall(r"\{([^}]+)\}", target_path)) == set(link["parameters"])
+
+
+async def test_a_json_null_body_is_refused_where_the_body_may_be_left_out(api: Api) -> None:
+    tb = await api.timebank()
+    slug = tb["slug"]
+    for name in ("May Reid", "Raj Patel"):
+        await api.member(slug, name)
+    r = await api.client.post(
+        f"/v1/timebanks/{slug}/imports?sheet=nov",
+        content=b"Date,Giver,Receiver,Hours\n28/11/2026,May Reid,Raj Patel,1:30\n",
+        headers=api.headers({"Content-Type": "text/csv"}),
+    )
+    assert r.status_code == 201, r.text
+    commit = f"/v1/timebanks/{slug}/imports/{r.json()['id']}/commit"
+    refused = await api.client.post(
+        commit, content=b"null", headers=api.headers({"Content-Type": "application/json"})
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "body"
+    assert (await api.post(commit)).status_code == 200  # no body at all is fine

@@ -1329,3 +1329,23 @@ async def test_funder_and_member_keys_doing_broker_work_are_refused_with_403(
         await key.get(f"/v1/timebanks/{slug}/members/{bob['id']}/balance"), 403, "forbidden"
     )
     assert len((await api.ok("get", f"/v1/timebanks/{slug}/members"))["items"]) == 2
+
+
+async def test_an_unknown_query_parameter_is_refused_naming_the_known_ones(api: Api) -> None:
+    tb = await api.timebank()
+    body = assert_problem(
+        await api.get(f"/v1/timebanks/{tb['slug']}/exchanges?limt=5&status=pending"),
+        422,
+        "validation_error",
+    )
+    assert body["errors"][0]["field"] == "limt"
+    assert "did you mean 'limit'?" in body["errors"][0]["message"]
+    assert "cursor" in body["errors"][0]["message"] and "status" in body["known_parameters"]
+    body = assert_problem(await api.get("/v1/timebanks?sort=-created_at"), 422, "validation_error")
+    assert body["errors"][0]["field"] == "sort"
+    body = assert_problem(await api.get(f"/v1/timebanks/{tb['slug']}?x=1"), 422, "validation_error")
+    assert body["errors"][0]["message"] == "unknown query parameter; this operation takes none"
+    assert body["known_parameters"] == []
+    # the known ones still work, and the console's pages are not the API's
+    assert (await api.get(f"/v1/timebanks/{tb['slug']}/exchanges?limit=5")).status_code == 200
+    assert (await api.client.get("/console/sign-in?utm_source=x")).status_code == 200

@@ -30,6 +30,14 @@ PACKAGE = "timebank_partner_client"
 # Pinned as a partner developer would pin them; installed into a cache folder of the tests.
 NPM_PACKAGES = ["openapi-typescript@7.13.0", "typescript@5.9.3"]
 NPM_CACHE = ROOT / "tests" / ".cache" / "ts"
+# The two ways README's "For partner-app developers" shows (hey-api 0.90 runs on Node >= 20.19)
+CLIENT_PACKAGES = [
+    "openapi-typescript@7.13.0",
+    "typescript@5.9.3",
+    "openapi-fetch@0.17.0",
+    "@hey-api/openapi-ts@0.90.8",
+]
+CLIENT_CACHE = ROOT / "tests" / ".cache" / "ts-clients"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,9 @@ def generated(document: Path) -> Iterator[ModuleType]:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Warning" not in done.stdout, done.stdout  # every schema understood
+    # every schema, body and response understood (the XLSX downloads and the sheet upload
+    # too): openapi-python-client writes its warnings to stderr
+    assert "Warning" not in done.stdout + done.stderr, done.stdout + done.stderr
     sys.path.insert(0, str(out))
     try:
         yield importlib.import_module(PACKAGE)
@@ -310,6 +320,158 @@ def test_typescript_types_generated_from_the_document_compile_a_normal_body(
     (tmp_path / "body.ts").write_text(TYPESCRIPT_BODY)
     done = subprocess.run(
         [str(bin_dir / "tsc"), "--strict", "--noEmit", "--target", "es2020", "body.ts"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# A partner app as README shows it, with openapi-typescript + openapi-fetch: /v1/me, a
+# proposal, a refusal read by its code (the limit fields typed), the list filters.
+FETCH_APP = """import createClient from "openapi-fetch";
+import type { components, paths } from "./api.js";
+
+type Exchange = components["schemas"]["ExchangeOut"];
+
+export async function partnerApp(baseUrl: string, key: string): Promise<Exchange[]> {
+  const api = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${key}` } });
+  const me = await api.GET("/v1/me");
+  if (me.error) throw new Error(me.error.detail);
+  const { member_id, timebanks } = me.data;
+  const tb = timebanks[0];
+  if (member_id === undefined || tb === undefined) throw new Error("not a member key");
+  const proposed = await api.POST("/v1/timebanks/{tb}/exchanges", {
+    params: { path: { tb } },
+    body: { provider: { member_id }, recipient: { member_id }, minutes: 60, category: "transport" },
+  });
+  if (proposed.error) {
+    const problem = proposed.error;
+    if (problem.code === "balance_limit_exceeded") {
+      const whose: string | undefined = problem.party?.type;
+      const balance: number | undefined = problem.balance_minutes;
+      console.log(whose, balance);
+    } else if (problem.code === "validation_error") {
+      for (const { field, message } of problem.errors) console.log(field, message);
+    }
+    return [];
+  }
+  const expires: string | undefined = proposed.data.expires_at;
+  console.log(expires, proposed.data.created_at, proposed.data.updated_at);
+  const changed = await api.GET("/v1/timebanks/{tb}/exchanges", {
+    params: {
+      path: { tb },
+      query: { proposed_by: "me", sort: "-created_at", updated_since: "2026-11-28T09:30:00Z" },
+    },
+  });
+  if (changed.error) throw new Error(changed.error.detail);
+  for (const ex of changed.data.items) {
+    if (ex.decided_by) console.log(ex.decided_by.type, ex.decided_by.name, ex.recorded_at);
+  }
+  const statement = await api.GET("/v1/timebanks/{tb}/members/{member_id}/statement", {
+    params: { path: { tb, member_id } },
+  });
+  if (statement.data) console.log(statement.data.resume_cursor);
+  return changed.data.items;
+}
+"""
+
+# The same with @hey-api/openapi-ts (its fetch client), imports ending in .js for ES modules.
+HEY_APP = """import { client } from "./hey/client.gen.js";
+import { createExchange, getMe, listExchanges, type ExchangeOut } from "./hey/index.js";
+
+export async function partnerApp(baseUrl: string, key: string): Promise<ExchangeOut[]> {
+  // the key goes with every operation the document says needs it: all but /health, /ready
+  client.setConfig({ baseUrl, auth: () => key });
+  const me = await getMe();
+  if (me.error || !me.data) throw new Error("no key");
+  const { member_id, timebanks } = me.data;
+  const tb = timebanks[0];
+  if (member_id === undefined || tb === undefined) throw new Error("not a member key");
+  const proposed = await createExchange({
+    path: { tb },
+    body: { provider: { member_id }, recipient: { member_id }, minutes: 60 },
+  });
+  if (proposed.error) {
+    if (proposed.error.code === "balance_limit_exceeded") {
+      const whose: string | undefined = proposed.error.party?.type;
+      console.log(whose, proposed.error.min_balance_minutes);
+    }
+    return [];
+  }
+  const mine = await listExchanges({ path: { tb }, query: { proposed_by: "me" } });
+  return mine.data?.items ?? [];
+}
+"""
+
+HEY_CONFIG = """export default {
+  input: "openapi.json",
+  output: { path: "hey", importFileExtension: ".js" },
+  plugins: ["@hey-api/client-fetch"],
+};
+"""
+
+
+def _npm_tools(packages: list[str], cache: Path, tools: list[str]) -> Path:
+    """The ``node_modules/.bin`` of ``packages``, installed once into ``cache``."""
+    npm = shutil.which("npm")
+    if npm is None:
+        if CI:
+            pytest.fail("CI=true but npm is missing: .ci/run installs Node.js")
+        pytest.skip("Node.js (npm) is not installed: the TypeScript check needs it")
+    bin_dir = cache / "node_modules" / ".bin"
+    if not all((bin_dir / tool).exists() for tool in tools):
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "package.json").write_text(json.dumps({"private": True}))
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--silent", *packages],
+            cwd=cache,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+    return bin_dir
+
+
+def test_typescript_partner_apps_with_openapi_fetch_and_hey_api_compile(
+    document: Path, tmp_path: Path
+) -> None:
+    """Both of README's TypeScript ways generate from the document and compile, strict, as
+    ES modules: /v1/me's ids, a refusal's code narrowing its fields, the list filters."""
+    bin_dir = _npm_tools(CLIENT_PACKAGES, CLIENT_CACHE, ["tsc", "openapi-typescript", "openapi-ts"])
+    (tmp_path / "node_modules").symlink_to(CLIENT_CACHE / "node_modules")
+    (tmp_path / "package.json").write_text(json.dumps({"type": "module", "private": True}))
+    shutil.copy(document, tmp_path / "openapi.json")
+    (tmp_path / "openapi-ts.config.mjs").write_text(HEY_CONFIG)
+    (tmp_path / "fetch-app.ts").write_text(FETCH_APP)
+    (tmp_path / "hey-app.ts").write_text(HEY_APP)
+    for command in (
+        [str(bin_dir / "openapi-typescript"), "openapi.json", "-o", "api.d.ts"],
+        [str(bin_dir / "openapi-ts")],
+    ):
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    # hey-api attaches the key to every operation the document says needs one
+    sdk = (tmp_path / "hey" / "sdk.gen.ts").read_text()
+    for operation in ("createExchange", "getMemberBalance", "getMe"):
+        declared = sdk.split(f"export const {operation} =", 1)[1].split("export const", 1)[0]
+        assert "security:" in declared, operation
+    done = subprocess.run(
+        [
+            str(bin_dir / "tsc"),
+            "--strict",
+            "--noEmit",
+            "--target",
+            "es2022",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "fetch-app.ts",
+            "hey-app.ts",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from timebank.web.problems import STATUS
+
 PROBLEM_JSON = "application/problem+json"
 METHODS = ("get", "post", "put", "patch", "delete")
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
@@ -194,30 +196,90 @@ async def test_problem_schema_requires_the_rfc9457_keys_and_code(
             content = resolve(openapi, resp).get("content", {})
             if PROBLEM_JSON not in content:
                 continue
-            schema = resolve(openapi, content[PROBLEM_JSON]["schema"])
-            assert set(schema.get("required", [])) >= PROBLEM_KEYS, (method, path, status)
-            props = schema["properties"]
-            assert resolve(openapi, props["code"])["type"] == "string"
-            assert props["status"]["type"] == "integer"
+            for schema in variants(openapi, content[PROBLEM_JSON]["schema"]):
+                assert set(schema.get("required", [])) >= PROBLEM_KEYS, (method, path, status)
+                props = schema["properties"]
+                assert resolve(openapi, props["code"])["type"] == "string"
+                # each variant is one code, of this response's status
+                assert props["status"]["const"] == int(status), (method, path, status)
+                assert props["code"]["const"] in STATUS
             seen += 1
     assert seen > 50
+
+
+def variants(doc: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A problem response's schemas: one per code it may answer (a ``oneOf``)."""
+    node = resolve(doc, node)
+    if "oneOf" in node:
+        return [resolve(doc, n) for n in node["oneOf"]]
+    return [node]
+
+
+async def test_each_operation_lists_the_codes_it_can_answer_with_their_fields(
+    openapi: dict[str, Any],
+) -> None:
+    def codes(path: str, method: str, status: str) -> dict[str, dict[str, Any]]:
+        response = openapi["paths"][path][method]["responses"][status]
+        schema = response["content"][PROBLEM_JSON]["schema"]
+        return {v["properties"]["code"]["const"]: v for v in variants(openapi, schema)}
+
+    create = codes("/v1/timebanks/{tb}/exchanges", "post", "409")
+    assert set(create) == {
+        "balance_limit_exceeded",
+        "party_inactive",
+        "duplicate",
+        "idempotency_in_flight",
+    }
+    limit = create["balance_limit_exceeded"]["properties"]
+    for field in ("party", "account_id", "balance_minutes", "min_balance_minutes"):
+        assert field in limit
+    schema = openapi["paths"]["/v1/timebanks/{tb}/exchanges"]["post"]["responses"]["409"]
+    assert schema["content"][PROBLEM_JSON]["schema"]["discriminator"]["propertyName"] == "code"
+    # a cancellation's conflict is a cancellation's, and so is its example
+    cancel = openapi["paths"]["/v1/timebanks/{tb}/exchanges/{exchange_id}/cancel"]["post"]
+    assert set(codes("/v1/timebanks/{tb}/exchanges/{exchange_id}/cancel", "post", "409")) == {
+        "not_pending"
+    }
+    assert cancel["responses"]["409"]["content"][PROBLEM_JSON]["example"]["code"] == "not_pending"
+    # keyed writes may answer a reused key; others not
+    assert "idempotency_key_reused" in codes("/v1/timebanks/{tb}/members", "post", "422")
+    assert set(codes("/v1/timebanks/{tb}/members", "get", "422")) == {"validation_error"}
+    errors = codes("/v1/timebanks/{tb}/members", "get", "422")["validation_error"]
+    item = resolve(openapi, errors["properties"]["errors"]["items"])
+    assert item["required"] == ["field", "message"]
+    assert "errors" in errors["required"]
+    # the duplicate external_ref of an organisation's edit is documented
+    assert set(codes("/v1/timebanks/{tb}/organisations/{organisation_id}", "patch", "409")) == {
+        "duplicate"
+    }
+
+
+async def test_problem_types_are_pages_of_the_service(client: AsyncTestClient[Any]) -> None:
+    r = await client.get("/v1/timebanks")
+    body = r.json()
+    assert body["type"] == "/problems/unauthorized"
+    page = await client.get(body["type"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "unauthorized" in page.text and "API key" in page.text
+    assert (await client.get("/problems/no_such_code")).status_code == 404
+    # optional means absent: no errors on a problem that has none
+    assert "errors" not in body
 
 
 async def test_problem_schema_documents_the_validation_errors_list(
     openapi: dict[str, Any],
 ) -> None:
     op = openapi["paths"]["/v1/timebanks/{tb}/exchanges"]["post"]
-    schema = resolve(
-        openapi, resolve(openapi, op["responses"]["422"])["content"][PROBLEM_JSON]["schema"]
-    )
-    assert "errors" in schema["properties"]
+    content = resolve(openapi, op["responses"]["422"])["content"][PROBLEM_JSON]
+    schemas = variants(openapi, content["schema"])
+    assert any("errors" in schema["properties"] for schema in schemas)
 
 
 async def test_documented_problem_matches_a_real_error_response(
     client: AsyncTestClient[Any], openapi: dict[str, Any]
 ) -> None:
     op = openapi["paths"]["/v1/timebanks"]["get"]
-    schema = resolve(
+    (schema,) = variants(
         openapi, resolve(openapi, op["responses"]["401"])["content"][PROBLEM_JSON]["schema"]
     )
     r = await client.get("/v1/timebanks")

@@ -12,7 +12,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,12 @@ async def test_member_proposal_is_pending_moves_no_balance_and_shows_on_both_bal
     assert ex["proposed_by"] == b.ann["id"]
     assert ex["logged_by"] == {"key_id": b.ann_key.id, "user_id": None, "role": "member"}
     assert ex["decided_by"] is None and ex["decided_at"] is None
+    # a proposal is not recorded yet; it says when it was made and when it expires
+    assert "recorded_at" not in ex and ex["created_at"] == ex["updated_at"]
+    made = datetime.fromisoformat(ex["created_at"])
+    assert datetime.fromisoformat(ex["expires_at"]) - made == timedelta(
+        days=b.tb["settings"]["pending_expiry_days"]
+    )
     assert await fetch(api, b.slug, ex["id"]) == ex
     # no balance moved; the provider expects 90 in, the recipient 90 out
     assert pending_view(await balance_of(b.ann_key.api, b.slug, b.ann)) == (0, 90, 0)
@@ -225,7 +231,7 @@ async def test_proposer_cannot_confirm_or_reject_own_proposal_but_may_cancel_it(
     cancelled = r.json()
     assert cancelled["status"] == "cancelled"
     assert cancelled["postings"] == []
-    assert cancelled["decided_by"] == b.ann_key.id
+    assert cancelled["decided_by"] == {"type": "member", "id": b.ann["id"], "name": "Ann"}
     assert cancelled["decided_at"] is not None
     assert await fetch(api, b.slug, ex["id"]) == cancelled
     assert pending_view(await balance_of(api, b.slug, b.ann)) == (0, 0, 0)
@@ -249,7 +255,10 @@ async def test_counterparty_sees_proposal_awaiting_them_and_confirming_records_i
     assert r.status_code == 200, r.text
     confirmed = r.json()
     assert confirmed["status"] == "recorded"
-    assert confirmed["decided_by"] == b.bob_key.id
+    assert confirmed["decided_by"] == {"type": "member", "id": b.bob["id"], "name": "Bob"}
+    # recorded now: recorded_at appears, expires_at goes; created_at stays the proposal's
+    assert confirmed["recorded_at"] == confirmed["decided_at"] == confirmed["updated_at"]
+    assert confirmed["created_at"] == ex["created_at"] and "expires_at" not in confirmed
     assert confirmed["decided_at"] is not None
     assert confirmed["proposed_by"] == b.ann["id"]
     assert sorted((p["account_id"], p["minutes"]) for p in confirmed["postings"]) == sorted(
@@ -290,7 +299,8 @@ async def test_counterparty_rejects_with_a_reason_and_no_balance_moves(api: Api)
     rejected = r.json()
     assert rejected["status"] == "rejected"
     assert rejected["reason"] == "It took one hour"
-    assert rejected["decided_by"] == b.ann_key.id
+    assert rejected["decided_by"] == {"type": "member", "id": b.ann["id"], "name": "Ann"}
+    assert "recorded_at" not in rejected and "expires_at" not in rejected
     assert rejected["decided_at"] is not None
     assert rejected["postings"] == []
     assert pending_view(await balance_of(api, b.slug, b.ann)) == (0, 0, 0)
@@ -345,7 +355,10 @@ async def test_broker_decides_when_the_counterparty_is_an_organisation_or_the_po
     r = await decide(b.broker, b.slug, volunteering["id"], "confirm")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "recorded"
-    assert r.json()["decided_by"] == b.broker.id
+    assert r.json()["decided_by"] == {"type": "key", "id": b.broker.id, "name": "broker"}
+    # a member reading it sees a broker decided, not which key
+    seen = await b.ann_key.api.ok("get", b.path(f"/exchanges/{volunteering['id']}"))
+    assert seen["decided_by"] == {"type": "key", "name": "broker"}
     r = await decide(b.broker, b.slug, grant["id"], "reject", {"reason": "No hardship case"})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "rejected"
@@ -362,8 +375,55 @@ async def test_broker_may_decide_a_proposal_between_two_members(api: Api) -> Non
     ex = await propose(b.ann_key, b.slug, simple(b.ann, b.bob, 75))
     r = await decide(b.broker, b.slug, ex["id"], "confirm")
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.json()["decided_by"]) == ("recorded", b.broker.id)
+    assert (r.json()["status"], r.json()["decided_by"]["id"]) == ("recorded", b.broker.id)
     assert await api.balance(b.slug, b.bob["id"]) == -75
+
+
+# --- a member's figures are theirs ------------------------------------------------------------
+
+
+async def test_a_proposal_past_the_proposers_own_limit_is_refused_when_proposed(
+    api: Api,
+) -> None:
+    b = await bank(api)  # member minimum -600
+    await api.ok("post", b.path("/exchanges"), simple(b.ann, b.bob, 195))
+    body = assert_problem(
+        await b.ann_key.api.post(b.path("/exchanges"), json=simple(b.bob, b.ann, 1000)),
+        409,
+        "balance_limit_exceeded",
+    )
+    # her own figures, so she may read them
+    assert body["detail"].startswith("Your account (member ")
+    assert body["balance_minutes"] == 195 and body["min_balance_minutes"] == -600
+    listed = await api.ok("get", b.path(f"/exchanges?member_id={b.ann['id']}&status=pending"))
+    assert listed["items"] == []
+
+
+async def test_no_refusal_to_a_member_names_another_members_figures(api: Api) -> None:
+    b = await bank(api)  # member minimum -600
+    chloe = await api.member(b.slug, "Chloe")
+    chloe_key = await member_key(api, b.slug, chloe)
+    await api.ok("post", b.path("/exchanges"), simple(chloe, b.bob, 195))
+    ex = await propose(chloe_key, b.slug, simple(b.ann, chloe, 500))
+    # Chloe then receives 400 elsewhere: confirming would take her to -705
+    await api.ok("post", b.path("/exchanges"), simple(b.bob, chloe, 400))
+
+    body = assert_problem(
+        await decide(b.ann_key, b.slug, ex["id"], "confirm"), 409, "balance_limit_exceeded"
+    )
+    assert body["detail"].startswith("The other member's balance limit would be passed")
+    text_ = str(body)
+    for secret in ("Chloe", chloe["id"], chloe["account_id"], "195", "-205", "205", "600"):
+        assert secret not in text_, (secret, body)
+    for field in ("balance_minutes", "change_minutes", "min_balance_minutes", "account_id"):
+        assert field not in body
+    # a broker may read everything
+    staff = assert_problem(
+        await decide(b.broker, b.slug, ex["id"], "confirm"), 409, "balance_limit_exceeded"
+    )
+    assert staff["detail"].startswith(f"Chloe (member {chloe['id']})")
+    assert staff["balance_minutes"] == -205
+    assert (await fetch(api, b.slug, ex["id"]))["status"] == "pending"
 
 
 # --- confirmation re-checks -------------------------------------------------------------------

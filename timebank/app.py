@@ -23,6 +23,7 @@ from timebank.api.audit import audit_events
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
+from timebank.api.me import console_me, me
 from timebank.api.members import MemberController, directory
 from timebank.api.organisations import OrganisationController
 from timebank.api.timebanks import TimeBankController
@@ -33,7 +34,7 @@ from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
 from timebank.web.openapi import docs_assets, render_plugins
-from timebank.web.ops import health, ready
+from timebank.web.ops import health, problem_page, ready
 from timebank.web.problems import exception_handlers
 from timebank.web.query import refuse_null_queries
 from timebank.web.ratelimit import RateLimiter, RateLimitMiddleware
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             health,
             ready,
+            problem_page,
             TimeBankController,
             MemberController,
             directory,
@@ -108,6 +110,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ImportController,
             ApiKeyController,
             GlobalApiKeyController,
+            me,
+            console_me,
             docs_assets(),
             console_router,
         ],

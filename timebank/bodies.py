@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 import pydantic_core
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    GetJsonSchemaHandler,
+    model_serializer,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
@@ -119,3 +127,26 @@ def one_of(*models: type[BaseModel]) -> Any:
         return {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]}
 
     return classmethod(schema)
+
+
+class FieldError(BaseModel):
+    """One refused field of a request: where it is (``minutes``, ``providers.0.member_id``,
+    a query parameter's name, ``body``) and what to do about it."""
+
+    field: str
+    message: str
+
+
+class LeavesOut(BaseModel):
+    """A response model whose optional fields (``ABSENT_IF_NONE``) are left out where they do
+    not apply, not sent as null: the document marks them optional, not nullable."""
+
+    ABSENT_IF_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_what_does_not_apply(self, handler: Any) -> Any:
+        out = handler(self)
+        for name in self.ABSENT_IF_NONE:
+            if out.get(name, 0) is None:
+                del out[name]
+        return out

@@ -5,7 +5,7 @@ forgotten password an admin resets, get a one-time password shown once, and the 
 them for a password of their own before anything else. Existing users are not asked.
 
 Revision ID: 0018
-Revises: 0012
+Revises: 0016
 Create Date: 2026-12-07
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018"
-down_revision: str | None = "0012"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

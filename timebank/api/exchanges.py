@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -31,7 +31,7 @@ from timebank.ledger.schemas import (
 from timebank.members.service import get_member
 from timebank.organisations.service import get_organisation
 from timebank.timebanks.service import get_by_slug
-from timebank.web.auth import provide_principal
+from timebank.web.auth import provide_principal, require_bearer
 from timebank.web.idempotent import (
     IdempotencyKeyHeader,
     idempotent,
@@ -90,6 +90,7 @@ class ExchangeController(Controller):
         "(`providers`, `recipients`). Providers are credited, recipients debited. "
         "Send `Idempotency-Key` to make retries safe.",
         operation_id="createExchange",
+        guards=[require_bearer],
     )
     async def create(
         self,
@@ -148,8 +149,12 @@ class ExchangeController(Controller):
         "/",
         responses=problems(403, 404, 422),
         operation_id="listExchanges",
-        summary="Exchanges of the bank, newest first",
-        description="Filters combine. A member key lists its own exchanges only; `awaiting=me` gives the proposals waiting for its decision. Paged.",
+        summary="Exchanges of the bank",
+        description="Oldest first (`sort=-created_at`: newest first). Filters combine. A "
+        "member key lists its own exchanges only; `awaiting=me` gives the proposals waiting "
+        "for its decision, `proposed_by=me` its own proposals. `updated_since` gives those "
+        "changed since a moment (proposed, recorded, decided, expired, reversed): keep the "
+        "time of your last look and ask again with it. Paged.",
     )
     async def list_(
         self,
@@ -167,13 +172,32 @@ class ExchangeController(Controller):
             default=None,
             description="`me` (member keys): pending exchanges waiting for this member",
         ),
+        proposed_by: Literal["me"] | None = Parameter(
+            default=None, description="`me` (member keys): this member's own proposals"
+        ),
+        updated_since: datetime | None = Parameter(
+            default=None,
+            description="Only exchanges changed at or after this moment (`updated_at`), "
+            "e.g. 2026-11-28T09:30:00Z",
+        ),
+        sort: Literal["created_at", "-created_at"] | None = Parameter(
+            default=None, description="`created_at` (the default) or `-created_at`"
+        ),
         limit: int | None = LimitParam,
         cursor: str | None = None,
     ) -> Page[ExchangeOut]:
         bank = await get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
+        if updated_since is not None and updated_since.tzinfo is None:
+            updated_since = updated_since.replace(tzinfo=UTC)
         filters = reads.ExchangeFilters(
-            category=category, status=status, kind=kind, date_from=date_from, date_to=date_to
+            category=category,
+            status=status,
+            kind=kind,
+            date_from=date_from,
+            date_to=date_to,
+            updated_since=updated_since,
+            newest_first=sort == "-created_at",
         )
         if member_id is not None and organisation_id is not None:
             raise InvalidInput("member_id", "filter by a member or an organisation, not both")
@@ -184,10 +208,14 @@ class ExchangeController(Controller):
             member_id = principal.member_id
             if awaiting == "me":
                 filters.awaiting_member = principal.member_id
+            if proposed_by == "me":
+                filters.proposed_by = principal.member_id
         if awaiting not in (None, "me"):
             raise InvalidInput("awaiting", "only 'me' is supported")
         if awaiting == "me" and principal.role is not Role.member:
             raise InvalidInput("awaiting", "awaiting=me is for member keys")
+        if proposed_by == "me" and principal.role is not Role.member:
+            raise InvalidInput("proposed_by", "proposed_by=me is for member keys")
         if member_id is not None:
             filters.account_id = (await get_member(db_session, bank, member_id)).account_id
         if organisation_id is not None:

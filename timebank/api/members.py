@@ -37,7 +37,7 @@ from timebank.members.schemas import (
 )
 from timebank.timebanks.models import TimeBank
 from timebank.timebanks.service import get_by_slug
-from timebank.web.auth import provide_principal
+from timebank.web.auth import provide_principal, require_bearer
 from timebank.web.idempotent import (
     IdempotencyKeyHeader,
     balance_in_one_call,
@@ -220,6 +220,7 @@ class MemberController(Controller):
         "/{member_id:uuid}/balance",
         responses=problems(403, 404),
         operation_id="getMemberBalance",
+        guards=[require_bearer],
         summary="A member's balance, limits and pending minutes",
         description="Staff keys, or a member key for itself.",
     )

@@ -119,7 +119,7 @@ class OrganisationController(Controller):
 
     @patch(
         "/{organisation_id:uuid}",
-        responses=problems(400, 403, 404, 413, 422),
+        responses=problems(400, 403, 404, 409, 413, 422, conflict=["duplicate"]),
         operation_id="updateOrganisation",
         summary="Edit an organisation or change its status",
         description="Only the fields given change; `null` clears a field that may be empty.",

@@ -87,6 +87,9 @@ async def statement_json(
         closing_balance_minutes=closing,
         items=[StatementEntry(**e) for e in entries],
         next_cursor=encode_statement_cursor(next_after) if next_after is not None else None,
+        resume_cursor=encode_statement_cursor((entries[-1]["occurred_on"], entries[-1]["entry_id"]))
+        if entries
+        else cursor or encode_statement_cursor((date.min, 0)),
     )
 
 

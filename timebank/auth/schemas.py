@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from timebank.access import Role
-from timebank.bodies import JsonBody
+from timebank.bodies import JsonBody, LeavesOut
 
 
 class ApiKeyCreate(JsonBody):
@@ -108,4 +109,42 @@ class ApiKeyCreated(ApiKeyOut):
         default=None,
         description="Shown once; only a hash is stored. Absent from an idempotent replay "
         "(`Idempotent-Replayed: true`).",
+    )
+
+
+class MeOut(LeavesOut):
+    """Who is calling: an API key (or a console user's session), its role and what it may
+    reach. Fields that do not apply are left out (not null)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "key",
+                    "id": "01937a40-0000-7000-8000-00000000beef",
+                    "role": "member",
+                    "timebanks": ["north-ayrshire"],
+                    "member_id": "01937a4e-58c2-7c3e-9a51-2f0c6f4b8d21",
+                    "account_id": "01937a4e-58c2-7c3e-9a51-000000000001",
+                }
+            ]
+        }
+    )
+    ABSENT_IF_NONE = ("member_id", "account_id")
+    type: Literal["key", "user"] = Field(
+        description="`key`: an API key; `user`: a console user's session (its cookie)"
+    )
+    id: uuid.UUID = Field(description="The key's id, or the console user's")
+    role: Role
+    global_admin: bool = Field(
+        default=False, description="An admin over every time bank (then `timebanks` is empty)"
+    )
+    timebanks: list[str] = Field(
+        description="Slugs of the time banks it works in (a funder: those it reports on)"
+    )
+    member_id: uuid.UUID | SkipJsonSchema[None] = Field(
+        default=None, description="Member keys: the member the partner app acts for"
+    )
+    account_id: uuid.UUID | SkipJsonSchema[None] = Field(
+        default=None, description="Member keys: that member's account"
     )

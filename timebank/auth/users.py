@@ -41,6 +41,10 @@ CONSOLE_ROLES = (Role.admin, Role.broker, Role.funder)
 WRONG = "The email address or password is not right"
 
 
+# the console session's cookie (its path is /console; ``GET /v1/me`` also reads it)
+SESSION_COOKIE = "timebank_session"
+
+
 def normal_email(email: str) -> str:
     return email.strip().lower()
 

@@ -45,7 +45,7 @@ from timebank.errors import DomainError, Forbidden, NotFound
 from timebank.timebanks.models import TimeBank
 
 T = TypeVar("T")
-SESSION_COOKIE = "timebank_session"
+SESSION_COOKIE = users.SESSION_COOKIE
 SIGN_IN_COOKIE = "timebank_sign_in"  # the sign-in form's double-submit CSRF token
 HERE = Path(__file__).parent
 STATIC = HERE / "static"

@@ -100,6 +100,7 @@ class Exchange(Base):
         Index(None, "timebank_id", "occurred_on"),
         Index(None, "timebank_id", "status", "recorded_at"),
         Index(None, "timebank_id", "kind", "occurred_on"),  # pool figures in reports
+        Index(None, "timebank_id", "updated_at"),  # lists' updated_since
         # a balance's pending flows: only the few pending proposals of the account
         Index(None, "provider_account_id", "recorded_at", **_PENDING),
         Index(None, "recipient_account_id", "recorded_at", **_PENDING),
@@ -133,6 +134,10 @@ class Exchange(Base):
     override_reason: Mapped[str | None] = mapped_column(Text, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     record_key: Mapped[int] = mapped_column(BigInt, default=record_key)  # never shown
+    # when it was created (proposed, or recorded at once) and last changed (decided,
+    # expired, reversed, redacted); ``recorded_at`` is when it was recorded. Always set.
+    created_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=utcnow)
 
 
 class Posting(Base):

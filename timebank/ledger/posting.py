@@ -86,6 +86,8 @@ class NewExchange:
     decided_at: datetime | None
     override_reason: str | None
     reason: str | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass
@@ -232,6 +234,7 @@ def exchange_row(
 ) -> dict[str, Any]:
     """The ``exchanges`` row of a draft: recorded (with postings) or a pending proposal.
     (The demo generator gives its own ``exchange_id`` and ``now``: a history in the past.)"""
+    at = now or utcnow()
     return {
         "id": exchange_id or uuid7(),
         "timebank_id": tb.id,
@@ -240,7 +243,7 @@ def exchange_row(
         "minutes": d.minutes,
         "category_id": d.category.id if d.category else None,
         "occurred_on": d.occurred_on,
-        "recorded_at": now or utcnow(),
+        "recorded_at": at,
         "description": d.description,
         "external_ref": d.external_ref,
         "reverses": d.reverses,
@@ -254,6 +257,8 @@ def exchange_row(
         "proposed_by": proposed_by,
         "decided_by": None,
         "decided_at": None,
+        "created_at": at,
+        "updated_at": at,
     }
 
 

@@ -11,6 +11,7 @@ than the time bank's ``pending_expiry_days`` become ``expired``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 
@@ -20,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal, Role
 from timebank.audit import service as audit
 from timebank.db import table_of, utcnow
-from timebank.errors import Forbidden, InvalidInput, NotPending, PartyInactive
+from timebank.errors import (
+    BalanceLimitExceeded,
+    Forbidden,
+    InvalidInput,
+    NotPending,
+    PartyInactive,
+)
 from timebank.idempotency import Claim
 from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType
 from timebank.ledger.posting import (
@@ -30,13 +37,14 @@ from timebank.ledger.posting import (
     Posted,
     exchange_row,
     insert_exchanges,
+    limit_refusal,
     lock_accounts,
     posting_rows,
 )
 from timebank.ledger.reads import find_exchange, is_stale, load_views, party_members, view
 from timebank.ledger.rules import POOL_KINDS
 from timebank.ledger.schemas import ExchangeCreate, ExchangeOut
-from timebank.ledger.validate import check_active, draft, load_and_validate
+from timebank.ledger.validate import Party, check_active, draft, load_and_validate
 from timebank.members.models import Member, MemberStatus
 from timebank.organisations.models import Organisation, OrganisationStatus
 from timebank.timebanks.models import Category, TimeBank
@@ -73,6 +81,7 @@ async def propose_exchange(
         raise Forbidden("A member key may only propose exchanges in which the member is a party")
     check_active(prepared)
     d = draft(data, prepared)
+    await _check_own_limit(session, tb, principal, prepared.parties, d.legs)
     row = exchange_row(
         principal, tb, d, status=ExchangeStatus.pending, proposed_by=principal.member_id
     )
@@ -90,11 +99,52 @@ async def propose_exchange(
             details={"kind": prepared.kind.value, "accounts": [str(provider), str(recipient)]},
         ),
     )
-    out = view(Posted(NewExchange(**row), [], d.category.slug if d.category else None))
+    out = view(
+        Posted(NewExchange(**row), [], d.category.slug if d.category else None),
+        expiry=timedelta(days=tb.pending_expiry_days),
+    )
     if claim is not None:
         await claim.settle(session, out)
     await session.commit()
     return out
+
+
+async def _check_own_limit(
+    session: AsyncSession,
+    tb: TimeBank,
+    principal: Principal,
+    parties: Sequence[Party],
+    legs: Sequence[Leg],
+) -> None:
+    """A proposal that would take the proposer past their own balance limit is refused when
+    it is proposed (their own figures, so the refusal may name them); the counterparty's
+    limits are checked only at confirmation, and never named to the proposer."""
+    own = {p.account_id for p in parties if p.owner_id == principal.member_id}
+    mine = [leg for leg in legs if leg.account_id in own]
+    account = await session.get(Account, mine[0].account_id) if mine else None
+    if account is None:
+        return
+    try:
+        Book(tb, {account.id: account}).apply(mine, enforce_limits=True)
+    except BalanceLimitExceeded as exc:
+        exc.detail = limit_refusal(exc.extra, "Your account")
+        raise
+
+
+def _anonymous_limit(principal: Principal, exc: BalanceLimitExceeded) -> BalanceLimitExceeded:
+    """A balance-limit refusal as a member key may read it: its own figures in full, another
+    party's never (no name, no balance, no limits)."""
+    party = exc.extra.get("party") or {}
+    if principal.role is not Role.member or (
+        party.get("type") == OwnerType.member.value and party.get("id") == str(principal.member_id)
+    ):
+        return exc
+    whose = "member's" if party.get("type") == OwnerType.member.value else "party's"
+    return BalanceLimitExceeded(
+        f"The other {whose} balance limit would be passed: this exchange cannot be recorded "
+        "now. It stays pending; you may reject it, or confirm it later.",
+        party={"type": "counterparty"},
+    )
 
 
 async def _owner(session: AsyncSession, account_id: uuid.UUID) -> Account:
@@ -185,7 +235,11 @@ async def decide(
     if locked.status is not ExchangeStatus.pending:
         raise NotPending(f"This exchange is {locked.status.value}, not pending")
     now = utcnow()
-    values: dict[str, object] = {"decided_by": principal.scope_id, "decided_at": now}
+    values: dict[str, object] = {
+        "decided_by": principal.scope_id,
+        "decided_at": now,
+        "updated_at": now,
+    }
     if decision is Decision.confirm:
         await _recheck_parties(session, locked)
         assert locked.provider_account_id is not None
@@ -197,7 +251,10 @@ async def decide(
         # the posting step for an exchange that exists: lock, check limits, postings,
         # balances; the exchange row turns recorded below
         book = Book(tb, await lock_accounts(session, (leg.account_id for leg in legs)))
-        after = await book.apply_named(session, legs, enforce_limits=True)
+        try:
+            after = await book.apply_named(session, legs, enforce_limits=True)
+        except BalanceLimitExceeded as exc:
+            raise _anonymous_limit(principal, exc) from None
         await insert_exchanges(session, posting_rows(locked.id, legs, after), [])
         await book.save(session)
         values.update(status=ExchangeStatus.recorded, recorded_at=now)
@@ -231,7 +288,7 @@ async def decide(
             .execution_options(populate_existing=True)
         )
     ).scalar_one()
-    out = (await load_views(session, tb, [fresh]))[0]
+    out = (await load_views(session, tb, [fresh], principal))[0]
     await session.commit()
     return out
 
@@ -256,7 +313,11 @@ async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_day
     await session.execute(
         update(table)
         .where(table.c.id == bindparam("ex_id"), table.c.status == ExchangeStatus.pending)
-        .values(status=ExchangeStatus.expired, decided_at=bindparam("expired_at")),
+        .values(
+            status=ExchangeStatus.expired,
+            decided_at=bindparam("expired_at"),
+            updated_at=bindparam("expired_at"),
+        ),
         [{"ex_id": ex_id, "expired_at": at + expiry} for ex_id, at in stale],
     )
     return len(stale)

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from timebank.access import Principal, Role
+from timebank.access import STAFF, Principal, Role
+from timebank.auth.models import ApiKey, ConsoleUser
 from timebank.bodies import trusted
 from timebank.db import utcnow
 from timebank.errors import NotFound
@@ -30,7 +31,7 @@ from timebank.ledger.models import (
 )
 from timebank.ledger.posting import Posted
 from timebank.ledger.rules import effective_limits
-from timebank.ledger.schemas import BalanceOut, ExchangeOut, LoggedBy, PostingOut
+from timebank.ledger.schemas import Actor, BalanceOut, ExchangeOut, LoggedBy, PostingOut
 from timebank.members.models import Member, MemberStatus
 from timebank.organisations.models import Organisation
 from timebank.timebanks.models import Category, TimeBank
@@ -65,9 +66,13 @@ async def reversed_by(
 
 
 async def load_views(
-    session: AsyncSession, tb: TimeBank, exchanges: Sequence[Exchange]
+    session: AsyncSession,
+    tb: TimeBank,
+    exchanges: Sequence[Exchange],
+    reader: Principal | None = None,
 ) -> list[ExchangeOut]:
-    """Exchange views with postings, category slug and ``reversed_by``, in three queries."""
+    """Exchange views with postings, category slug, ``reversed_by`` and who decided (as
+    ``reader`` may see it; ``None``: as a member would), in at most five queries."""
     ids = [e.id for e in exchanges]
     postings: dict[uuid.UUID, list[PostingOut]] = defaultdict(list)
     if ids:
@@ -90,6 +95,7 @@ async def load_views(
             ).all()
         )
     rev = await reversed_by(session, ids)
+    actors = await deciders(session, {e.decided_by for e in exchanges if e.decided_by}, reader)
     expiry = timedelta(days=tb.pending_expiry_days)
     return [
         view(
@@ -97,23 +103,77 @@ async def load_views(
                 e, postings[e.id], cats.get(e.category_id) if e.category_id else None, rev.get(e.id)
             ),
             expired_at=e.recorded_at + expiry if is_stale(e, tb) else None,
+            expiry=expiry,
+            decided_by=actors.get(e.decided_by) if e.decided_by else None,
         )
         for e in exchanges
     ]
 
 
-def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
-    """The API's view of an exchange; ``expired_at`` for a stale proposal."""
+async def deciders(
+    session: AsyncSession, ids: set[uuid.UUID], reader: Principal | None
+) -> dict[uuid.UUID, Actor]:
+    """Who each id of ``decided_by`` is (an API key's or a console user's), as ``reader``
+    may see it: staff everything; anyone else a member by name and staff by role only."""
+    if not ids:
+        return {}
+    staff = reader is not None and reader.role in STAFF
+    out: dict[uuid.UUID, Actor] = {}
+    keys = await session.execute(
+        select(ApiKey.id, ApiKey.role, ApiKey.label, Member.id, Member.display_name)
+        .outerjoin(Member, Member.id == ApiKey.member_id)
+        .where(ApiKey.id.in_(ids))
+    )
+    for key_id, role, label, member_id, member_name in keys.tuples():
+        if member_id is not None:
+            out[key_id] = trusted(Actor, type="member", id=member_id, name=member_name)
+        elif staff:
+            out[key_id] = trusted(Actor, type="key", id=key_id, name=label or Role(role).value)
+        else:
+            out[key_id] = Actor(type="key", name=Role(role).value)
+    rest = ids - set(out)
+    if rest:
+        users = await session.execute(
+            select(ConsoleUser.id, ConsoleUser.role, ConsoleUser.name).where(
+                ConsoleUser.id.in_(rest)
+            )
+        )
+        for user_id, role, name in users.tuples():
+            if staff:
+                out[user_id] = trusted(
+                    Actor, type="user", id=user_id, name=name or Role(role).value
+                )
+            else:
+                out[user_id] = Actor(type="user", name=Role(role).value)
+    return out
+
+
+def view(
+    p: Posted,
+    expired_at: datetime | None = None,
+    *,
+    expiry: timedelta | None = None,
+    decided_by: Actor | None = None,
+) -> ExchangeOut:
+    """The API's view of an exchange; ``expired_at`` for a stale proposal; ``expiry`` the
+    bank's pending expiry (for a pending proposal's ``expires_at``)."""
     e = p.exchange
+    status = ExchangeStatus.expired if expired_at else e.status
+    created = e.created_at or e.recorded_at
     return trusted(
         ExchangeOut,  # trusted: from the ledger, not from a client
         id=e.id,
-        status=ExchangeStatus.expired if expired_at else e.status,
+        status=status,
         kind=e.kind,
         minutes=e.minutes,
         category=p.category,
         occurred_on=e.occurred_on,
-        recorded_at=e.recorded_at,
+        recorded_at=e.recorded_at if status is ExchangeStatus.recorded else None,
+        created_at=created,
+        updated_at=expired_at or e.updated_at or created,
+        expires_at=created + expiry
+        if status is ExchangeStatus.pending and expiry is not None
+        else None,
         description=e.description,
         external_ref=e.external_ref,
         postings=p.postings,
@@ -128,7 +188,7 @@ def view(p: Posted, expired_at: datetime | None = None) -> ExchangeOut:
             role=Role(e.logged_by_role),
         ),
         proposed_by=e.proposed_by,
-        decided_by=e.decided_by,
+        decided_by=decided_by,
         decided_at=expired_at or e.decided_at,
         reason=e.reason,
         override_reason=e.override_reason,
@@ -164,7 +224,7 @@ async def get_exchange(
         session, ex
     ):
         raise NotFound("No such exchange in this time bank")
-    return (await load_views(session, tb, [ex]))[0]
+    return (await load_views(session, tb, [ex], principal))[0]
 
 
 @dataclass
@@ -176,6 +236,9 @@ class ExchangeFilters:
     date_from: date | None = None
     date_to: date | None = None
     awaiting_member: uuid.UUID | None = None  # pending, proposed by someone else
+    proposed_by: uuid.UUID | None = None  # a member's own proposals
+    updated_since: datetime | None = None  # changed at or after (decided, expired, ...)
+    newest_first: bool = False  # by creation (the id's order), newest first
 
 
 async def list_exchanges(
@@ -225,10 +288,27 @@ async def list_exchanges(
         stmt = stmt.where(Exchange.occurred_on >= filters.date_from)
     if filters.date_to is not None:
         stmt = stmt.where(Exchange.occurred_on <= filters.date_to)
+    if filters.proposed_by is not None:
+        stmt = stmt.where(Exchange.proposed_by == filters.proposed_by)
+    if filters.updated_since is not None:
+        since = filters.updated_since
+        expiry = timedelta(days=tb.pending_expiry_days)
+        stmt = stmt.where(
+            or_(
+                Exchange.updated_at >= since,
+                # expired by the passing of time, not yet stored as such: changed when it expired
+                and_(
+                    Exchange.status == ExchangeStatus.pending,
+                    Exchange.recorded_at < cutoff,
+                    Exchange.recorded_at >= since - expiry,
+                ),
+            )
+        )
     if after is not None:
-        stmt = stmt.where(Exchange.id > after)
-    rows = list((await session.execute(stmt.order_by(Exchange.id).limit(limit + 1))).scalars())
-    return await load_views(session, tb, rows)
+        stmt = stmt.where(Exchange.id < after if filters.newest_first else Exchange.id > after)
+    order = Exchange.id.desc() if filters.newest_first else Exchange.id
+    rows = list((await session.execute(stmt.order_by(order).limit(limit + 1))).scalars())
+    return await load_views(session, tb, rows, principal)
 
 
 async def balance(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
 from timebank.errors import AlreadyReversed, NotReversible
 from timebank.idempotency import Claim
-from timebank.ledger.models import ExchangeKind, ExchangeStatus, Posting
+from timebank.ledger.models import Exchange, ExchangeKind, ExchangeStatus, Posting
 from timebank.ledger.posting import Draft, Leg, post
 from timebank.ledger.reads import find_exchange, reversed_by, view
 from timebank.ledger.schemas import ExchangeOut
@@ -57,6 +57,13 @@ async def reverse_exchange(
         enforce_limits=False,
     )
     result = await post(session, principal, tb, reversal)
+    # the original now shows its reversal (``reversed_by``): a change to it
+    await session.execute(
+        update(Exchange)
+        .where(Exchange.id == original.id)
+        .values(updated_at=result.exchange.recorded_at)
+        .execution_options(synchronize_session=False)
+    )
     await audit.record(
         session,
         audit.event(

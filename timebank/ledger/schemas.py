@@ -5,9 +5,10 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from timebank.access import Role
-from timebank.bodies import FreeText, JsonBody, one_of
+from timebank.bodies import FieldError, FreeText, JsonBody, LeavesOut, one_of
 from timebank.ledger.models import ExchangeKind, ExchangeStatus
 
 SLUG = r"^[a-z0-9][a-z0-9-]{1,62}$"
@@ -245,7 +246,21 @@ class LoggedBy(BaseModel):
     role: Role
 
 
-class ExchangeOut(BaseModel):
+class Actor(LeavesOut):
+    """Who decided a proposal, as the reader may see it: a member (through their app), a
+    console user or an API key. A member reading sees a member's name, and of staff only
+    their role (no id)."""
+
+    ABSENT_IF_NONE = ("id",)
+    type: Literal["member", "user", "key"]
+    id: uuid.UUID | SkipJsonSchema[None] = Field(
+        default=None, description="Left out where the reader may not see it"
+    )
+    name: str = Field(description="A member's name, a console user's, a key's label, or a role")
+
+
+class ExchangeOut(LeavesOut):
+    ABSENT_IF_NONE = ("recorded_at", "expires_at")
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -275,6 +290,8 @@ class ExchangeOut(BaseModel):
                     "proposed_by": None,
                     "decided_by": None,
                     "decided_at": None,
+                    "created_at": "2026-11-30T10:15:00Z",
+                    "updated_at": "2026-11-30T10:15:00Z",
                 }
             ]
         }
@@ -285,7 +302,17 @@ class ExchangeOut(BaseModel):
     minutes: int
     category: str | None
     occurred_on: date
-    recorded_at: datetime
+    recorded_at: datetime | SkipJsonSchema[None] = Field(
+        default=None, description="When it was recorded; left out until it is (a proposal)"
+    )
+    created_at: datetime = Field(description="When it was recorded or proposed")
+    updated_at: datetime = Field(
+        description="When it last changed (decided, expired, reversed, redacted); the lists' "
+        "`updated_since` compares this"
+    )
+    expires_at: datetime | SkipJsonSchema[None] = Field(
+        default=None, description="A pending proposal: when it expires unless decided"
+    )
     description: str | None
     external_ref: str | None
     postings: list[PostingOut]
@@ -298,25 +325,31 @@ class ExchangeOut(BaseModel):
     reverses: uuid.UUID | None
     reversed_by: uuid.UUID | None
     logged_by: LoggedBy
-    proposed_by: uuid.UUID | None
-    decided_by: uuid.UUID | None
+    proposed_by: uuid.UUID | None = Field(description="A proposal: the proposing member's id")
+    decided_by: Actor | None = Field(description="Who confirmed, rejected or cancelled it")
     decided_at: datetime | None
     reason: str | None = None
     override_reason: str | None = None
 
 
-class BatchError(BaseModel):
+class BatchError(LeavesOut):
+    ABSENT_IF_NONE = ("errors",)
     code: str = Field(description="A problem `code` (see ProblemCode), e.g. `batch_aborted`")
     title: str
     detail: str
-    errors: list[dict[str, str]] | None = None
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="`validation_error`: each refused field"
+    )
 
 
-class BatchResult(BaseModel):
+class BatchResult(LeavesOut):
+    ABSENT_IF_NONE = ("exchange", "error")
     index: int
     status: int
-    exchange: ExchangeOut | None = None
-    error: BatchError | None = None
+    exchange: ExchangeOut | SkipJsonSchema[None] = Field(
+        default=None, description="Recorded (status 201): the exchange"
+    )
+    error: BatchError | SkipJsonSchema[None] = Field(default=None, description="Refused: why")
 
 
 class BatchOut(BaseModel):
@@ -325,16 +358,23 @@ class BatchOut(BaseModel):
             "examples": [
                 {
                     "results": [
-                        {"index": 0, "status": 201, "exchange": None, "error": None},
+                        {
+                            "index": 0,
+                            "status": 424,
+                            "error": {
+                                "code": "batch_aborted",
+                                "title": "Batch aborted",
+                                "detail": "Not recorded: another item of this atomic batch "
+                                "was refused",
+                            },
+                        },
                         {
                             "index": 1,
                             "status": 409,
-                            "exchange": None,
                             "error": {
                                 "code": "duplicate",
                                 "title": "Duplicate",
                                 "detail": "external_ref 'sheet-2026-11/2' is already recorded",
-                                "errors": None,
                             },
                         },
                     ]
@@ -480,6 +520,7 @@ class StatementOut(BaseModel):
                         }
                     ],
                     "next_cursor": None,
+                    "resume_cursor": "NTgxMg",
                 }
             ]
         }
@@ -490,6 +531,10 @@ class StatementOut(BaseModel):
     closing_balance_minutes: int
     items: list[StatementEntry]
     next_cursor: str | None
+    resume_cursor: str = Field(
+        description="Where this page ends, on every page (the last too): ask again later "
+        "with `cursor=` this to get only the entries added since"
+    )
 
 
 FormatParam = Literal["json", "csv"]

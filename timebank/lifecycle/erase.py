@@ -69,7 +69,7 @@ async def erase_member(
         await session.execute(
             update(Exchange)
             .where(mine, column.is_not(None))
-            .values({column.key: REDACTED})
+            .values({column.key: REDACTED, "updated_at": utcnow()})
             .execution_options(synchronize_session=False)
         )
     for chunk in _chunks(exchange_ids, 500):  # reasons copied into the audit trail

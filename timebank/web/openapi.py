@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from timebank.bodies import ALTERNATIVES, JsonBody
-from timebank.web.problems import PROBLEM_EXAMPLES, PROBLEM_JSON, STATUS
+from timebank.web.problems import PROBLEM_EXAMPLES, PROBLEM_JSON, PROBLEM_PAGES, STATUS
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 # Route options. ``FILE``: the operation answers a file of this media type (its own
@@ -43,8 +44,20 @@ ALSO_RETURNS = "also_returns"
 # Route option: the operation takes a file as its body (these media types, or a multipart
 # form with the file as ``file``).
 UPLOAD = "upload_media_types"
+# Route option: the operation needs no API key (``/health``, ``/ready``). Said by the route,
+# never guessed from its handler's signature: the hot handlers authenticate inside.
+PUBLIC = "public"
+# Route option: the operation also takes a console user's session cookie instead of a key.
+CONSOLE_SESSION = "console_session"
 BINARY = {"type": "string", "format": "binary"}
 API_KEY = "apiKey"
+SESSION = "consoleSession"
+SESSION_SCHEME = {
+    "type": "apiKey",
+    "in": "cookie",
+    "name": "timebank_session",
+    "description": "A console user's session (signing in to the console sets it)",
+}
 API_KEY_SCHEME = {
     "type": "http",
     "scheme": "bearer",
@@ -113,30 +126,41 @@ SHEET_EXAMPLE = (
 
 
 def _upload_body(media_types: list[str]) -> dict[str, Any]:
-    content = {m: _file_content(m) for m in media_types}
-    for media_type, media in content.items():
-        if media_type.startswith("text/"):
-            media["example"] = SHEET_EXAMPLE
-    content["multipart/form-data"] = {
-        "schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {"file": BINARY},
-        }
+    """The file as a multipart form's ``file``, or as the body itself. The file's own media
+    types (``text/csv``, the XLSX type) are accepted too, but documented as
+    ``application/octet-stream``: the service reads what the bytes are, and generators
+    (openapi-python-client) understand only the generic type."""
+    said = ", ".join(f"`{m}`" for m in media_types)
+    return {
+        "required": True,
+        "description": f"The file: a multipart form with it as `file`, or its bytes as the "
+        f"body (`application/octet-stream`, or its own type: {said})",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": BINARY},
+                }
+            },
+            "application/octet-stream": {"schema": BINARY, "example": SHEET_EXAMPLE},
+        },
     }
-    return {"required": True, "content": content}
+
+
+def _file_response(media_type: str) -> dict[str, Any]:
+    """A file answer: its media type, and for a binary file ``application/octet-stream``
+    beside it (what generators can read: it is the same bytes)."""
+    content = {media_type: _file_content(media_type)}
+    if not media_type.startswith("text/") and media_type != "application/octet-stream":
+        content["application/octet-stream"] = {"schema": BINARY}
+    return content
 
 
 def public_operations(app: Litestar) -> set[tuple[str, str]]:
-    """(path, method) of the operations that need no API key (``/health``, ``/ready``)."""
-    return {
-        (route.path_format, method.lower())
-        for route in app.routes
-        if isinstance(route, HTTPRoute)
-        for handler in route.route_handlers
-        if "principal" not in handler.parsed_fn_signature.parameters
-        for method in handler.http_methods
-    }
+    """(path, method) of the operations that need no API key: those whose route says so
+    (``opt={PUBLIC: True}``). Every other operation is documented as needing one."""
+    return set(route_options(app, PUBLIC))
 
 
 def input_model_names() -> set[str]:
@@ -276,23 +300,153 @@ def _examples(out: dict[str, Any]) -> None:
         item = schemas.get(ref.rsplit("/", 1)[-1], {})
         if item.get("examples"):
             schema["examples"] = [{"items": item["examples"][:1], "next_cursor": None}]
+
+
+_CODE_NAMED = re.compile(r"`([a-z_]+)`")
+# The fields a problem of these codes carries beside the usual ones.
+PROBLEM_FIELDS: dict[str, dict[str, Any]] = {
+    "validation_error": {
+        "errors": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/FieldError"},
+            "description": "Each refused field, with what to do about it",
+        },
+        "known_parameters": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "An unknown query parameter: the ones the operation takes",
+        },
+    },
+    "balance_limit_exceeded": {
+        "party": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "enum": ["member", "organisation", "pool", "counterparty"],
+                    "description": "`counterparty`: another member's limit, to a member key "
+                    "(whose figures it is not given)",
+                },
+                "id": {"type": "string", "format": "uuid"},
+            },
+            "description": "Whose limit would be passed",
+        },
+        "account_id": {"type": "string", "format": "uuid"},
+        "balance_minutes": {"type": "integer", "description": "The balance before"},
+        "change_minutes": {"type": "integer", "description": "This exchange's movement"},
+        "min_balance_minutes": {"type": ["integer", "null"], "description": "null: none"},
+        "max_balance_minutes": {"type": ["integer", "null"], "description": "null: none"},
+    },
+    "rate_limited": {
+        "retry_after": {"type": "integer", "minimum": 1, "description": "Seconds to wait"}
+    },
+}
+
+
+def _camel(code: str) -> str:
+    return "".join(part.title() for part in code.split("_"))
+
+
+def problem_schema_name(code: str) -> str:
+    return f"{_camel(code)}Problem"
+
+
+def _problem_schemas(out: dict[str, Any]) -> None:
+    """One schema per problem code (its ``code`` and ``status`` fixed, its own fields
+    declared), and each error response as the ``oneOf`` of the codes it lists, told apart
+    by ``code``; its example is that of the first code it lists."""
+    schemas = out["components"]["schemas"]
+    base = schemas["Problem"]
+    for code, status in STATUS.items():
+        properties = {k: v for k, v in base["properties"].items() if k != "errors"}
+        properties["code"] = {"type": "string", "const": code}
+        properties["status"] = {"type": "integer", "const": status}
+        properties["type"] = {
+            "type": "string",
+            "format": "uri-reference",
+            "description": f"`/problems/{code}`: a page of this service about the code",
+        }
+        properties.update(PROBLEM_FIELDS.get(code, {}))
+        schemas[problem_schema_name(code)] = {
+            "type": "object",
+            "title": problem_schema_name(code),
+            "description": PROBLEM_PAGES[code],
+            "required": [*base["required"], *(["errors"] if code == "validation_error" else [])],
+            "properties": properties,
+        }
     for item in out.get("paths", {}).values():
         for operation in item.values():
             if not isinstance(operation, dict):
                 continue
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {}).get(PROBLEM_JSON)
-                if content is not None and status in PROBLEM_EXAMPLES:
-                    content["example"] = PROBLEM_EXAMPLES[status]
-                    said = str(response.get("description", ""))
-                    if status == "413" and said.startswith("The file is over"):
-                        # an upload's own limit, as its description names it
-                        limit = said.removeprefix("The file is over ").split(" (", 1)[0]
-                        content["example"] = {
-                            **PROBLEM_EXAMPLES[status],
-                            "detail": f"The file is over the limit of {limit} per sheet: "
-                            "split it into several sheets",
-                        }
+                if content is None or not status.isdigit():
+                    continue
+                named = _CODE_NAMED.findall(response.get("description", ""))
+                codes = [c for c in dict.fromkeys(named) if STATUS.get(c) == int(status)]
+                if not codes:
+                    codes = [c for c, s in STATUS.items() if s == int(status)]
+                refs = {c: f"#/components/schemas/{problem_schema_name(c)}" for c in codes}
+                if len(codes) == 1:
+                    content["schema"] = {"$ref": refs[codes[0]]}
+                else:
+                    content["schema"] = {
+                        "oneOf": [{"$ref": r} for r in refs.values()],
+                        "discriminator": {"propertyName": "code", "mapping": refs},
+                    }
+                if codes[0] in PROBLEM_EXAMPLES:
+                    content["example"] = PROBLEM_EXAMPLES[codes[0]]
+                said = str(response.get("description", ""))
+                if status == "413" and said.startswith("The file is over"):
+                    # an upload's own limit, as its description names it
+                    limit = said.removeprefix("The file is over ").split(" (", 1)[0]
+                    content["example"] = {
+                        **content.get("example", {}),
+                        "detail": f"The file is over the limit of {limit} per sheet: "
+                        "split it into several sheets",
+                    }
+
+
+_PARAM = re.compile(r"\{([^}]+)\}")
+# Path parameters that name a created thing by a field other than its ``id``.
+_BY_FIELD = {"tb": "slug", "slug": "slug"}
+
+
+def _links(out: dict[str, Any]) -> None:
+    """OpenAPI links from each creating operation (a POST to a collection answering 201) to
+    the operations that take the created thing's id (or slug) in their path — for clients
+    and tools (Schemathesis's stateful phase) that follow them."""
+    paths = out.get("paths", {})
+    ops = [
+        (path, method, operation)
+        for path, item in paths.items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+    for path, method, creating in ops:
+        created = creating.get("responses", {}).get("201")
+        if method != "post" or created is None or path.endswith("}"):
+            continue
+        known = _PARAM.findall(path)
+        links: dict[str, Any] = {}
+        for target_path, _, target in ops:
+            rest = target_path[len(path) :]
+            if not target_path.startswith(path + "/{"):
+                continue
+            new = _PARAM.match(rest[1:])
+            assert new is not None
+            name = new.group(1)
+            if not set(_PARAM.findall(target_path)) <= {*known, name}:
+                continue
+            parameters = {p: f"$request.path.{p}" for p in known}
+            parameters[name] = f"$response.body#/{_BY_FIELD.get(name, 'id')}"
+            links[target["operationId"]] = {
+                "operationId": target["operationId"],
+                "parameters": parameters,
+            }
+        if links:
+            created["links"] = links
 
 
 def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
@@ -315,9 +469,10 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
         _no_impossible_default(schema)
     _problem_codes(out)
     out["components"]["headers"] = HEADERS
-    out["components"]["securitySchemes"] = {API_KEY: API_KEY_SCHEME}
+    out["components"]["securitySchemes"] = {API_KEY: API_KEY_SCHEME, SESSION: SESSION_SCHEME}
     out["security"] = [{API_KEY: []}]
     public = public_operations(app)
+    sessions = route_options(app, CONSOLE_SESSION)
     optional = optional_bodies(app)
     files = route_options(app, FILE)
     uploads = route_options(app, UPLOAD)
@@ -330,6 +485,8 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
                 _plain_parameter(parameter)
             if (path, method) in public:
                 operation["security"] = []
+            elif (path, method) in sessions:
+                operation["security"] = [{API_KEY: []}, {SESSION: []}]
             if (path, method) in uploads:
                 operation["requestBody"] = _upload_body(uploads[path, method])
             body = operation.get("requestBody")
@@ -345,13 +502,15 @@ def honest_document(document: dict[str, Any], app: Litestar) -> dict[str, Any]:
             ok = operation["responses"].get("200")
             if ok is not None and (path, method) in files:
                 media_type = files[path, method]
-                ok["content"] = {media_type: _file_content(media_type)}
+                ok["content"] = _file_response(media_type)
                 ok["headers"] = {"Content-Disposition": {"$ref": CONTENT_DISPOSITION}}
             if ok is not None and (path, method) in also:
                 for media_type in also[path, method]:
                     ok.setdefault("content", {})[media_type] = _file_content(media_type)
             _declare_headers(operation)
     _examples(out)
+    _problem_schemas(out)
+    _links(out)
     return out
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from timebank.db import Replica
+from timebank.errors import NotFound
 from timebank.migrations import head_revisions
 from timebank.web.language import localise
-from timebank.web.problems import PROBLEM_JSON, Problem, problem_response
+from timebank.web.openapi import PUBLIC
+from timebank.web.problems import PROBLEM_JSON, PROBLEM_PAGES, STATUS, Problem, problem_response
 
 
 class Health(BaseModel):
@@ -43,6 +46,7 @@ class Ready(BaseModel):
     "/health",
     tags=["operations"],
     operation_id="getHealth",
+    opt={PUBLIC: True},
     summary="Is the process up",
     description="Answers 200 while the process runs; needs no key. For load balancers.",
 )
@@ -62,6 +66,7 @@ async def health() -> Health:
         )
     },
     operation_id="getReady",
+    opt={PUBLIC: True},
     summary="Can it serve requests",
     description="200 when the database answers and is at the latest migration, else 503 "
     "`unavailable`; needs no key. For load balancers and orchestrators.",
@@ -101,3 +106,33 @@ async def ready(request: Request[Any, Any, Any], db_engine: AsyncEngine) -> Resp
             replica_in_use=lag is not None and lag <= replica.max_lag,
         )
     )
+
+
+@get(
+    "/problems/{code:str}",
+    include_in_schema=False,
+    media_type=MediaType.HTML,
+    opt={PUBLIC: True},
+)
+async def problem_page(code: str) -> str:
+    """The page a problem's ``type`` points at: what its code means and what to do."""
+    if code not in PROBLEM_PAGES:
+        raise NotFound(f"No problem code '{code}'")
+    status = STATUS[code]
+    title = html.escape(f"{code} ({status})")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — Timebank ledger API</title></head>
+<body>
+<main>
+<h1><code>{html.escape(code)}</code></h1>
+<p>HTTP status {status}.</p>
+<p>{html.escape(PROBLEM_PAGES[code])}</p>
+<p>Every error of this API is <code>application/problem+json</code> with this
+<code>code</code>; its <code>type</code> is the address of this page. See
+<a href="/schema">the API reference</a>.</p>
+</main>
+</body>
+</html>
+"""

@@ -19,10 +19,12 @@ from litestar.exceptions import (
 )
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from timebank.bodies import FieldError
 from timebank.db import READ_ONLY, lost_connection, session_ended, sqlstate
 from timebank.errors import DomainError, field_error
 from timebank.logs import request_id_var
@@ -66,22 +68,33 @@ UNAVAILABLE_RETRY_AFTER = 2  # seconds: about a switch of primaries, or a restar
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details, as every error response of this API."""
+    """RFC 9457 problem details, as every error response of this API. ``type`` is the
+    address of a page of this service that explains the ``code``."""
 
     type: str
     title: str
     status: int
     detail: str
     code: str
-    errors: list[dict[str, str]] | None = None
-    request_id: str | None = None
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="`validation_error`: each refused field"
+    )
+    request_id: str | SkipJsonSchema[None] = Field(
+        default=None, description="Quote it when reporting a problem"
+    )
+
+
+def problem_type(code: str) -> str:
+    """A problem's ``type``: the page of this service about its code (relative to the
+    service's address, as RFC 9457 allows)."""
+    return f"/problems/{code}"
 
 
 def problem_response(
     status: int, code: str, title: str, detail: str, **extra: Any
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
-        "type": f"https://timebank.example/problems/{code.replace('_', '-')}",
+        "type": problem_type(code),
         "title": title,
         "status": status,
         "detail": detail,
@@ -307,7 +320,7 @@ _DESCRIPTIONS = {
     404: "Unknown time bank or resource (`not_found`)",
     409: "Conflict with the ledger's state (see `code`)",
     413: "Body over the limit, 1 MiB unless the operation says otherwise (`payload_too_large`)",
-    422: "Invalid input (`validation_error`, `idempotency_key_reused`)",
+    422: "Invalid input (`validation_error`)",
     429: "Rate limited (`rate_limited`), see Retry-After",
     503: "Database unreachable (`unavailable`)",
 }
@@ -341,6 +354,9 @@ def problems(
             desc = "Conflict: " + ", ".join(f"`{c}`" for c in conflict)
         if status == 413 and upload_limit is not None:
             desc = f"The file is over {_size(upload_limit)} (`payload_too_large`)"
+        if status == 422 and keyed:
+            desc = "Invalid input (`validation_error`), or an Idempotency-Key reused with "
+            desc += "another request (`idempotency_key_reused`)"
         out[status] = ResponseSpec(
             data_container=Problem,
             description=desc,
@@ -352,7 +368,7 @@ def problems(
 
 def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {
-        "type": f"https://timebank.example/problems/{code.replace('_', '-')}",
+        "type": problem_type(code),
         "title": title,
         "status": status,
         "detail": detail,
@@ -362,42 +378,131 @@ def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> d
     }
 
 
-# One example problem per status, shown in the OpenAPI document.
+# One example problem per code, shown in the OpenAPI document (an operation's error
+# response shows the example of the first code it lists).
 PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
-    str(status): body
-    for status, body in {
-        400: _example(
-            400,
-            "malformed_request",
-            "Malformed request",
-            "The body is not valid JSON (line 1, column 12): send a JSON object with "
-            "Content-Type: application/json",
-        ),
-        401: _example(401, "unauthorized", "Unauthorized", "Missing API key"),
-        403: _example(403, "forbidden", "Forbidden", "A member key cannot do this"),
-        404: _example(404, "not_found", "Not found", "No time bank 'north-ayrshire'"),
-        409: _example(
-            409,
-            "balance_limit_exceeded",
-            "Balance limit exceeded",
-            "Alex Smith (member 01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40) would go below their "
-            "lower limit of -600 minutes",
-        ),
-        413: _example(
-            413,
-            "payload_too_large",
-            "Payload too large",
-            "The body is over the limit of 1 MiB (1,048,576 bytes); send less at once (a batch "
-            "takes up to 1000 exchanges)",
-        ),
-        422: _example(
-            422,
-            "validation_error",
-            "Validation error",
-            "minuets: unknown field (did you mean 'minutes'?)",
-            errors=[{"field": "minuets", "message": "unknown field (did you mean 'minutes'?)"}],
-        ),
-        429: _example(429, "rate_limited", "Rate limited", "Too many requests; retry in 2 s"),
-        503: _example(503, "unavailable", "Service unavailable", "Database unreachable"),
-    }.items()
+    "malformed_request": _example(
+        400,
+        "malformed_request",
+        "Malformed request",
+        "The body is not valid JSON (line 1, column 12): send a JSON object with "
+        "Content-Type: application/json",
+    ),
+    "unauthorized": _example(401, "unauthorized", "Unauthorized", "Missing API key"),
+    "forbidden": _example(403, "forbidden", "Forbidden", "A member key cannot do this"),
+    "not_found": _example(404, "not_found", "Not found", "No time bank 'north-ayrshire'"),
+    "balance_limit_exceeded": _example(
+        409,
+        "balance_limit_exceeded",
+        "Balance limit exceeded",
+        "Alex Smith (member 01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40) would go to −10 h 30 min, "
+        "below the lower limit of −10 h (balance −9 h, this exchange −1 h 30 min)",
+        account_id="01937a4e-6d10-7b9a-8e2f-000000000002",
+        party={"type": "member", "id": "01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40"},
+        balance_minutes=-540,
+        change_minutes=-90,
+        min_balance_minutes=-600,
+        max_balance_minutes=None,
+    ),
+    "party_inactive": _example(
+        409,
+        "party_inactive",
+        "Party inactive",
+        "A party is no longer active (suspended, left or erased)",
+    ),
+    "already_reversed": _example(
+        409, "already_reversed", "Already reversed", "This exchange was already reversed"
+    ),
+    "not_reversible": _example(
+        409, "not_reversible", "Not reversible", "A reversal cannot be reversed"
+    ),
+    "not_pending": _example(
+        409, "not_pending", "Not pending", "This exchange is recorded, not pending"
+    ),
+    "idempotency_in_flight": _example(
+        409,
+        "idempotency_in_flight",
+        "Idempotency key in flight",
+        "A request with this Idempotency-Key is still being answered; retry in a moment",
+    ),
+    "duplicate": _example(
+        409,
+        "duplicate",
+        "Duplicate",
+        "external_ref 'nov-12' was already recorded in this time bank",
+    ),
+    "import_closed": _example(
+        409, "import_closed", "Sheet import closed", "This sheet was committed already"
+    ),
+    "payload_too_large": _example(
+        413,
+        "payload_too_large",
+        "Payload too large",
+        "The body is over the limit of 1 MiB (1,048,576 bytes); send less at once (a batch "
+        "takes up to 1000 exchanges)",
+    ),
+    "validation_error": _example(
+        422,
+        "validation_error",
+        "Validation error",
+        "minuets: unknown field (did you mean 'minutes'?)",
+        errors=[{"field": "minuets", "message": "unknown field (did you mean 'minutes'?)"}],
+    ),
+    "idempotency_key_reused": _example(
+        422,
+        "idempotency_key_reused",
+        "Idempotency key reused",
+        "This Idempotency-Key was used with another request; use a new key for a new request",
+    ),
+    "rate_limited": _example(
+        429, "rate_limited", "Rate limited", "Too many requests; retry in 2 s", retry_after=2
+    ),
+    "unavailable": _example(503, "unavailable", "Service unavailable", "Database unreachable"),
+    "report_timeout": _example(
+        503,
+        "report_timeout",
+        "Report timed out",
+        "The report ran past its time limit; try a shorter period, or later",
+    ),
+}
+
+
+# What each code means, for its page (``/problems/<code>``, a problem's ``type``).
+PROBLEM_PAGES: dict[str, str] = {
+    "unauthorized": "The request has no API key, or its key is unknown, revoked or expired. "
+    "Send Authorization: Bearer <api key>.",
+    "forbidden": "The key's role or scope does not allow this (a member key acts for its own "
+    "member only; a funder key reads reports only).",
+    "not_found": "No such time bank, or no such thing in it — or one outside the key's scope, "
+    "which is answered the same way.",
+    "validation_error": "A field or query parameter is not acceptable: `errors` lists each, "
+    "with what to do about it.",
+    "idempotency_key_reused": "This Idempotency-Key was used with another request. A key "
+    "stands for one request: use a new one for a new request.",
+    "balance_limit_exceeded": "The exchange would take an account further past its balance "
+    "limit. To a member key, another member's figures are never given: it says only that "
+    "the other member's balance limit would be passed.",
+    "party_inactive": "A party is suspended, has left or was erased: it takes part in no new "
+    "exchange.",
+    "already_reversed": "The exchange was reversed already; an exchange is reversed at most once.",
+    "not_reversible": "Only a recorded exchange that is not itself a reversal can be reversed.",
+    "not_pending": "The exchange is no longer pending (recorded, rejected, cancelled or "
+    "expired): it cannot be decided again.",
+    "idempotency_in_flight": "A request with the same Idempotency-Key is still being "
+    "answered: retry in a moment, with the same key.",
+    "duplicate": "A unique value (a slug, an external_ref, a membership number) is taken.",
+    "import_closed": "The sheet import was committed or discarded already.",
+    "batch_aborted": "An item of an atomic batch that would have been recorded, had another "
+    "not been refused: nothing of the batch was recorded.",
+    "rate_limited": "Too many requests with this key: wait for Retry-After seconds.",
+    "report_timeout": "The report ran past its time limit: try a shorter period or later.",
+    "malformed_request": "The body is not valid JSON: send a JSON object with Content-Type: "
+    "application/json.",
+    "method_not_allowed": "The path does not take this method: see the Allow header.",
+    "request_timeout": "The request did not arrive in time.",
+    "payload_too_large": "The body is over the limit: send less at once.",
+    "header_too_large": "The request's head is over the limit.",
+    "internal_error": "Something went wrong on our side: quote request_id when reporting it.",
+    "unavailable": "The database is unreachable for a moment: retry (with the same "
+    "Idempotency-Key for a write).",
 }

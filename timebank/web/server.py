@@ -40,13 +40,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from timebank.config import Settings, get_settings
 from timebank.errors import RequestTimeout
-from timebank.web.problems import PROBLEM_JSON
+from timebank.web.problems import PROBLEM_JSON, problem_type
 
 
 def _problem_body(status: int, code: str, title: str, detail: str) -> bytes:
     return json.dumps(
         {
-            "type": f"https://timebank.example/problems/{code.replace('_', '-')}",
+            "type": problem_type(code),
             "title": title,
             "status": status,
             "detail": detail,
