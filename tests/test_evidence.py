@@ -212,10 +212,7 @@ async def test_the_sealer_task_seals_new_exchanges_and_signs_checkpoints(
     a, b = await ev_api.member(slug, "A"), await ev_api.member(slug, "B")
     for m in (10, 20, 30):
         await _created(await ev_api.exchange(slug, simple(a, b, m)))
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        seal.run_sealer(sessions, ev_settings.model_copy(update={"seal_seconds": 0.02}), stop)
-    )
+    halt = seal.start_sealer(ev_settings.model_copy(update={"seal_seconds": 0.02}))
     try:
         async with asyncio.timeout(30):
             while True:
@@ -238,8 +235,7 @@ async def test_the_sealer_task_seals_new_exchanges_and_signs_checkpoints(
                     break
                 await asyncio.sleep(0.02)
     finally:
-        stop.set()
-        await task
+        await asyncio.to_thread(halt)
     r = await ev_api.ok("get", f"/v1/timebanks/{slug}/checkpoints/latest")
     assert r["tree_size"] == 3  # the first checkpoint; the next is due checkpoint_minutes later
     report = await run_verify(sessions, ev_settings, slug)
@@ -336,7 +332,7 @@ async def test_the_outsiders_snippet_in_the_docs_checks_a_members_exchange(
     ann = ev_api.as_key(b.ann_key)
     proof = await ann.ok("get", f"/v1/timebanks/{b.slug}/exchanges/{b.lift['id']}/proof")
     snippet = _outsider_snippet()
-    assert "timebank" not in re.sub(r"#.*", "", snippet).replace('"timebank', "")
+    assert "timebank" not in snippet
     printed: list[str] = []
     scope = {"proof": proof, "verifier_key": SIGNER.verifier, "print": lambda *a: printed.append(" ".join(map(str, a)))}
     exec(compile(snippet, "docs/evidence.md", "exec"), scope)  # noqa: S102

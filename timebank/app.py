@@ -31,7 +31,7 @@ from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
 from timebank.db import DriverPool, create_engine
-from timebank.evidence.seal import run_sealer
+from timebank.evidence.seal import start_sealer
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
@@ -146,17 +146,14 @@ async def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
-def start_sealer(app: Litestar) -> None:
-    """The evidence sealer as a task of this worker (docs/evidence.md): every worker runs
+def with_sealer(app: Litestar) -> None:
+    """The evidence sealer in a thread of this worker (docs/evidence.md): every worker runs
     one, and a lock per bank lets one work at a time."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_sealer(app.state.sessions, app.state.settings, stop))
+    halt = start_sealer(app.state.settings)
 
     async def stop_sealer() -> None:
-        stop.set()
-        await task
+        await asyncio.to_thread(halt)
 
-    app.state.sealer = task
     app.on_shutdown.insert(0, stop_sealer)
 
 
@@ -167,5 +164,5 @@ def create_server_app() -> Litestar:
     app = create_app()
     app.on_startup.append(tune_gc)
     if app.state.settings.sealer:
-        app.on_startup.append(start_sealer)
+        app.on_startup.append(with_sealer)
     return app

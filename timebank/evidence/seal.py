@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ from sqlalchemy import and_, delete, exists, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from timebank.config import Settings
-from timebank.db import begin_write, table_of, utcnow, uuid7
+from timebank.db import begin_write, create_engine, table_of, utcnow, uuid7
 from timebank.evidence import canonical, merkle, note
 from timebank.evidence.models import EvidenceCheckpoint, EvidenceEntry, EvidenceNode, EvidenceOpen
 from timebank.ledger.models import Exchange, ExchangeStatus, Posting
@@ -315,7 +317,7 @@ async def banks(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[uuid.U
 
 
 async def run_sealer(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, stop: asyncio.Event
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, stop: threading.Event
 ) -> None:
     """``timebank serve``'s background task: seal every bank every ``seal_seconds`` (a full
     scan every ``checkpoint_minutes``) and sign a checkpoint when one is due, until ``stop`` is set."""
@@ -341,7 +343,28 @@ async def run_sealer(
             last_pass = started
         except Exception:  # the service goes on; the next pass tries again
             log.exception("sealing failed")
+        await asyncio.to_thread(stop.wait, settings.seal_seconds)
+
+
+def start_sealer(settings: Settings) -> Callable[[], None]:
+    """Run :func:`run_sealer` in a thread of its own, with its own event loop and engine, so
+    that a pass holding a bank's lock never waits on the worker's event loop (SQLite's one
+    write lock would otherwise stall a request behind it). Returns the function that stops
+    it and waits for it."""
+    stop = threading.Event()
+
+    async def main() -> None:
+        engine = create_engine(settings)
         try:
-            await asyncio.wait_for(stop.wait(), settings.seal_seconds)
-        except TimeoutError:
-            pass
+            await run_sealer(async_sessionmaker(engine, expire_on_commit=False), settings, stop)
+        finally:
+            await engine.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="timebank-sealer")
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join()
+
+    return halt
