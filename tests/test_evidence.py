@@ -79,9 +79,7 @@ async def _created(r: Any, status: int = 201) -> dict[str, Any]:
     return body
 
 
-async def build_bank(
-    api: Api, sessions: async_sessionmaker[AsyncSession] | None = None
-) -> Bank:
+async def build_bank(api: Api, sessions: async_sessionmaker[AsyncSession] | None = None) -> Bank:
     """Exchanges of every kind of history: recorded, reversed, a proposal confirmed, one
     rejected, one still pending. With ``sessions``, a seal while the two decided proposals
     were still pending (so each has two entries)."""
@@ -100,11 +98,23 @@ async def build_bank(
     if sessions is not None:
         assert await seal.seal(sessions, uuid.UUID(tb["id"])) == 5
     confirmed = await _created(await bob_api.post(f"{path}/{offer['id']}/confirm", {}), 200)
-    rejected = await _created(await bob_api.post(f"{path}/{no['id']}/reject", {"reason": "no"}), 200)
+    rejected = await _created(
+        await bob_api.post(f"{path}/{no['id']}/reject", {"reason": "no"}), 200
+    )
     pending = await _created(await ann_api.exchange(slug, simple(ann, cat, 20)))
     return Bank(
-        slug, uuid.UUID(tb["id"]), ann, bob, cat, lift, wrong, reversal, confirmed, rejected,
-        pending, ann_key,
+        slug,
+        uuid.UUID(tb["id"]),
+        ann,
+        bob,
+        cat,
+        lift,
+        wrong,
+        reversal,
+        confirmed,
+        rejected,
+        pending,
+        ann_key,
     )
 
 
@@ -118,7 +128,9 @@ async def seal_and_sign(
 
 
 async def run_verify(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, slug: str | None = None,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    slug: str | None = None,
     **kw: Any,
 ) -> Report:
     keys = [note.parse_verifier(SIGNER.verifier)]
@@ -134,12 +146,14 @@ def test_merkle_proofs_verify_for_every_size_and_index() -> None:
     node = lambda lv, i: tree[lv, i]  # noqa: E731
     for n in range(1, 41):
         root = merkle.root(node, n)
+
         # the recursion of RFC 6962, computed the slow way
         def mth(items: list[bytes]) -> bytes:
             if len(items) == 1:
                 return items[0]
             k = merkle.split(len(items))
             return merkle.node_hash(mth(items[:k]), mth(items[k:]))
+
         assert root == mth(leaves[:n])
         for i in range(n):
             proof = merkle.inclusion_proof(node, i, n)
@@ -218,9 +232,9 @@ async def test_the_sealer_task_seals_new_exchanges_and_signs_checkpoints(
             while True:
                 async with sessions() as s:
                     n = await s.scalar(
-                        select(func.count()).select_from(EvidenceEntry).where(
-                            EvidenceEntry.timebank_id == uuid.UUID(tb["id"])
-                        )
+                        select(func.count())
+                        .select_from(EvidenceEntry)
+                        .where(EvidenceEntry.timebank_id == uuid.UUID(tb["id"]))
                     )
                 if n == 3:
                     break
@@ -229,8 +243,11 @@ async def test_the_sealer_task_seals_new_exchanges_and_signs_checkpoints(
         async with asyncio.timeout(30):
             while True:
                 async with sessions() as s:
-                    n = await s.scalar(select(func.count()).select_from(EvidenceEntry).where(
-                        EvidenceEntry.timebank_id == uuid.UUID(tb["id"])))
+                    n = await s.scalar(
+                        select(func.count())
+                        .select_from(EvidenceEntry)
+                        .where(EvidenceEntry.timebank_id == uuid.UUID(tb["id"]))
+                    )
                 if n == 4:
                     break
                 await asyncio.sleep(0.02)
@@ -273,7 +290,7 @@ async def test_checkpoints_and_proofs_over_the_api_check_out_with_the_rfc_algori
     latest = await funder.ok("get", f"{base}/checkpoints/latest")
     assert latest["tree_size"] == second
     assert latest["verifier_key"] == SIGNER.verifier
-    body, signer = note.open_note(latest["note"], [note.parse_verifier(SIGNER.verifier)])
+    body, _signer = note.open_note(latest["note"], [note.parse_verifier(SIGNER.verifier)])
     assert base64.b64encode(body.root).decode() == latest["root_hash"]
     old = await funder.ok("get", f"{base}/checkpoints/{first}")
     assert old["tree_size"] == first
@@ -334,17 +351,24 @@ async def test_the_outsiders_snippet_in_the_docs_checks_a_members_exchange(
     snippet = _outsider_snippet()
     assert "timebank" not in snippet
     printed: list[str] = []
-    scope = {"proof": proof, "verifier_key": SIGNER.verifier, "print": lambda *a: printed.append(" ".join(map(str, a)))}
-    exec(compile(snippet, "docs/evidence.md", "exec"), scope)  # noqa: S102
+    scope = {
+        "proof": proof,
+        "verifier_key": SIGNER.verifier,
+        "print": lambda *a: printed.append(" ".join(map(str, a))),
+    }
+    code = compile(snippet, "docs/evidence.md", "exec")
+    exec(code, scope)  # noqa: S102
     assert printed == [f"in the signed ledger: {b.lift['id']} recorded"]
     # a forged checkpoint or a wrong leaf fails the same code
     forged = json.loads(json.dumps(proof))
-    forged["entries"][0]["leaf"] = forged["entries"][0]["leaf"].replace('"minutes":60', '"minutes":600')
+    forged["entries"][0]["leaf"] = forged["entries"][0]["leaf"].replace(
+        '"minutes":60', '"minutes":600'
+    )
     with pytest.raises(AssertionError):
-        exec(compile(snippet, "docs/evidence.md", "exec"), {**scope, "proof": forged})  # noqa: S102
+        exec(code, {**scope, "proof": forged})  # noqa: S102
     other = note.new_signer("test-bank-2026")
     with pytest.raises(ValueError, match="not signed"):
-        exec(compile(snippet, "docs/evidence.md", "exec"), {**scope, "verifier_key": other.verifier})  # noqa: S102
+        exec(code, {**scope, "verifier_key": other.verifier})  # noqa: S102
 
 
 # --- tampering behind the service's back (PostgreSQL superuser, triggers bypassed) ---------
@@ -372,13 +396,16 @@ async def sealed(
 
 def _named(report: Report, exchange: Any, *words: str) -> bool:
     return any(
-        str(f.exchange) == str(exchange) and all(w in f.what for w in words) for f in report.findings
+        str(f.exchange) == str(exchange) and all(w in f.what for w in words)
+        for f in report.findings
     )
 
 
 @pytest.mark.postgres_only
 async def test_minutes_changed_consistently_everywhere_are_named(
-    sealed: Bank, ev_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+    sealed: Bank,
+    ev_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
     ev_settings: Settings,
 ) -> None:
     """The lift of 60 becomes 90 in the exchange row, both postings, every later running
@@ -403,13 +430,17 @@ async def test_minutes_changed_consistently_everywhere_are_named(
     )
     report = await run_verify(sessions, ev_settings, sealed.slug)
     assert not report.ok
-    assert _named(report, ex, "minutes: sealed 60, ledger now 90"), [str(f) for f in report.findings]
+    assert _named(report, ex, "minutes: sealed 60, ledger now 90"), [
+        str(f) for f in report.findings
+    ]
     assert not [f for f in report.findings if "running balance" in f.what or "account " in f.what]
 
 
 @pytest.mark.postgres_only
 async def test_a_deleted_exchange_and_its_postings_are_named(
-    sealed: Bank, ev_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+    sealed: Bank,
+    ev_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
     ev_settings: Settings,
 ) -> None:
     ex = sealed.lift["id"]
@@ -420,12 +451,16 @@ async def test_a_deleted_exchange_and_its_postings_are_named(
         ex=uuid.UUID(ex),
     )
     report = await run_verify(sessions, ev_settings, sealed.slug)
-    assert _named(report, ex, "in the chain", "not in the ledger"), [str(f) for f in report.findings]
+    assert _named(report, ex, "in the chain", "not in the ledger"), [
+        str(f) for f in report.findings
+    ]
 
 
 @pytest.mark.postgres_only
 async def test_two_reordered_entries_are_named(
-    sealed: Bank, ev_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+    sealed: Bank,
+    ev_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
     ev_settings: Settings,
 ) -> None:
     tb = sealed.id
@@ -440,23 +475,38 @@ async def test_two_reordered_entries_are_named(
     found = [str(f) for f in report.findings]
     assert _named(report, sealed.lift["id"], "seq: sealed 1, ledger now 2"), found
     assert _named(report, sealed.reversed_["id"], "seq: sealed 2, ledger now 1"), found
-    assert any("checkpoint of size" in f.what and "tree head" in f.what for f in report.findings), found
+    assert any("checkpoint of size" in f.what and "tree head" in f.what for f in report.findings), (
+        found
+    )
 
 
 @pytest.mark.postgres_only
 async def test_reordered_entries_with_their_hashes_recomputed_fail_the_signed_root(
-    sealed: Bank, ev_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+    sealed: Bank,
+    ev_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
     ev_settings: Settings,
 ) -> None:
     """A forger who rewrites every stored hash consistently still cannot sign: the first
     signed checkpoint that disagrees bounds where the change is, and names its exchanges."""
     tb = sealed.id
     async with sessions() as s:
-        rows = (await s.execute(select(EvidenceEntry).where(EvidenceEntry.timebank_id == tb).order_by(EvidenceEntry.seq))).scalars().all()
+        rows = (
+            (
+                await s.execute(
+                    select(EvidenceEntry)
+                    .where(EvidenceEntry.timebank_id == tb)
+                    .order_by(EvidenceEntry.seq)
+                )
+            )
+            .scalars()
+            .all()
+        )
     leaves = [json.loads(r.leaf) for r in rows]
     leaves[0], leaves[1] = leaves[1], leaves[0]
     leaves[0]["seq"], leaves[1]["seq"] = 1, 2
     from timebank.evidence.canonical import encode
+
     chain, statements = merkle.ZERO, []
     tree = merkle.Frontier()
     for i, leaf in enumerate(leaves, 1):
@@ -464,8 +514,25 @@ async def test_reordered_entries_with_their_hashes_recomputed_fail_the_signed_ro
         lh = merkle.leaf_hash(data)
         chain = seal.chain_next(chain, lh)
         for level, idx, h in tree.append(lh):
-            statements.append(("UPDATE evidence_nodes SET hash = :h WHERE timebank_id = :tb AND level = :l AND idx = :i", {"h": h, "tb": tb, "l": level, "i": idx}))
-        statements.append(("UPDATE evidence_entries SET leaf = :leaf, chain_hash = :c, exchange_id = :x, status = :st WHERE timebank_id = :tb AND seq = :s", {"leaf": data.decode(), "c": chain, "x": uuid.UUID(leaf["exchange"]), "st": leaf["status"], "tb": tb, "s": i}))
+            statements.append(
+                (
+                    "UPDATE evidence_nodes SET hash = :h WHERE timebank_id = :tb AND level = :l AND idx = :i",
+                    {"h": h, "tb": tb, "l": level, "i": idx},
+                )
+            )
+        statements.append(
+            (
+                "UPDATE evidence_entries SET leaf = :leaf, chain_hash = :c, exchange_id = :x, status = :st WHERE timebank_id = :tb AND seq = :s",
+                {
+                    "leaf": data.decode(),
+                    "c": chain,
+                    "x": uuid.UUID(leaf["exchange"]),
+                    "st": leaf["status"],
+                    "tb": tb,
+                    "s": i,
+                },
+            )
+        )
     async with ev_engine.begin() as conn:
         await conn.execute(text("SET LOCAL session_replication_role = replica"))
         for sql, params in statements:
@@ -473,23 +540,39 @@ async def test_reordered_entries_with_their_hashes_recomputed_fail_the_signed_ro
     report = await run_verify(sessions, ev_settings, sealed.slug)
     found = [str(f) for f in report.findings]
     assert not any("chain hash" in f or "differs:" in f for f in found), found
-    assert any("checkpoint of size 8" in f and sealed.lift["id"] in f and sealed.reversed_["id"] in f for f in found), found
+    assert any(
+        "checkpoint of size 8" in f and sealed.lift["id"] in f and sealed.reversed_["id"] in f
+        for f in found
+    ), found
 
 
 @pytest.mark.postgres_only
 async def test_a_checkpoints_swapped_root_is_named(
-    sealed: Bank, ev_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+    sealed: Bank,
+    ev_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
     ev_settings: Settings,
 ) -> None:
     async with ev_engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT tree_size, root_hash FROM evidence_checkpoints WHERE timebank_id = :tb ORDER BY tree_size"), {"tb": sealed.id})).all()
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT tree_size, root_hash FROM evidence_checkpoints WHERE timebank_id = :tb ORDER BY tree_size"
+                ),
+                {"tb": sealed.id},
+            )
+        ).all()
     (small, r1), (_big, r2) = rows
     old, new = base64.b64encode(bytes(r1)).decode(), base64.b64encode(bytes(r2)).decode()
     await _as_superuser(
         ev_engine,
         "UPDATE evidence_checkpoints SET root_hash = :r2, note = replace(note, :old, :new) "
         "WHERE timebank_id = :tb AND tree_size = :n",
-        r2=bytes(r2), old=old, new=new, tb=sealed.id, n=small,
+        r2=bytes(r2),
+        old=old,
+        new=new,
+        tb=sealed.id,
+        n=small,
     )
     report = await run_verify(sessions, ev_settings, sealed.slug)
     found = [str(f) for f in report.findings]
@@ -498,23 +581,41 @@ async def test_a_checkpoints_swapped_root_is_named(
 
 @pytest.mark.postgres_only
 def test_the_verify_command_exits_non_zero_and_names_the_exchange(
-    sealed: Bank, ev_engine: AsyncEngine, ev_settings: Settings,
+    sealed: Bank,
+    ev_engine: AsyncEngine,
+    ev_settings: Settings,
 ) -> None:
     import os
     import subprocess
 
     ex = sealed.lift["id"]
     asyncio.run(_as_superuser_sync(ev_settings.database_url, ex))
-    env = {**os.environ, "TIMEBANK_DATABASE_URL": ev_settings.database_url, "TIMEBANK_SIGNING_KEY": SIGNER.encode()}
-    r = subprocess.run([str(ROOT / ".venv/bin/timebank"), "verify", "--timebank", sealed.slug], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    env = {
+        **os.environ,
+        "TIMEBANK_DATABASE_URL": ev_settings.database_url,
+        "TIMEBANK_SIGNING_KEY": SIGNER.encode(),
+    }
+    r = subprocess.run(
+        [str(ROOT / ".venv/bin/timebank"), "verify", "--timebank", sealed.slug],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"bank {sealed.slug}, exchange {ex}: chain entry 1 differs: minutes: sealed 60, ledger now 61" in r.stdout
+    assert (
+        f"bank {sealed.slug}, exchange {ex}: chain entry 1 differs: minutes: sealed 60, ledger now 61"
+        in r.stdout
+    )
     assert "chain entries" in r.stdout
 
 
 async def _as_superuser_sync(url: str, ex: str) -> None:
     engine = create_engine(Settings(database_url=url))
     try:
-        await _as_superuser(engine, "UPDATE exchanges SET minutes = 61 WHERE id = :ex", ex=uuid.UUID(ex))
+        await _as_superuser(
+            engine, "UPDATE exchanges SET minutes = 61 WHERE id = :ex", ex=uuid.UUID(ex)
+        )
     finally:
         await engine.dispose()

@@ -78,13 +78,13 @@ def upgrade() -> None:
         sa.Column("sealed_at", DateTimeUTC(timezone=True), nullable=False),
         sa.CheckConstraint("seq >= 1", name=op.f("ck_evidence_entries_seq_positive")),
         sa.ForeignKeyConstraint(
-            ["timebank_id"], ["timebanks.id"], name=op.f("fk_evidence_entries_timebank_id_timebanks")
+            ["timebank_id"],
+            ["timebanks.id"],
+            name=op.f("fk_evidence_entries_timebank_id_timebanks"),
         ),
         sa.PrimaryKeyConstraint("timebank_id", "seq", name=op.f("pk_evidence_entries")),
     )
-    op.create_index(
-        op.f("ix_evidence_entries_exchange_id"), "evidence_entries", ["exchange_id"]
-    )
+    op.create_index(op.f("ix_evidence_entries_exchange_id"), "evidence_entries", ["exchange_id"])
     op.create_table(
         "evidence_nodes",
         sa.Column("timebank_id", sa.Uuid(), nullable=False),
@@ -100,7 +100,9 @@ def upgrade() -> None:
         "evidence_checkpoints",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("timebank_id", sa.Uuid(), nullable=False),
-        sa.Column("tree_size", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "tree_size", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
         sa.Column("root_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("chain_head", sa.LargeBinary(length=32), nullable=False),
         sa.Column("created_at", DateTimeUTC(timezone=True), nullable=False),

@@ -30,7 +30,11 @@ class EvidenceController(Controller):
         "409 `not_checkpointed` until the first is signed.",
     )
     async def latest(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, principal: Principal, tb: str
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        principal: Principal,
+        tb: str,
     ) -> CheckpointOut:
         bank = await get_by_slug(db_session, principal, tb)
         return await service.get_checkpoint(
@@ -95,7 +99,10 @@ class EvidenceController(Controller):
         tb: str,
         exchange_id: uuid.UUID,
         size: int | None = Parameter(
-            query="size", default=None, ge=0, description="A checkpoint's tree size (default: latest)"
+            query="size",
+            default=None,
+            ge=0,
+            description="A checkpoint's tree size (default: latest)",
         ),
     ) -> ProofOut:
         bank = await get_by_slug(db_session, principal, tb)

@@ -47,9 +47,7 @@ def _id(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
-def entry(
-    bank: uuid.UUID, seq: int, facts: Facts, status: str, legs: list[Leg]
-) -> dict[str, Any]:
+def entry(bank: uuid.UUID, seq: int, facts: Facts, status: str, legs: list[Leg]) -> dict[str, Any]:
     return {
         "v": VERSION,
         "bank": str(bank),
@@ -64,7 +62,12 @@ def entry(
         "recipient": _id(facts.recipient),
         "reverses": _id(facts.reverses),
         "postings": [
-            {"id": g.id, "account": str(g.account), "minutes": g.minutes, "balance_after": g.balance_after}
+            {
+                "id": g.id,
+                "account": str(g.account),
+                "minutes": g.minutes,
+                "balance_after": g.balance_after,
+            }
             for g in sorted(legs, key=lambda g: g.id)
         ],
     }

@@ -93,6 +93,19 @@ def needed(fn: Callable[[Node], object]) -> set[tuple[int, int]]:
     return seen
 
 
+def inclusion_nodes(index: int, size: int) -> set[tuple[int, int]]:
+    return needed(lambda node: inclusion_proof(node, index, size))
+
+
+def consistency_nodes(old: int, new: int) -> set[tuple[int, int]]:
+    return needed(lambda node: consistency_proof(node, old, new))
+
+
+def reader(store: dict[tuple[int, int], bytes]) -> Node:
+    """``node`` over a dict of (level, index) → hash (KeyError for one not there)."""
+    return lambda level, index: store[level, index]
+
+
 def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root an inclusion proof leads to (RFC 9162 §2.1.3.2); ValueError if malformed."""
     if not 0 <= index < size:

@@ -58,7 +58,9 @@ class Signer:
 
     def encode(self) -> str:
         seed = self.key.private_bytes_raw()
-        return f"PRIVATE+KEY+{self.name}+{self.hash.hex()}+{base64.b64encode(ED25519 + seed).decode()}"
+        return (
+            f"PRIVATE+KEY+{self.name}+{self.hash.hex()}+{base64.b64encode(ED25519 + seed).decode()}"
+        )
 
     def sign(self, text: str) -> str:
         """The signed note of ``text`` (which ends with a newline)."""

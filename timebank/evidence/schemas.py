@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +18,7 @@ EXAMPLE_NOTE = (
     "\u2014 demo-2026 Bk3G2aVtYq6v0X4v5d1q8Ql6o0Jr3WcE6w4bq9m3m7Ax0zPp2f1G8kqD3W0p6nX5Vq1c8yT2r7Lj"
     "4u9Zs0Ee1K2c3d4E5f6G7h8=\n"
 )
-EXAMPLE_CHECKPOINT = {
+EXAMPLE_CHECKPOINT: dict[str, Any] = {
     "origin": "timebank.local/01937a4e-0000-7000-8000-000000000001",
     "tree_size": 3,
     "root_hash": "h0XNqGXXDQzNZzFrJG5q0qY0e3gD+3Ge6wXcEZ4VPtc=",
@@ -51,8 +52,9 @@ class CheckpointOut(BaseModel):
 class ProofEntry(BaseModel):
     leaf_index: int = Field(description="0-based: the chain entry's seq − 1")
     status: str
-    leaf: str = Field(description="The entry's canonical facts; its leaf hash is "
-                      "SHA-256(0x00 ‖ these bytes)")
+    leaf: str = Field(
+        description="The entry's canonical facts; its leaf hash is SHA-256(0x00 ‖ these bytes)"
+    )
     leaf_hash: str
     inclusion_proof: list[str] = Field(description="RFC 9162 audit path, base64")
 

@@ -39,7 +39,7 @@ from timebank.timebanks.models import TimeBank
 log = logging.getLogger("timebank.evidence")
 
 EX, P = table_of(Exchange), table_of(Posting)
-E, N, C, O = (
+E, N, C, OPEN = (
     table_of(EvidenceEntry),
     table_of(EvidenceNode),
     table_of(EvidenceCheckpoint),
@@ -77,7 +77,9 @@ def facts_of(row: Any) -> canonical.Facts:
     )
 
 
-async def legs_of(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[canonical.Leg]]:
+async def legs_of(
+    session: AsyncSession, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[canonical.Leg]]:
     out: dict[uuid.UUID, list[canonical.Leg]] = {}
     if not ids:
         return out
@@ -131,9 +133,11 @@ async def frontier(session: AsyncSession, tb: uuid.UUID, size: int) -> merkle.Fr
 async def _locked(session: AsyncSession, tb: uuid.UUID) -> bool:
     """Start the pass's write transaction and take the bank's sealing lock, if free."""
     await begin_write(session)
-    if session.bind.dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         return True  # BEGIN IMMEDIATE: the database's one writer
-    key = int.from_bytes(hashlib.sha256(b"timebank-seal" + tb.bytes).digest()[:8], "big", signed=True)
+    key = int.from_bytes(
+        hashlib.sha256(b"timebank-seal" + tb.bytes).digest()[:8], "big", signed=True
+    )
     got = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})
     return bool(got)
 
@@ -149,8 +153,8 @@ async def seal_batch(
     decided = (
         await session.execute(
             select(*FACTS)
-            .join(O, O.c.exchange_id == EX.c.id)
-            .where(O.c.timebank_id == tb, EX.c.status != ExchangeStatus.pending)
+            .join(OPEN, OPEN.c.exchange_id == EX.c.id)
+            .where(OPEN.c.timebank_id == tb, EX.c.status != ExchangeStatus.pending)
             .order_by(EX.c.decided_at, EX.c.id)
             .limit(limit)
         )
@@ -196,10 +200,10 @@ async def seal_batch(
         insert(N), [{"timebank_id": tb, "level": lv, "idx": i, "hash": h} for lv, i, h in made]
     )
     if decided:
-        await session.execute(delete(O).where(O.c.exchange_id.in_([r.id for r in decided])))
+        await session.execute(delete(OPEN).where(OPEN.c.exchange_id.in_([r.id for r in decided])))
     opened = [r.id for r in fresh if r.status is ExchangeStatus.pending]
     if opened:
-        await session.execute(insert(O), [{"exchange_id": i, "timebank_id": tb} for i in opened])
+        await session.execute(insert(OPEN), [{"exchange_id": i, "timebank_id": tb} for i in opened])
     await session.commit()
     return len(rows)
 
@@ -237,7 +241,9 @@ def load_signer(settings: Settings) -> note.Signer | None:
 def trusted_keys(settings: Settings, extra: list[str] = ()) -> list[note.Verifier]:  # type: ignore[assignment]
     """The verifier keys a checkpoint may be signed with: the signing key's own, older keys
     kept in TIMEBANK_VERIFIER_KEYS, and any given."""
-    out = [note.parse_verifier(k) for k in [*settings.verifier_keys.split(","), *extra] if k.strip()]
+    out = [
+        note.parse_verifier(k) for k in [*settings.verifier_keys.split(","), *extra] if k.strip()
+    ]
     signer = load_signer(settings)
     if signer is not None:
         out.append(note.parse_verifier(signer.verifier))
@@ -313,7 +319,10 @@ async def checkpoint(
 async def banks(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[uuid.UUID, str]]:
     T = table_of(TimeBank)
     async with sessions() as session:
-        return [(r.id, r.slug) for r in await session.execute(select(T.c.id, T.c.slug).order_by(T.c.slug))]
+        return [
+            (r.id, r.slug)
+            for r in await session.execute(select(T.c.id, T.c.slug).order_by(T.c.slug))
+        ]
 
 
 async def run_sealer(
@@ -323,7 +332,9 @@ async def run_sealer(
     scan every ``checkpoint_minutes``) and sign a checkpoint when one is due, until ``stop`` is set."""
     signer = load_signer(settings)
     if signer is None:
-        log.warning("no signing key (TIMEBANK_SIGNING_KEY[_FILE]): chains are built, no checkpoints")
+        log.warning(
+            "no signing key (TIMEBANK_SIGNING_KEY[_FILE]): chains are built, no checkpoints"
+        )
     every = timedelta(minutes=settings.checkpoint_minutes)
     last_full: dict[uuid.UUID, datetime] = {}
     last_pass: datetime | None = None

@@ -7,7 +7,7 @@ import base64
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal, Role
@@ -66,7 +66,9 @@ async def get_checkpoint(
     row = await _checkpoint_row(session, tb, size)
     if row is None:
         if size is None:
-            raise NotCheckpointed("This time bank has no checkpoint yet; one is signed within minutes of its first exchange")
+            raise NotCheckpointed(
+                "This time bank has no checkpoint yet; one is signed within minutes of its first exchange"
+            )
         raise NotFound(f"No checkpoint of {size} entries in this time bank")
     return _view(settings, row)
 
@@ -101,7 +103,7 @@ async def exchange_proof(
         )
     need: set[tuple[int, int]] = set()
     for e in found:
-        need |= merkle.needed(lambda node, i=e.seq - 1: merkle.inclusion_proof(node, i, n))
+        need |= merkle.inclusion_nodes(e.seq - 1, n)
     have = await nodes(session, tb.id, need | {(0, e.seq - 1) for e in found})
     entries = [
         ProofEntry(
@@ -110,8 +112,7 @@ async def exchange_proof(
             leaf=e.leaf,
             leaf_hash=_b64(have[0, e.seq - 1]),
             inclusion_proof=[
-                _b64(h)
-                for h in merkle.inclusion_proof(lambda lv, i: have[lv, i], e.seq - 1, n)
+                _b64(h) for h in merkle.inclusion_proof(lambda lv, i: have[lv, i], e.seq - 1, n)
             ],
         )
         for e in found
@@ -137,9 +138,8 @@ async def consistency(
     old = await _checkpoint_row(session, tb, from_size)
     if old is None:
         raise InvalidInput("from", f"no checkpoint of {from_size} entries in this time bank")
-    need = merkle.needed(lambda node: merkle.consistency_proof(node, from_size, size))
-    have = await nodes(session, tb.id, need)
-    proof = merkle.consistency_proof(lambda lv, i: have[lv, i], from_size, size)
+    have = await nodes(session, tb.id, merkle.consistency_nodes(from_size, size))
+    proof = merkle.consistency_proof(merkle.reader(have), from_size, size)
     return ConsistencyOut(
         from_size=from_size,
         to_size=size,
@@ -154,8 +154,6 @@ async def latest_checkpoint_time(session: AsyncSession, timebank_ids: list[uuid.
     line), or None."""
     if not timebank_ids:
         return None
-    from sqlalchemy import func
-
     return await session.scalar(
         select(func.max(C.c.created_at)).where(C.c.timebank_id.in_(timebank_ids))
     )

@@ -11,6 +11,7 @@ and what differs.
 from __future__ import annotations
 
 import base64
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,13 +25,13 @@ from timebank.config import Settings
 from timebank.db import table_of
 from timebank.evidence import canonical, merkle, note
 from timebank.evidence.seal import (
-    C,
-    E,
     EX,
     FACTS,
     LOOKBACK,
+    OPEN,
+    C,
+    E,
     N,
-    O,
     P,
     chain_next,
     facts_of,
@@ -104,7 +105,9 @@ async def verify(
         for what, n in found.items():
             if n:
                 report.findings.append(
-                    Finding("(all)", None, f"report rollup {what}: {n} rows differ from the postings")
+                    Finding(
+                        "(all)", None, f"report rollup {what}: {n} rows differ from the postings"
+                    )
                 )
         report.checked["report rollup tables"] += len(found) // 2
         progress("report rollups", 1, 1)
@@ -153,7 +156,9 @@ async def _bank(
     n_postings = 0
     async for p in postings:
         n_postings += 1
-        legs[p.exchange_id].append(canonical.Leg(p.id, p.account_id, p.minutes, p.balance_after_minutes))
+        legs[p.exchange_id].append(
+            canonical.Leg(p.id, p.account_id, p.minutes, p.balance_after_minutes)
+        )
         running[p.account_id] += p.minutes
         if p.minutes > 0:
             earned[p.account_id] += p.minutes
@@ -175,7 +180,9 @@ async def _bank(
         total = sum(g.minutes for g in mine)
         if ex.status is ExchangeStatus.recorded:
             if len(mine) < 2 or total != 0:
-                bad(ex_id, f"recorded with {len(mine)} postings summing to {total} (must be ≥ 2, 0)")
+                bad(
+                    ex_id, f"recorded with {len(mine)} postings summing to {total} (must be ≥ 2, 0)"
+                )
         elif mine:
             bad(ex_id, f"{ex.status.value} but has {len(mine)} postings")
     report.checked["exchanges (zero sum)"] += len(exchanges)
@@ -204,8 +211,10 @@ async def _bank(
     for cp in cps:
         where = f"checkpoint of size {cp.tree_size} made {cp.created_at:%Y-%m-%d %H:%M}"
         try:
-            body = note.open_note(cp.note, keys)[0] if keys else note.parse_checkpoint(
-                note.split_note(cp.note)[0]
+            body = (
+                note.open_note(cp.note, keys)[0]
+                if keys
+                else note.parse_checkpoint(note.split_note(cp.note)[0])
             )
         except note.NoteError as exc:
             bad(None, f"{where}: {exc}")
@@ -245,7 +254,12 @@ async def _bank(
         report.notes.append(f"bank {name}: entries 1–{start} trusted from the signed checkpoint")
 
     # --- the chain, entry by entry, against the ledger as it is now
-    total = await session.scalar(select(E.c.seq).where(E.c.timebank_id == tb).order_by(E.c.seq.desc()).limit(1)) or 0
+    total = (
+        await session.scalar(
+            select(E.c.seq).where(E.c.timebank_id == tb).order_by(E.c.seq.desc()).limit(1)
+        )
+        or 0
+    )
     roots: dict[int, bytes] = {start: tree.root()}
     heads: dict[int, bytes] = {start: chain}
     statuses: dict[uuid.UUID, list[str]] = defaultdict(list)
@@ -265,19 +279,30 @@ async def _bank(
             bad(ex_id, f"chain entry {e.seq} where {expected} was expected: entries are missing")
             expected = e.seq
         stored = e.leaf.encode()
-        ex = exchanges.get(ex_id)
-        if ex is None:
+        row = exchanges.get(ex_id)
+        if row is None:
             bad(ex_id, f"in the chain (entry {e.seq}) but not in the ledger")
         else:
             now = canonical.leaf(
-                tb, e.seq, facts_of(ex), e.status, [] if e.status == "pending" else legs.get(ex_id, [])
+                tb,
+                e.seq,
+                facts_of(row),
+                e.status,
+                [] if e.status == "pending" else legs.get(ex_id, []),
             )
             if now != stored:
-                bad(ex_id, f"chain entry {e.seq} differs: " + "; ".join(canonical.differences(stored, now)))
+                bad(
+                    ex_id,
+                    f"chain entry {e.seq} differs: "
+                    + "; ".join(canonical.differences(stored, now)),
+                )
         lh = merkle.leaf_hash(stored)
         chain = chain_next(chain, lh)
         if chain != bytes(e.chain_hash):
-            bad(ex_id, f"chain entry {e.seq}: the chain hash does not follow from the entries before it")
+            bad(
+                ex_id,
+                f"chain entry {e.seq}: the chain hash does not follow from the entries before it",
+            )
             chain = bytes(e.chain_hash)
         for level, idx, h in tree.append(lh):
             computed[level, idx] = h
@@ -290,16 +315,20 @@ async def _bank(
     progress(f"{name}: chain", total - start, total - start)
     # each exchange's states: [final] or [pending, final], the last its status now
     in_chain = set(statuses)
-    open_ = set((await session.execute(select(O.c.exchange_id).where(O.c.timebank_id == tb))).scalars())
+    open_ = set(
+        (
+            await session.execute(select(OPEN.c.exchange_id).where(OPEN.c.timebank_id == tb))
+        ).scalars()
+    )
     for ex_id, seen in statuses.items():
-        ex = exchanges.get(ex_id)
-        if ex is None:
+        now_row = exchanges.get(ex_id)
+        if now_row is None:
             continue
         ok_path = seen in (["pending"], *([s] for s in FINAL), *(["pending", s] for s in FINAL))
         if not ok_path:
             bad(ex_id, f"sealed in states {seen}, which no exchange passes through")
-        elif seen[-1] != ex.status.value and not (seen == ["pending"] and ex_id in open_):
-            bad(ex_id, f"sealed as {seen[-1]}, {ex.status.value} in the ledger now")
+        elif seen[-1] != now_row.status.value and not (seen == ["pending"] and ex_id in open_):
+            bad(ex_id, f"sealed as {seen[-1]}, {now_row.status.value} in the ledger now")
     if start == 0:
         last_cp = max((cp.created_at for cp in cps), default=None)
         late = timedelta(minutes=settings.checkpoint_minutes) + LOOKBACK
@@ -312,7 +341,9 @@ async def _bank(
             else:
                 waiting += 1
         if waiting:
-            report.notes.append(f"bank {name}: {waiting} exchanges recorded since the last seal are not in the chain yet")
+            report.notes.append(
+                f"bank {name}: {waiting} exchanges recorded since the last seal are not in the chain yet"
+            )
 
     # the stored tree (what proofs are built from) against the recomputed one
     wrong = 0
@@ -337,7 +368,10 @@ async def _bank(
     for size in sorted(s for s in signed if s >= start):
         body = signed[size]
         if size > tree.size:
-            bad(None, f"checkpoint of size {size}: the chain has only {tree.size} entries — entries were removed")
+            bad(
+                None,
+                f"checkpoint of size {size}: the chain has only {tree.size} entries — entries were removed",
+            )
             continue
         report.checked["tree heads recomputed"] += 1
         if roots[size] != body.root:
@@ -362,11 +396,10 @@ async def _bank(
             bad(None, f"checkpoint of size {size}: the chain head differs from the signed one")
             continue
         ok_sizes.append(size)
-    for old, new in zip(ok_sizes, ok_sizes[1:], strict=False):
-        need = merkle.needed(lambda node, o=old, n=new: merkle.consistency_proof(node, o, n))
-        have = await nodes(session, tb, need)
+    for old, new in itertools.pairwise(ok_sizes):
+        have = await nodes(session, tb, merkle.consistency_nodes(old, new))
         try:
-            proof = merkle.consistency_proof(lambda lv, i: have[lv, i], old, new)
+            proof = merkle.consistency_proof(merkle.reader(have), old, new)
         except KeyError:
             bad(None, f"checkpoints {old} → {new}: the stored tree cannot prove consistency")
             continue
