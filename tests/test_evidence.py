@@ -21,13 +21,17 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests import test_console
 from tests.conftest import Api, simple
+from tests.test_console import Clock, make_user, sign_in
+from timebank.access import Role
 from timebank.app import create_app
 from timebank.config import Settings
 from timebank.db import create_engine
 from timebank.evidence import merkle, note, seal
 from timebank.evidence.models import EvidenceEntry
 from timebank.evidence.verify import Report, verify
+from timebank.tools.demo import generate, get_or_create_bank
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNER = note.new_signer("test-bank-2026")
@@ -619,3 +623,38 @@ async def _as_superuser_sync(url: str, ex: str) -> None:
         )
     finally:
         await engine.dispose()
+
+
+# --- the funders' dashboard ----------------------------------------------------------------
+
+app = test_console.app
+browser = test_console.browser
+
+
+@pytest.fixture
+def clock() -> Clock:
+    c = Clock()
+    c.now = datetime.now(UTC)
+    return c
+
+
+async def test_funders_see_when_the_ledger_behind_the_figures_was_checkpointed(
+    browser: AsyncTestClient[Any],
+    session_maker: async_sessionmaker[AsyncSession],
+    ev_settings: Settings,
+    clock: Clock,
+) -> None:
+    async with session_maker() as session:
+        tb, _ = await get_or_create_bank(session, f"cp-{uuid.uuid4().hex[:6]}")
+        await generate(session, tb, members=40, exchanges=300, seed=3)
+    await make_user(session_maker, "funder@example.org", Role.funder, [str(tb.id)], clock)
+    assert (await sign_in(browser, "funder@example.org")).status_code in (302, 303)
+    page = await browser.get("/console/dashboard")
+    assert page.status_code == 200, page.text
+    assert "data-checkpoint" not in page.text  # no checkpoint yet: no line
+    at = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
+    await seal_and_sign(session_maker, ev_settings, tb.id, at)
+    page = await browser.get("/console/dashboard")
+    assert "Figures from a ledger checkpointed on 30 November 2026." in page.text, page.text
+    welsh = await browser.get("/console/dashboard", headers={"Accept-Language": "cy"})
+    assert "Ffigurau o gyfriflyfr a seliwyd mewn pwynt gwirio ar 30 Tachwedd 2026." in welsh.text

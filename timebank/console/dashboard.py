@@ -34,6 +34,7 @@ from timebank.console.base import Ctx, now, page_lang, render, settings_of, sign
 from timebank.console.formatting import DATE_LOCALES
 from timebank.console.messages import Problems
 from timebank.errors import Forbidden, NotFound
+from timebank.evidence import service as evidence
 from timebank.reports import render as files
 from timebank.reports import run
 from timebank.reports.cache import PublishedCache, Report, published
@@ -906,6 +907,7 @@ async def _page(
     bodies = {name: files.as_json(r.meta, r.built) for name, r in zip(NAMES, found, strict=True)}
     period_text = period_label(ctx, choice.start, choice.end)
     view = build_view(ctx, bodies, period_text)
+    checkpoint = await evidence.checkpointed_at(db_session, [b.id for b in choice.banks])
     return render(
         ctx,
         "dashboard.html",
@@ -914,6 +916,7 @@ async def _page(
         period_text=period_text,
         as_of=ctx.day(period.as_of.date()),
         method=found[0].meta["method"],
+        checkpointed=ctx.day(checkpoint.date()) if checkpoint else None,
         **values,
     )
 

@@ -149,11 +149,17 @@ async def consistency(
     )
 
 
-async def latest_checkpoint_time(session: AsyncSession, timebank_ids: list[uuid.UUID]) -> Any:
-    """When the most recent checkpoint of any of these banks was signed (the dashboard's
-    line), or None."""
+async def checkpointed_at(session: AsyncSession, timebank_ids: list[uuid.UUID]) -> Any:
+    """When the banks' ledgers were last checkpointed — the oldest of their latest
+    checkpoints (the dashboard's line) — or None while any of them has none."""
     if not timebank_ids:
         return None
-    return await session.scalar(
-        select(func.max(C.c.created_at)).where(C.c.timebank_id.in_(timebank_ids))
+    found = await session.execute(
+        select(C.c.timebank_id, func.max(C.c.created_at))
+        .where(C.c.timebank_id.in_(timebank_ids))
+        .group_by(C.c.timebank_id)
     )
+    rows = {tb: at for tb, at in found.tuples()}
+    if len(rows) < len(set(timebank_ids)):
+        return None
+    return min(rows.values())
