@@ -60,6 +60,7 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     _upgrade()
     if demo:
         _demo(host, port)
+        _demo_signing_key()
     uvicorn.run(
         "timebank.app:create_server_app",
         factory=True,
@@ -67,6 +68,34 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
         port=port,
         workers=workers,
         **uvicorn_options(get_settings()),
+    )
+
+
+DEMO_SIGNING_KEY = Path("timebank-signing.key")
+
+
+def _demo_signing_key() -> None:
+    """With --demo and no signing key configured, a local one (made once) signs the demo's
+    checkpoints, so the dashboard and the proofs have something to show."""
+    import os
+
+    from timebank.evidence import note
+
+    settings = get_settings()
+    if settings.signing_key or settings.signing_key_file:
+        return
+    if not DEMO_SIGNING_KEY.exists():
+        signer = note.new_signer("demo")
+        fd = os.open(DEMO_SIGNING_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(signer.encode() + "\n")
+    signer = note.parse_signer(DEMO_SIGNING_KEY.read_text())
+    os.environ["TIMEBANK_SIGNING_KEY_FILE"] = str(DEMO_SIGNING_KEY.resolve())
+    get_settings.cache_clear()
+    click.echo(
+        f"Checkpoints are signed with {DEMO_SIGNING_KEY} (a demo key); verifier key:\n"
+        f"  {signer.verifier}\n",
+        err=True,
     )
 
 

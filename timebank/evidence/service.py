@@ -159,7 +159,7 @@ async def checkpointed_at(session: AsyncSession, timebank_ids: list[uuid.UUID]) 
         .where(C.c.timebank_id.in_(timebank_ids))
         .group_by(C.c.timebank_id)
     )
-    rows = {tb: at for tb, at in found.tuples()}
+    rows = dict(list(found.tuples()))
     if len(rows) < len(set(timebank_ids)):
         return None
     return min(rows.values())
