@@ -46,6 +46,7 @@ class EvidenceController(Controller):
         responses=problems(403, 404, 422),
         operation_id="getCheckpoint",
         summary="The bank's latest signed checkpoint of this many entries",
+        description="Staff and funders. 404 `not_found` when no checkpoint has that size.",
     )
     async def by_size(
         self,

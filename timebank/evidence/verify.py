@@ -154,25 +154,26 @@ async def _bank(
         .execution_options(yield_per=10_000)
     )
     n_postings = 0
-    async for p in postings:
-        n_postings += 1
-        legs[p.exchange_id].append(
-            canonical.Leg(p.id, p.account_id, p.minutes, p.balance_after_minutes)
-        )
-        running[p.account_id] += p.minutes
-        if p.minutes > 0:
-            earned[p.account_id] += p.minutes
-        else:
-            spent[p.account_id] -= p.minutes
-        if running[p.account_id] != p.balance_after_minutes:
-            bad(
-                p.exchange_id,
-                f"posting {p.id}: running balance {p.balance_after_minutes}, "
-                f"its account's postings so far sum to {running[p.account_id]}",
+    async for chunk in postings.partitions():
+        for p in chunk:
+            n_postings += 1
+            legs[p.exchange_id].append(
+                canonical.Leg(p.id, p.account_id, p.minutes, p.balance_after_minutes)
             )
-            running[p.account_id] = p.balance_after_minutes  # name each break once
-        if p.exchange_id not in exchanges:
-            bad(p.exchange_id, f"posting {p.id} belongs to an exchange not in the ledger")
+            running[p.account_id] += p.minutes
+            if p.minutes > 0:
+                earned[p.account_id] += p.minutes
+            else:
+                spent[p.account_id] -= p.minutes
+            if running[p.account_id] != p.balance_after_minutes:
+                bad(
+                    p.exchange_id,
+                    f"posting {p.id}: running balance {p.balance_after_minutes}, "
+                    f"its account's postings so far sum to {running[p.account_id]}",
+                )
+                running[p.account_id] = p.balance_after_minutes  # name each break once
+            if p.exchange_id not in exchanges:
+                bad(p.exchange_id, f"posting {p.id} belongs to an exchange not in the ledger")
     report.checked["postings (running balances)"] += n_postings
     progress(f"{name}: ledger", 1, 3)
     for ex_id, ex in exchanges.items():
@@ -271,46 +272,49 @@ async def _bank(
         .execution_options(yield_per=5000)
     )
     expected = start
-    async for e in entries:
-        expected += 1
-        ex_id = e.exchange_id
-        statuses[ex_id].append(e.status)
-        if e.seq != expected:
-            bad(ex_id, f"chain entry {e.seq} where {expected} was expected: entries are missing")
-            expected = e.seq
-        stored = e.leaf.encode()
-        row = exchanges.get(ex_id)
-        if row is None:
-            bad(ex_id, f"in the chain (entry {e.seq}) but not in the ledger")
-        else:
-            now = canonical.leaf(
-                tb,
-                e.seq,
-                facts_of(row),
-                e.status,
-                [] if e.status == "pending" else legs.get(ex_id, []),
-            )
-            if now != stored:
+    async for chunk in entries.partitions():
+        for e in chunk:
+            expected += 1
+            ex_id = e.exchange_id
+            statuses[ex_id].append(e.status)
+            if e.seq != expected:
+                bad(
+                    ex_id, f"chain entry {e.seq} where {expected} was expected: entries are missing"
+                )
+                expected = e.seq
+            stored = e.leaf.encode()
+            row = exchanges.get(ex_id)
+            if row is None:
+                bad(ex_id, f"in the chain (entry {e.seq}) but not in the ledger")
+            else:
+                now = canonical.leaf(
+                    tb,
+                    e.seq,
+                    facts_of(row),
+                    e.status,
+                    [] if e.status == "pending" else legs.get(ex_id, []),
+                )
+                if now != stored:
+                    bad(
+                        ex_id,
+                        f"chain entry {e.seq} differs: "
+                        + "; ".join(canonical.differences(stored, now)),
+                    )
+            lh = merkle.leaf_hash(stored)
+            chain = chain_next(chain, lh)
+            if chain != bytes(e.chain_hash):
                 bad(
                     ex_id,
-                    f"chain entry {e.seq} differs: "
-                    + "; ".join(canonical.differences(stored, now)),
+                    f"chain entry {e.seq}: the chain hash does not follow from the entries before it",
                 )
-        lh = merkle.leaf_hash(stored)
-        chain = chain_next(chain, lh)
-        if chain != bytes(e.chain_hash):
-            bad(
-                ex_id,
-                f"chain entry {e.seq}: the chain hash does not follow from the entries before it",
-            )
-            chain = bytes(e.chain_hash)
-        for level, idx, h in tree.append(lh):
-            computed[level, idx] = h
-        if tree.size in signed:
-            roots[tree.size] = tree.root()
-            heads[tree.size] = chain
-        if e.seq % 10_000 == 0:
-            progress(f"{name}: chain", e.seq - start, total - start)
+                chain = bytes(e.chain_hash)
+            for level, idx, h in tree.append(lh):
+                computed[level, idx] = h
+            if tree.size in signed:
+                roots[tree.size] = tree.root()
+                heads[tree.size] = chain
+            if e.seq % 10_000 == 0:
+                progress(f"{name}: chain", e.seq - start, total - start)
     report.checked["chain entries"] += expected - start
     progress(f"{name}: chain", total - start, total - start)
     # each exchange's states: [final] or [pending, final], the last its status now
@@ -353,12 +357,13 @@ async def _bank(
         .execution_options(yield_per=20_000)
     )
     seen_nodes = 0
-    async for node in stored_nodes:
-        key = (node.level, node.idx)
-        if key in computed:
-            seen_nodes += 1
-            if computed[key] != bytes(node.hash):
-                wrong += 1
+    async for chunk in stored_nodes.partitions():
+        for node in chunk:
+            key = (node.level, node.idx)
+            if key in computed:
+                seen_nodes += 1
+                if computed[key] != bytes(node.hash):
+                    wrong += 1
     if wrong or seen_nodes != len(computed):
         bad(None, f"stored Merkle tree: {wrong} nodes differ, {len(computed) - seen_nodes} missing")
     report.checked["tree nodes"] += seen_nodes
