@@ -272,8 +272,8 @@ async def _bank(
         .execution_options(yield_per=5000)
     )
     expected = start
-    async for chunk in entries.partitions():
-        for e in chunk:
+    async for batch in entries.partitions():
+        for e in batch:
             expected += 1
             ex_id = e.exchange_id
             statuses[ex_id].append(e.status)
@@ -357,8 +357,8 @@ async def _bank(
         .execution_options(yield_per=20_000)
     )
     seen_nodes = 0
-    async for chunk in stored_nodes.partitions():
-        for node in chunk:
+    async for part in stored_nodes.partitions():
+        for node in part:
             key = (node.level, node.idx)
             if key in computed:
                 seen_nodes += 1
