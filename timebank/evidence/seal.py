@@ -371,7 +371,9 @@ def start_sealer(settings: Settings) -> Callable[[], None]:
         finally:
             await engine.dispose()
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="timebank-sealer")
+    thread = threading.Thread(
+        target=asyncio.run, args=(main(),), name="timebank-sealer", daemon=True
+    )
     thread.start()
 
     def halt() -> None:
