@@ -25,6 +25,7 @@ LAYERS = [
     "tools",  # demo generator, backups
     "imports",  # paper time sheets: read, resolve, preview, commit (through the batch)
     "lifecycle",  # registration, erasure: spanning parties, ledger, auth, audit
+    "evidence",  # the hash chain, checkpoints, proofs and the verifier, over ledger and reports
     "reports",
     "ledger",
     "auth",

@@ -55,6 +55,10 @@ LEDGER_TRIGGERS = {
         "exchanges_immutable",
         "exchanges_rollup",
         "exchanges_rollup_confirm",
+        "evidence_entries_append_only",
+        "evidence_nodes_append_only",
+        "evidence_checkpoints_append_only",
+        "evidence_entries_gapless",
     },
     "sqlite": {
         "postings_no_update",
@@ -69,6 +73,12 @@ LEDGER_TRIGGERS = {
         "exchanges_rollup_insert",
         "exchanges_rollup_confirm",
         "exchanges_rollup_reversal",
+        *(
+            f"evidence_{t}_no_{op}"
+            for t in ("entries", "nodes", "checkpoints")
+            for op in ("update", "delete")
+        ),
+        "evidence_entries_gapless",
     },
 }
 

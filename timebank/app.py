@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from timebank.api import reports
 from timebank.api.audit import audit_events
+from timebank.api.evidence import EvidenceController
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
@@ -30,6 +32,7 @@ from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
 from timebank.db import DriverPool, Replica, create_engine
+from timebank.evidence.seal import start_sealer
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *reports.ROUTES,
             OrganisationController,
             ExchangeController,
+            EvidenceController,
             ImportController,
             ApiKeyController,
             GlobalApiKeyController,
@@ -155,9 +159,23 @@ async def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
+def with_sealer(app: Litestar) -> None:
+    """The evidence sealer in a thread of this worker (docs/evidence.md): every worker runs
+    one, and a lock per bank lets one work at a time."""
+    halt = start_sealer(app.state.settings)
+
+    async def stop_sealer() -> None:
+        await asyncio.to_thread(halt)
+
+    app.on_shutdown.insert(0, stop_sealer)
+
+
 def create_server_app() -> Litestar:
     """The app as ``timebank serve`` runs it in each worker: :func:`create_app` with the
-    collector tuned for serving (not for the test suite's thousand apps in one process)."""
+    collector tuned for serving (not for the test suite's thousand apps in one process),
+    and the evidence sealer (unless TIMEBANK_SEALER=false)."""
     app = create_app()
     app.on_startup.append(tune_gc)
+    if app.state.settings.sealer:
+        app.on_startup.append(with_sealer)
     return app

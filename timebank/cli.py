@@ -60,6 +60,7 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
     _upgrade()
     if demo:
         _demo(host, port)
+        _demo_signing_key()
     uvicorn.run(
         "timebank.app:create_server_app",
         factory=True,
@@ -67,6 +68,34 @@ def serve(host: str, port: int, workers: int, demo: bool) -> None:
         port=port,
         workers=workers,
         **uvicorn_options(get_settings()),
+    )
+
+
+DEMO_SIGNING_KEY = Path("timebank-signing.key")
+
+
+def _demo_signing_key() -> None:
+    """With --demo and no signing key configured, a local one (made once) signs the demo's
+    checkpoints, so the dashboard and the proofs have something to show."""
+    import os
+
+    from timebank.evidence import note
+
+    settings = get_settings()
+    if settings.signing_key or settings.signing_key_file:
+        return
+    if not DEMO_SIGNING_KEY.exists():
+        signer = note.new_signer("demo")
+        fd = os.open(DEMO_SIGNING_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(signer.encode() + "\n")
+    signer = note.parse_signer(DEMO_SIGNING_KEY.read_text())
+    os.environ["TIMEBANK_SIGNING_KEY_FILE"] = str(DEMO_SIGNING_KEY.resolve())
+    get_settings.cache_clear()
+    click.echo(
+        f"Checkpoints are signed with {DEMO_SIGNING_KEY} (a demo key); verifier key:\n"
+        f"  {signer.verifier}\n",
+        err=True,
     )
 
 
@@ -650,3 +679,163 @@ def users_disable(user: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- evidence (docs/evidence.md) ----------------------------------------------------------
+
+
+@keys.group("signing")
+def signing() -> None:
+    """The Ed25519 key that signs checkpoints."""
+
+
+@signing.command("create")
+@click.option("--name", required=True, help="The key's name, e.g. mybank-2026 (no spaces or '+').")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File for the private key (written 0600; refused if it exists).",
+)
+def signing_create(name: str, output: Path) -> None:
+    """Make a signing key: the private key goes to OUTPUT (point TIMEBANK_SIGNING_KEY_FILE at
+    it); the verifier key, to publish, is printed."""
+    import os
+
+    from timebank.evidence import note
+
+    try:
+        signer = note.new_signer(name)
+    except note.SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{output} exists: choose another file") from exc
+    with os.fdopen(fd, "w") as f:
+        f.write(signer.encode() + "\n")
+    click.echo(signer.verifier)
+    click.echo(
+        f"Private key written to {output}. Set TIMEBANK_SIGNING_KEY_FILE={output}, publish the\n"
+        "verifier key above, and keep older verifier keys in TIMEBANK_VERIFIER_KEYS.",
+        err=True,
+    )
+
+
+def _signer_or_fail() -> Any:
+    from timebank.evidence import note
+    from timebank.evidence.seal import load_signer
+
+    try:
+        return load_signer(get_settings())
+    except (OSError, note.SigningKeyError) as exc:
+        raise click.ClickException(f"the signing key: {exc}") from exc
+
+
+@main.command()
+@click.option("--timebank", "slug", default=None, help="One bank (default: every bank).")
+@click.option("--checkpoint", "force", is_flag=True, help="Sign a checkpoint even if none is due.")
+def seal(slug: str | None, force: bool) -> None:
+    """Seal every exchange not yet in its bank's chain, then sign a checkpoint if one is due
+    (what the sealer in `timebank serve` does continuously)."""
+    from timebank.db import create_engine
+    from timebank.evidence import seal as sealer
+
+    settings = get_settings()
+    signer = _signer_or_fail()
+
+    async def run() -> list[str]:
+        engine = create_engine(settings)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        out = []
+        try:
+            banks = await sealer.banks(sessions)
+            if slug is not None:
+                banks = [b for b in banks if b[1] == slug]
+                if not banks:
+                    raise click.ClickException(f"no time bank {slug!r}")
+            for tb, name in banks:
+                n = await sealer.seal(sessions, tb)
+                line = f"{name}: {'busy (another sealer)' if n is None else f'{n} sealed'}"
+                if signer is not None and n is not None:
+                    made = await sealer.checkpoint(sessions, tb, signer, settings, force=force)
+                    if made is not None:
+                        line += f", checkpoint of {made.size} signed"
+                out.append(line)
+        finally:
+            await engine.dispose()
+        return out
+
+    for line in asyncio.run(run()):
+        click.echo(line)
+    if signer is None:
+        click.echo("No signing key (TIMEBANK_SIGNING_KEY_FILE): no checkpoint signed.", err=True)
+
+
+@main.command()
+@click.option("--timebank", "slug", default=None, help="One bank (default: every bank).")
+@click.option(
+    "--from-checkpoint",
+    "from_checkpoint",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Trust the chain up to this signed checkpoint's size; recompute what follows.",
+)
+@click.option("--key", "keys_", multiple=True, help="A trusted verifier key (repeatable).")
+def verify(slug: str | None, from_checkpoint: int | None, keys_: tuple[str, ...]) -> None:
+    """Recompute every chain and tree head, check each checkpoint's signature and their
+    consistency, every exchange's zero sum, each account's balance and each posting's
+    running balance, and the report rollups. Exit status 0 only when all holds."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from timebank.db import create_engine
+    from timebank.evidence import note
+    from timebank.evidence.seal import trusted_keys
+    from timebank.evidence.verify import verify as run_verify
+
+    settings = get_settings()
+    try:
+        keys = trusted_keys(settings, list(keys_))
+    except (OSError, note.SigningKeyError) as exc:
+        raise click.ClickException(f"a key: {exc}") from exc
+    console = Console(stderr=True)
+
+    async def run() -> Any:
+        engine = create_engine(settings)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        tasks: dict[str, Any] = {}
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bar:
+
+            def progress(what: str, done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=max(total, 1))
+                bar.update(tasks[what], completed=done, total=max(total, 1))
+
+            try:
+                return await run_verify(
+                    sessions,
+                    settings,
+                    keys,
+                    slug=slug,
+                    from_checkpoint=from_checkpoint,
+                    progress=progress,
+                )
+            finally:
+                await engine.dispose()
+
+    report = asyncio.run(run())
+    click.echo("Checked:")
+    for what, n in report.checked.items():
+        click.echo(f"  {n:>10}  {what}")
+    for line in report.notes:
+        click.echo(f"Note: {line}")
+    if report.ok:
+        click.echo("All holds.")
+        return
+    click.echo(f"{len(report.findings)} problems:")
+    for finding in report.findings:
+        click.echo(f"  {finding}")
+    sys.exit(1)

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # X-Forwarded-For / X-Forwarded-Proto. Empty (the default): nobody, so a client cannot
     # forge its address past the per-address sign-in limit. docs/operations.md.
     trusted_proxies: str = ""
+    # Evidence (docs/evidence.md): the Ed25519 key that signs checkpoints — the key itself
+    # (PRIVATE+KEY+…) or a file holding it —, older keys' verifier strings still trusted
+    # (comma-separated), how often a checkpoint is made, how often the sealer looks.
+    signing_key: str = ""
+    signing_key_file: str = ""
+    verifier_keys: str = ""
+    checkpoint_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    seal_seconds: float = Field(default=2.0, gt=0, le=3600)
+    evidence_origin: str = "timebank.local"
+    sealer: bool = True  # timebank serve runs the sealer in each worker (one works at a time)
     debug: bool = False
 
     @property

@@ -106,6 +106,13 @@ class ReportTimeout(DomainError):
     code, title = "report_timeout", "Report timed out"
 
 
+class NotCheckpointed(DomainError):
+    """An exchange (or a tree size) that no signed checkpoint covers yet: the sealer adds it
+    within seconds and signs a checkpoint every few minutes, so a retry later succeeds."""
+
+    code, title = "not_checkpointed", "Not in a checkpoint yet"
+
+
 class RequestTimeout(DomainError):
     code, title = "request_timeout", "Request timeout"
 

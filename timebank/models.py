@@ -10,6 +10,12 @@ from timebank.auth.models import (
     SignInFailure,
 )
 from timebank.db import Base
+from timebank.evidence.models import (
+    EvidenceCheckpoint,
+    EvidenceEntry,
+    EvidenceNode,
+    EvidenceOpen,
+)
 from timebank.idempotency import IdempotencyRecord
 from timebank.imports.models import SheetImport
 from timebank.ledger.models import Account, Exchange, Posting
@@ -31,6 +37,10 @@ __all__ = [
     "ConsoleSession",
     "ConsoleUser",
     "ConsoleUserTimeBank",
+    "EvidenceCheckpoint",
+    "EvidenceEntry",
+    "EvidenceNode",
+    "EvidenceOpen",
     "Exchange",
     "IdempotencyRecord",
     "Member",

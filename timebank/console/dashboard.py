@@ -35,6 +35,7 @@ from timebank.console.formatting import DATE_LOCALES
 from timebank.console.messages import Problems
 from timebank.db import reads_that_may_lag
 from timebank.errors import Forbidden, NotFound
+from timebank.evidence import service as evidence
 from timebank.reports import cellkey, run
 from timebank.reports import render as files
 from timebank.reports.cache import PublishedCache, Report, published
@@ -961,6 +962,7 @@ async def _page(
     bodies = {name: files.as_json(r.meta, r.built) for name, r in zip(NAMES, found, strict=True)}
     period_text = period_label(ctx, choice.start, choice.end)
     view = build_view(ctx, bodies, period_text)
+    checkpoint = await evidence.checkpointed_at(db_session, [b.id for b in choice.banks])
     return render(
         ctx,
         "dashboard.html",
@@ -970,6 +972,7 @@ async def _page(
         as_of=ctx.day(period.as_of.date()),
         method=found[0].meta["method"],
         incomplete=incomplete(choice.end, today),
+        checkpointed=ctx.day(checkpoint.date()) if checkpoint else None,
         **values,
     )
 

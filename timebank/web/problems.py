@@ -50,6 +50,7 @@ STATUS: dict[str, int] = {
     "idempotency_in_flight": 409,
     "duplicate": 409,
     "import_closed": 409,
+    "not_checkpointed": 409,
     "batch_aborted": 424,
     "rate_limited": 429,
     "report_timeout": 503,
