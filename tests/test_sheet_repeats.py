@@ -210,8 +210,8 @@ async def test_the_cli_lists_repeats_and_records_one_only_with_separate(
     copy.write_bytes(path.read_bytes())
     path = copy
     again = run("--commit", "--sheet", "another")
-    assert "3 lines: 3 repeats\n" in again.stdout, again.stdout
+    assert "3 lines: 3 repeats\n" in again.stdout, again.stdout + again.stderr
     assert len(await exchanges(api, slug)) == 2
     separate = run("--commit", "--sheet", "another", "--separate", "4")
-    assert "1 recorded" in separate.stdout, separate.stdout
+    assert "1 recorded" in separate.stdout, separate.stdout + separate.stderr
     assert len(await exchanges(api, slug)) == 3
