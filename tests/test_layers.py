@@ -31,6 +31,7 @@ LAYERS = [
     "members",
     "organisations",
     "timebanks",
+    "events",  # the event feed and webhooks: written by every use case above
     "audit",
     "base",  # access, config, db, errors, idempotency, logs, types, ...
 ]

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from timebank.api import reports
 from timebank.api.audit import audit_events
+from timebank.api.events import WebhookController, list_events
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ImportController,
             ApiKeyController,
             GlobalApiKeyController,
+            list_events,
+            WebhookController,
             docs_assets(),
             console_router,
         ],

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     sign_in_failures_per_account: int = Field(default=5, ge=1)
     sign_in_failures_per_address: int = Field(default=20, ge=1)
     sign_in_window_minutes: int = Field(default=15, ge=1)
+    # Events and webhooks (docs/events.md): private webhook addresses (tests, intranets);
+    # whether `timebank serve` runs a webhook dispatcher in each worker; how often a long
+    # poll of the feed looks again.
+    webhooks_allow_private: bool = False
+    webhooks_dispatcher: bool = True
+    events_poll_interval_seconds: float = Field(default=1.0, gt=0, le=30)
     debug: bool = False
 
     @property

@@ -10,6 +10,13 @@ from timebank.auth.models import (
     SignInFailure,
 )
 from timebank.db import Base
+from timebank.events.models import (
+    Event,
+    EventCounter,
+    EventMember,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from timebank.idempotency import IdempotencyRecord
 from timebank.imports.models import SheetImport
 from timebank.ledger.models import Account, Exchange, Posting
@@ -30,6 +37,9 @@ __all__ = [
     "ConsoleSession",
     "ConsoleUser",
     "ConsoleUserTimeBank",
+    "Event",
+    "EventCounter",
+    "EventMember",
     "Exchange",
     "IdempotencyRecord",
     "Member",
@@ -38,4 +48,6 @@ __all__ = [
     "SheetImport",
     "SignInFailure",
     "TimeBank",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

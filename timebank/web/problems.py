@@ -48,6 +48,7 @@ STATUS: dict[str, int] = {
     "duplicate": 409,
     "import_closed": 409,
     "batch_aborted": 424,
+    "cursor_expired": 410,
     "rate_limited": 429,
     "report_timeout": 503,
     # refused by the web layer itself
@@ -281,6 +282,7 @@ _DESCRIPTIONS = {
     403: "The key's role or scope does not allow this (`forbidden`)",
     404: "Unknown time bank or resource (`not_found`)",
     409: "Conflict with the ledger's state (see `code`)",
+    410: "The cursor is older than the events kept (`cursor_expired`): start again without it",
     413: "Body over 1 MiB (`payload_too_large`)",
     422: "Invalid input (`validation_error`, `idempotency_key_reused`)",
     429: "Rate limited (`rate_limited`), see Retry-After",
@@ -347,6 +349,13 @@ PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
             "Balance limit exceeded",
             "Alex Smith (member 01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40) would go below their "
             "lower limit of -600 minutes",
+        ),
+        410: _example(
+            410,
+            "cursor_expired",
+            "Cursor expired",
+            "Events after this cursor were deleted (kept 90 days): read the current state, "
+            "then follow the feed from a cursor given now",
         ),
         413: _example(413, "payload_too_large", "Payload too large", "The body is over 1 MiB"),
         422: _example(
