@@ -29,8 +29,8 @@ from timebank.web.problems import problems
 
 
 def clock_of(request: Request[Any, Any, Any]) -> Clock:
-    """The app's clock (a test may put its own in ``app.state.clock``)."""
-    clock: Clock = request.app.state.get("clock") or SYSTEM_CLOCK
+    """The app's clock (a test may put its own in ``app.state.events_clock``)."""
+    clock: Clock = request.app.state.get("events_clock") or SYSTEM_CLOCK
     return clock
 
 
