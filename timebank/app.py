@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import uuid
 from typing import Any
@@ -30,6 +32,7 @@ from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
 from timebank.db import DriverPool, create_engine
+from timebank.events.dispatch import Dispatcher
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
@@ -147,7 +150,30 @@ async def tune_gc() -> None:
 
 def create_server_app() -> Litestar:
     """The app as ``timebank serve`` runs it in each worker: :func:`create_app` with the
-    collector tuned for serving (not for the test suite's thousand apps in one process)."""
+    collector tuned for serving (not for the test suite's thousand apps in one process),
+    and a webhook dispatcher (``TIMEBANK_WEBHOOKS_DISPATCHER``; the workers' dispatchers
+    share the work without taking a delivery twice, see :mod:`timebank.events.dispatch`)."""
     app = create_app()
     app.on_startup.append(tune_gc)
+    settings: Settings = app.state.settings
+    if settings.webhooks_dispatcher:
+        app.on_startup.append(start_dispatcher)
+        app.on_shutdown.append(stop_dispatcher)
     return app
+
+
+async def start_dispatcher(app: Litestar) -> None:
+    dispatcher = Dispatcher(
+        app.state.sessions, allow_private=app.state.settings.webhooks_allow_private
+    )
+    app.state.dispatcher = dispatcher
+    app.state.dispatcher_task = asyncio.get_running_loop().create_task(dispatcher.run())
+
+
+async def stop_dispatcher(app: Litestar) -> None:
+    task = app.state.get("dispatcher_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await app.state.dispatcher.close()

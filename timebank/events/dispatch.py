@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from timebank.clock import SYSTEM_CLOCK, Clock
-from timebank.db import begin_write, table_of, uuid7
+from timebank.db import begin_write, table_of, utcnow, uuid7
 from timebank.errors import InvalidInput
 from timebank.events.feed import _position
 from timebank.events.models import (
@@ -237,7 +237,7 @@ class Dispatcher:
             await check_url(due.url, allow_private=self.allow_private)
         except InvalidInput as exc:
             return None, exc.detail
-        now = self.clock.now()
+        now = utcnow()  # the moment of sending, whatever clock schedules the tries
         headers = {
             "content-type": "application/json",
             "webhook-id": str(due.event_id),
