@@ -38,6 +38,7 @@ from timebank.events.feed import _position
 from timebank.events.models import (
     DeliveryStatus,
     Event,
+    EventCounter,
     EventType,
     WebhookDelivery,
     WebhookEndpoint,
@@ -128,6 +129,18 @@ class Dispatcher:
         """Queue deliveries of the events each enabled endpoint has not had yet."""
         queued = 0
         async with self.sessions() as session:
+            behind = await session.execute(
+                select(WebhookEndpoint.id)
+                .join(EventCounter, EventCounter.timebank_id == WebhookEndpoint.timebank_id)
+                .where(
+                    WebhookEndpoint.disabled_at.is_(None),
+                    EventCounter.last_seq > WebhookEndpoint.last_seq,
+                )
+                .limit(1)
+            )
+            if behind.first() is None:  # an idle tick reads, and writes nothing
+                return 0
+            await session.rollback()
             await begin_write(session)
             endpoints = (
                 await session.execute(
@@ -179,8 +192,15 @@ class Dispatcher:
         """Take the due deliveries of enabled endpoints: their next attempt moves a lease
         ahead, committed, so no other dispatcher takes them while they are sent."""
         async with self.sessions() as session:
-            await begin_write(session)
             now = self.clock.now()
+            due = select(WebhookDelivery.id).where(
+                WebhookDelivery.status == DeliveryStatus.pending,
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            if (await session.execute(due.limit(1))).first() is None:
+                return []
+            await session.rollback()
+            await begin_write(session)
             ids = list(
                 (
                     await session.execute(
@@ -222,14 +242,14 @@ class Dispatcher:
                 .where(WebhookDelivery.id.in_(ids))
                 .order_by(Event.seq)
             )
-            due = [
+            taken = [
                 Due(
                     d.id, e.id, e.timebank_id, e.url, e.secret, d.attempts, payload(ev, slug), ev.id
                 )
                 for d, e, ev, slug in rows.tuples()
             ]
             await session.commit()
-        return due
+        return taken
 
     async def send(self, due: Due) -> tuple[int | None, str | None]:
         """One POST: the status code (``None`` if there was no answer) and what went wrong."""
