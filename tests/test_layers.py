@@ -30,8 +30,8 @@ LAYERS = [
     "auth",
     "members",
     "organisations",
-    "timebanks",
     "events",  # the event feed and webhooks: written by every use case above
+    "timebanks",
     "audit",
     "base",  # access, config, db, errors, idempotency, logs, types, ...
 ]

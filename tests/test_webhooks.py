@@ -149,7 +149,7 @@ async def test_endpoints_are_for_admins_and_the_secret_is_shown_once(
 ) -> None:
     made = await hooked.endpoint(receiver.url)
     assert made["secret"].startswith("whsec_") and made["events"] is None
-    listed = await hooked.api.ok("get", hooked.path("/webhooks"))
+    listed = (await hooked.api.ok("get", hooked.path("/webhooks")))["items"]
     assert [e["id"] for e in listed] == [made["id"]]
     assert "secret" not in listed[0] and made["secret"] not in json.dumps(listed)
     broker = hooked.api.as_key(await hooked.api.key(hooked.slug, "broker"))
@@ -162,7 +162,7 @@ async def test_endpoints_are_for_admins_and_the_secret_is_shown_once(
     assert r.status_code == 422 and "unknown event type" in r.json()["detail"]
     gone = await hooked.api.delete(hooked.path(f"/webhooks/{made['id']}"))
     assert gone.status_code == 204
-    assert await hooked.api.ok("get", hooked.path("/webhooks")) == []
+    assert await hooked.api.ok("get", hooked.path("/webhooks")) == {"items": []}
 
 
 async def test_private_addresses_are_refused_without_the_setting(
@@ -182,7 +182,7 @@ async def test_private_addresses_are_refused_without_the_setting(
         body = r.json()
         assert body["errors"][0]["field"] == "url"
     assert "TIMEBANK_WEBHOOKS_ALLOW_PRIVATE" in body["detail"] or "http" in body["detail"]
-    assert await api.ok("get", f"/v1/timebanks/{tb['slug']}/webhooks") == []
+    assert await api.ok("get", f"/v1/timebanks/{tb['slug']}/webhooks") == {"items": []}
 
 
 async def test_a_dispatcher_without_the_setting_sends_nothing_to_a_private_address(
@@ -299,13 +299,13 @@ async def test_an_endpoint_failing_for_days_is_disabled_and_an_event_says_so(
     hooked.clock.advance(seconds=DISABLE_AFTER.total_seconds() - 60)
     await hooked.record()
     await hooked.dispatcher.tick()
-    listed = {e["id"]: e for e in await hooked.api.ok("get", hooked.path("/webhooks"))}
+    listed = {e["id"]: e for e in (await hooked.api.ok("get", hooked.path("/webhooks")))["items"]}
     assert listed[made["id"]]["disabled_at"] is None
     assert listed[made["id"]]["failing_since"] is not None
     hooked.clock.advance(seconds=120)
     await hooked.record()
     await hooked.dispatcher.tick()
-    listed = {e["id"]: e for e in await hooked.api.ok("get", hooked.path("/webhooks"))}
+    listed = {e["id"]: e for e in (await hooked.api.ok("get", hooked.path("/webhooks")))["items"]}
     assert listed[made["id"]]["disabled_at"] is not None
     feed = await hooked.api.ok("get", hooked.path("/events"))
     (disabled,) = [e for e in feed["items"] if e["type"] == "webhook.disabled"]

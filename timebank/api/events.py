@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import Principal
 from timebank.clock import SYSTEM_CLOCK, Clock
 from timebank.events import feed, webhooks
-from timebank.events.models import WebhookDelivery
+from timebank.events.models import WebhookDelivery, WebhookEndpoint
 from timebank.events.schemas import (
     DeliveryOut,
     DeliveryPage,
@@ -20,10 +20,12 @@ from timebank.events.schemas import (
     EventPage,
     WebhookCreate,
     WebhookCreated,
+    WebhookList,
     WebhookOut,
 )
+from timebank.idempotency import Claim
 from timebank.timebanks.service import get_by_slug
-from timebank.web.idempotent import write
+from timebank.web.idempotent import IdempotencyKeyHeader, as_json, idempotent, write
 from timebank.web.pagination import LimitParam, check_limit, encode_cursor, id_cursor, seq_cursor
 from timebank.web.problems import problems
 
@@ -101,13 +103,14 @@ class WebhookController(Controller):
 
     @post(
         "/",
-        responses=problems(400, 403, 404, 413, 422),
+        responses=problems(400, 403, 404, 413, 422, keyed=True),
         summary="Add a webhook endpoint (admin)",
         description="Events (of `events`, default every type) are POSTed to `url`, signed "
         "as Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) with "
-        "the `secret` answered here once. Retried until a 2xx within 15 s: at once, then "
-        "after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. No redirect is followed; hosts "
-        "that resolve to private addresses are refused.",
+        "the `secret` answered here once (a replay of the same Idempotency-Key answers "
+        "without it). Retried until a 2xx within 15 s: at once, then after 5 s, 5 min, "
+        "30 min, 2 h, 5 h, 10 h and 10 h. No redirect is followed; hosts that resolve to "
+        "private addresses are refused.",
         operation_id="createWebhook",
     )
     async def create(
@@ -117,38 +120,49 @@ class WebhookController(Controller):
         principal: Principal,
         tb: str,
         data: WebhookCreate,
-    ) -> WebhookCreated:
+        idempotency_key: str | None = IdempotencyKeyHeader,
+    ) -> Response[WebhookCreated]:
         allow = request.app.state.settings.webhooks_allow_private
 
-        async def use_case() -> WebhookCreated:
+        async def use_case(claim: Claim) -> WebhookEndpoint:
             bank = await get_by_slug(db_session, principal, tb)
-            made = await webhooks.create_endpoint(
-                db_session, principal, bank.id, data.url, data.events, allow_private=allow
-            )
-            return WebhookCreated(
-                **WebhookOut.model_validate(made).model_dump(), secret=made.secret
+            return await webhooks.create_endpoint(
+                db_session,
+                principal,
+                bank.id,
+                data.url,
+                data.events,
+                allow_private=allow,
+                claim=claim,
             )
 
-        return await write(request, db_session, use_case)
+        def render(made: WebhookEndpoint) -> Any:
+            view = WebhookOut.model_validate(made).model_dump()
+            return as_json(WebhookCreated(**view, secret=made.secret))
+
+        return await idempotent(
+            request, db_session, principal, use_case, render=render, unstored_fields=("secret",)
+        )
 
     @get(
         "/",
         responses=problems(403, 404, 422),
         summary="List webhook endpoints (admin; never secrets)",
+        description="Every endpoint of the bank (at most 20): its address, the types it is "
+        "sent, since when it has been failing and whether it was disabled.",
         operation_id="listWebhooks",
     )
-    async def list_(
-        self, db_session: AsyncSession, principal: Principal, tb: str
-    ) -> list[WebhookOut]:
+    async def list_(self, db_session: AsyncSession, principal: Principal, tb: str) -> WebhookList:
         bank = await get_by_slug(db_session, principal, tb)
         found = await webhooks.list_endpoints(db_session, principal, bank.id)
-        return [WebhookOut.model_validate(e) for e in found]
+        return WebhookList(items=[WebhookOut.model_validate(e) for e in found])
 
     @delete(
         "/{webhook_id:uuid}",
         status_code=204,
         responses=problems(403, 404),
         summary="Remove a webhook endpoint and its delivery log (admin)",
+        description="Nothing more is sent to it, at once; deliveries not yet made are dropped.",
         operation_id="deleteWebhook",
     )
     async def remove(
@@ -169,6 +183,8 @@ class WebhookController(Controller):
         "/{webhook_id:uuid}/deliveries",
         responses=problems(403, 404, 422),
         summary="An endpoint's delivery log, newest first (admin)",
+        description="Each event queued for the endpoint: pending (with its next try), "
+        "succeeded or failed (no tries left), how many tries, and the last answer.",
         operation_id="listWebhookDeliveries",
     )
     async def deliveries(
@@ -191,7 +207,7 @@ class WebhookController(Controller):
     @post(
         "/{webhook_id:uuid}/deliveries/{delivery_id:uuid}/redeliver",
         status_code=200,
-        responses=problems(403, 404),
+        responses=problems(403, 404, 422),
         summary="Send a delivery again now (admin)",
         description="Its tries start again from the first; a disabled endpoint is turned back on.",
         operation_id="redeliverWebhook",

@@ -6,21 +6,50 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_EVENT: dict[str, Any] = {
+    "id": "01937a4f-1c2d-7e3f-8a4b-5c6d7e8f9a0b",
+    "type": "exchange.confirmed",
+    "created_at": "2026-11-30T10:15:00Z",
+    "data": {"exchange_id": "01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40", "status": "recorded"},
+}
+_WEBHOOK: dict[str, Any] = {
+    "id": "01937a50-2b3c-7d4e-9f5a-6b7c8d9e0f1a",
+    "url": "https://app.example.org/timebank-hooks",
+    "events": ["exchange.confirmed", "exchange.rejected"],
+    "created_at": "2026-11-30T09:00:00Z",
+    "failing_since": None,
+    "disabled_at": None,
+}
+_DELIVERY: dict[str, Any] = {
+    "id": "01937a51-3c4d-7e5f-8a6b-7c8d9e0f1a2b",
+    "event_id": _EVENT["id"],
+    "event_type": "exchange.confirmed",
+    "status": "pending",
+    "attempts": 1,
+    "next_attempt_at": "2026-11-30T10:15:05Z",
+    "last_attempt_at": "2026-11-30T10:15:00Z",
+    "last_status_code": 500,
+    "last_error": "answered 500",
+    "created_at": "2026-11-30T10:15:00Z",
+}
+
 
 class EventOut(BaseModel):
     """One change: what happened (``type``), when, and ``data`` — ids and what changed."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_EVENT]})
 
     id: uuid.UUID = Field(description="The event's id; also the webhook-id of its deliveries")
-    type: str = Field(examples=["exchange.confirmed"])
+    type: str = Field(description="e.g. `exchange.confirmed`, `member.updated` (docs/events.md)")
     created_at: datetime
-    data: dict[str, Any] = Field(
-        examples=[{"exchange_id": "01937a4e-6d10-7b9a-8e2f-5a7c1d3e9b40", "status": "recorded"}]
-    )
+    data: dict[str, Any] = Field(description="Ids and what changed, never names or balances")
 
 
 class EventPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_EVENT], "cursor": "MTI"}]}
+    )
+
     items: list[EventOut]
     cursor: str = Field(
         description="The position after the last item (or where the feed stands, when there "
@@ -29,19 +58,26 @@ class EventPage(BaseModel):
 
 
 class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://app.example.org/timebank-hooks",
+                    "events": ["exchange.confirmed", "exchange.rejected"],
+                }
+            ]
+        },
+    )
 
-    url: str = Field(max_length=2000, examples=["https://app.example.org/timebank-hooks"])
+    url: str = Field(max_length=2000)
     events: list[str] | None = Field(
-        default=None,
-        max_length=20,
-        description="Event types to send (default: every type)",
-        examples=[["exchange.confirmed", "exchange.rejected"]],
+        default=None, max_length=20, description="Event types to send (default: every type)"
     )
 
 
 class WebhookOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_WEBHOOK]})
 
     id: uuid.UUID
     url: str
@@ -56,13 +92,26 @@ class WebhookOut(BaseModel):
 
 
 class WebhookCreated(WebhookOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_WEBHOOK, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}]
+        }
+    )
+
     secret: str = Field(
-        description="Signs every delivery (Standard Webhooks). Shown once, never again.",
-        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        description="Signs every delivery (Standard Webhooks). Shown once, never again."
     )
 
 
+class WebhookList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_WEBHOOK]}]})
+
+    items: list[WebhookOut]
+
+
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_DELIVERY]})
+
     id: uuid.UUID
     event_id: uuid.UUID
     event_type: str
@@ -76,5 +125,9 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveryPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_DELIVERY], "next_cursor": None}]}
+    )
+
     items: list[DeliveryOut]
     next_cursor: str | None

@@ -34,6 +34,7 @@ from timebank.events.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from timebank.idempotency import Claim
 
 MAX_ENDPOINTS = 20  # per bank
 
@@ -99,6 +100,7 @@ async def create_endpoint(
     types: Sequence[str] | None,
     *,
     allow_private: bool,
+    claim: Claim | None = None,
 ) -> WebhookEndpoint:
     """A new endpoint, sent every event from now on (of ``types``, or all). Commits."""
     principal.require(timebank_id, Role.admin)
@@ -132,6 +134,8 @@ async def create_endpoint(
             details={"events": wanted},
         ),
     )
+    if claim is not None:
+        await claim.settle(session, endpoint)
     await session.commit()
     return endpoint
 
