@@ -7,6 +7,7 @@ endpoint failing for days is disabled, with an event saying so."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -26,7 +27,10 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Api, simple
 from tests.servers import TIMEBANK_CLI, running_server, server_env
+from tests.test_console import Clock as ConsoleClock
+from tests.test_console import errors, make_user, sign_in, token
 from tests.test_events import FakeClock
+from timebank.access import Role
 from timebank.app import create_app
 from timebank.config import Settings
 from timebank.events.dispatch import DISABLE_AFTER, SCHEDULE, Dispatcher
@@ -361,3 +365,71 @@ def test_timebank_serve_runs_a_dispatcher_and_two_workers_send_each_event_once(
     bodies = receiver.verified(made["secret"])
     assert sorted(b["type"] for b in bodies) == ["member.created"] * 3
     assert len({b["id"] for b in bodies}) == 3
+
+
+# --- the console ------------------------------------------------------------------------------
+
+
+async def test_an_admin_adds_views_and_removes_a_webhook_in_the_console(
+    allowing: Settings,
+    settings: Settings,
+    admin_secret: str,
+    session_maker: Maker,
+    receiver: Receiver,
+) -> None:
+    clock = ConsoleClock()
+    for app_settings, allowed in ((settings, False), (allowing, True)):
+        app = create_app(app_settings)
+        app.state.clock = clock
+        async with AsyncTestClient(app=app, timeout=60) as browser:
+            api = Api(browser, admin_secret)
+            tb = await api.timebank()
+            slug = tb["slug"]
+            email = f"admin-{slug}@example.org"
+            await make_user(session_maker, email, Role.admin, [tb["id"]], clock)
+            assert (await sign_in(browser, email)).status_code == 303
+            page = await browser.get(f"/console/{slug}/admin/webhooks")
+            assert page.status_code == 200 and "Add a webhook" in page.text
+            form = {"csrf_token": token(page.text), "url": receiver.url, "events": "member.created"}
+            r = await browser.post(f"/console/{slug}/admin/webhooks", data=form)
+            if not allowed:
+                assert r.status_code == 422
+                assert errors(r.text) == [
+                    "This address leads into a private network. Webhooks go to public "
+                    "addresses only."
+                ]
+                cy = await browser.post(
+                    f"/console/{slug}/admin/webhooks",
+                    data=form,
+                    headers={"Accept-Language": "cy"},
+                )
+                assert cy.status_code == 422 and '<html lang="cy">' in cy.text
+                assert [e.removeprefix("Gwall:").strip() for e in errors(cy.text)] == [
+                    "Mae&#39;r cyfeiriad hwn yn arwain i rwydwaith preifat. Dim ond i "
+                    "gyfeiriadau cyhoeddus yr aiff bachau gwe."
+                ]
+                continue
+            assert r.status_code == 200, r.text
+            secret = re.search(r'<code id="secret">([^<]+)</code>', r.text)
+            assert secret and secret.group(1).startswith("whsec_")
+            listed = await browser.get(f"/console/{slug}/admin/webhooks")
+            assert receiver.url in listed.text and "member.created" in listed.text
+            (endpoint,) = (await api.ok("get", f"/v1/timebanks/{slug}/webhooks"))["items"]
+            assert endpoint["events"] == ["member.created"]
+            await api.member(slug, "May")
+            dispatcher = Dispatcher(session_maker, allow_private=True)
+            try:
+                assert await dispatcher.tick() == 1
+            finally:
+                await dispatcher.close()
+            log = await browser.get(f"/console/{slug}/admin/webhooks/{endpoint['id']}")
+            assert "member.created" in log.text and "Delivered" in log.text
+            (body,) = receiver.verified(secret.group(1))
+            assert body["type"] == "member.created"
+            removed = await browser.post(
+                f"/console/{slug}/admin/webhooks/{endpoint['id']}/remove",
+                data={"csrf_token": token(listed.text)},
+                follow_redirects=False,
+            )
+            assert removed.status_code == 303
+            assert (await api.ok("get", f"/v1/timebanks/{slug}/webhooks")) == {"items": []}

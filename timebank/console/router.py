@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request, Response, Router, get
 from litestar.exceptions import HTTPException, ValidationException
 
-from timebank.console import account, admin, dashboard, exchanges, home, parties, sheets
+from timebank.console import account, admin, dashboard, exchanges, home, parties, sheets, webhooks
 from timebank.console.base import (
     CSP,
     STATIC,
@@ -189,6 +189,7 @@ console_router = Router(
         admin.key_create,
         admin.key_revoke,
         admin.audit_page,
+        *webhooks.ROUTES,
     ],
     exception_handlers={
         NotSignedIn: _not_signed_in,
