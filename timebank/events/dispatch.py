@@ -308,8 +308,7 @@ class Dispatcher:
                 if getattr(disabled, "rowcount", 0) == 1:
                     log.warning("webhook endpoint %s disabled after failing", due.endpoint_id)
                     change = Change(
-                        EventType.webhook_disabled,
-                        {"endpoint_id": str(due.endpoint_id), "reason": error},
+                        EventType.webhook_disabled, {"endpoint_id": str(due.endpoint_id)}
                     )
                     await emit(session, due.timebank_id, [change], now=now)
             await session.execute(
