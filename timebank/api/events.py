@@ -58,9 +58,10 @@ async def list_events(
     limit: int | None = LimitParam,
     wait: int | None = Parameter(
         default=None,
-        ge=0,
+        ge=1,
         le=feed.MAX_WAIT_SECONDS,
-        description="Seconds to wait for an event when there is none yet (0–30)",
+        description="Seconds to wait for an event when there is none yet (1–30; leave it "
+        "out to answer at once)",
     ),
 ) -> EventPage:
     bank = await get_by_slug(db_session, principal, tb)
