@@ -31,6 +31,7 @@ LAYERS = [
     "auth",
     "members",
     "organisations",
+    "events",  # the event feed and webhooks: written by every use case above
     "timebanks",
     "audit",
     "base",  # access, config, db, errors, idempotency, logs, types, ...

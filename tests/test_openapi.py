@@ -40,9 +40,10 @@ def resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 def creating_posts(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """POST operations under /v1 that create something: time banks, members,
     organisations, categories, exchanges, batches, reversals, keys, sheet imports. Decisions
-    on a pending exchange (confirm/reject/cancel), erasure and committing a sheet import
-    (idempotent by its lines' references) change state and create nothing."""
-    not_creating = ("/confirm", "/reject", "/cancel", "/erase", "/commit")
+    on a pending exchange (confirm/reject/cancel), erasure, committing a sheet import
+    (idempotent by its lines' references) and redelivering a webhook change state and
+    create nothing."""
+    not_creating = ("/confirm", "/reject", "/cancel", "/erase", "/commit", "/redeliver")
     return [
         (path, op)
         for method, path, op in operations(doc)

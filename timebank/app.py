@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import uuid
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from timebank.api import reports
 from timebank.api.audit import audit_events
 from timebank.api.evidence import EvidenceController
+from timebank.api.events import WebhookController, list_events
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
@@ -33,6 +35,7 @@ from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
 from timebank.db import DriverPool, Replica, create_engine
 from timebank.evidence.seal import start_sealer
+from timebank.events.dispatch import Dispatcher
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal
@@ -116,6 +119,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             GlobalApiKeyController,
             me,
             console_me,
+            list_events,
+            WebhookController,
             docs_assets(),
             console_router,
         ],
@@ -173,9 +178,32 @@ def with_sealer(app: Litestar) -> None:
 def create_server_app() -> Litestar:
     """The app as ``timebank serve`` runs it in each worker: :func:`create_app` with the
     collector tuned for serving (not for the test suite's thousand apps in one process),
-    and the evidence sealer (unless TIMEBANK_SEALER=false)."""
+    the evidence sealer (unless TIMEBANK_SEALER=false) and a webhook dispatcher
+    (``TIMEBANK_WEBHOOKS_DISPATCHER``; the workers' dispatchers share the work without
+    taking a delivery twice, see :mod:`timebank.events.dispatch`)."""
     app = create_app()
     app.on_startup.append(tune_gc)
-    if app.state.settings.sealer:
+    settings: Settings = app.state.settings
+    if settings.sealer:
         app.on_startup.append(with_sealer)
+    if settings.webhooks_dispatcher:
+        app.on_startup.append(start_dispatcher)
+        app.on_shutdown.append(stop_dispatcher)
     return app
+
+
+async def start_dispatcher(app: Litestar) -> None:
+    dispatcher = Dispatcher(
+        app.state.sessions, allow_private=app.state.settings.webhooks_allow_private
+    )
+    app.state.dispatcher = dispatcher
+    app.state.dispatcher_task = asyncio.get_running_loop().create_task(dispatcher.run())
+
+
+async def stop_dispatcher(app: Litestar) -> None:
+    task = app.state.get("dispatcher_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await app.state.dispatcher.close()

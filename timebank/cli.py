@@ -341,6 +341,61 @@ def expire_pending() -> None:
     click.echo(f"expired {_with_session(run)} pending exchange(s)", err=True)
 
 
+@maintenance.command("prune-events")
+@click.option("--days", default=90, show_default=True, type=int, help="Keep at least this long.")
+def prune_events(days: int) -> None:
+    """Delete events (and their webhook deliveries) older than --days (never under 90)."""
+    from datetime import timedelta
+
+    from timebank.db import utcnow
+    from timebank.events.feed import RETENTION, prune
+
+    async def run(session: AsyncSession) -> int:
+        n = await prune(session, utcnow(), max(timedelta(days=days), RETENTION))
+        await session.commit()
+        return n
+
+    click.echo(f"pruned {_with_session(run)} event(s)", err=True)
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook deliveries (docs/events.md)."""
+
+
+@webhooks.command("run")
+@click.option("--once", is_flag=True, help="One round: queue, send what is due, then stop.")
+def webhooks_run(once: bool) -> None:
+    """Send webhook deliveries until stopped (Ctrl-C). `timebank serve` runs one in each
+    worker already; this one is for a machine of its own, or with
+    TIMEBANK_WEBHOOKS_DISPATCHER=false on the servers."""
+    from timebank.db import create_engine
+    from timebank.events.dispatch import Dispatcher
+
+    settings = get_settings()
+
+    async def run() -> int:
+        engine = create_engine(settings)
+        dispatcher = Dispatcher(
+            async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
+            allow_private=settings.webhooks_allow_private,
+        )
+        try:
+            if once:
+                return await dispatcher.tick()
+            await dispatcher.run()
+            return 0
+        finally:
+            await dispatcher.close()
+            await engine.dispose()
+
+    try:
+        sent = asyncio.run(run())
+    except KeyboardInterrupt:
+        return
+    click.echo(f"tried {sent} webhook delivery attempt(s)", err=True)
+
+
 @maintenance.command("purge-idempotency")
 @click.option("--hours", default=48, show_default=True, type=int, help="Keep at least this long.")
 def purge_idempotency(hours: int) -> None:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     seal_seconds: float = Field(default=2.0, gt=0, le=3600)
     evidence_origin: str = "timebank.local"
     sealer: bool = True  # timebank serve runs the sealer in each worker (one works at a time)
+    # Events and webhooks (docs/events.md): private webhook addresses (tests, intranets);
+    # whether `timebank serve` runs a webhook dispatcher in each worker; how often a long
+    # poll of the feed looks again.
+    webhooks_allow_private: bool = False
+    webhooks_dispatcher: bool = True
+    events_poll_interval_seconds: float = Field(default=1.0, gt=0, le=30)
     debug: bool = False
 
     @property

@@ -57,6 +57,12 @@ class BalanceLimitExceeded(DomainError):
     code, title = "balance_limit_exceeded", "Balance limit exceeded"
 
 
+class CursorExpired(DomainError):
+    """A feed's cursor from before the retained events: some it would lead to are gone."""
+
+    code, title = "cursor_expired", "Cursor expired"
+
+
 class PartyInactive(DomainError):
     code, title = "party_inactive", "Party inactive"
 

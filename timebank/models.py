@@ -16,6 +16,13 @@ from timebank.evidence.models import (
     EvidenceNode,
     EvidenceOpen,
 )
+from timebank.events.models import (
+    Event,
+    EventCounter,
+    EventMember,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from timebank.idempotency import IdempotencyRecord
 from timebank.imports.models import SheetImport
 from timebank.ledger.models import Account, Exchange, Posting
@@ -41,6 +48,9 @@ __all__ = [
     "EvidenceEntry",
     "EvidenceNode",
     "EvidenceOpen",
+    "Event",
+    "EventCounter",
+    "EventMember",
     "Exchange",
     "IdempotencyRecord",
     "Member",
@@ -50,4 +60,6 @@ __all__ = [
     "SheetImport",
     "SignInFailure",
     "TimeBank",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

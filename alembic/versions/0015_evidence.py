@@ -5,7 +5,7 @@ keeps the evidence append-only — entries, nodes and checkpoints refuse UPDATE 
 and each bank's chain gapless: an entry's ``seq`` must be one more than the bank's last.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ from advanced_alchemy.types.datetime import DateTimeUTC
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -19,6 +19,7 @@ from timebank.console import (
     home,
     parties,
     sheets,
+    webhooks,
 )
 from timebank.console.base import (
     CSP,
@@ -226,6 +227,7 @@ console_router = Router(
         admin.key_create,
         admin.key_revoke,
         admin.audit_page,
+        *webhooks.ROUTES,
     ],
     exception_handlers={
         NotSignedIn: _not_signed_in,

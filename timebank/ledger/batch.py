@@ -22,7 +22,9 @@ from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
 from timebank.bodies import as_strict_json
 from timebank.errors import BatchAborted, DomainError, InvalidInput, field_error
+from timebank.events.service import Change, emit
 from timebank.idempotency import Claim
+from timebank.ledger.changes import prepared_members
 from timebank.ledger.posting import (
     Book,
     Draft,
@@ -35,7 +37,7 @@ from timebank.ledger.posting import (
     posting_rows,
 )
 from timebank.ledger.reads import view
-from timebank.ledger.record import recorded_event
+from timebank.ledger.record import recorded_change, recorded_event
 from timebank.ledger.schemas import ExchangeCreate, ExchangeOut
 from timebank.ledger.validate import Lookup, check_active, draft, validate
 from timebank.timebanks.models import TimeBank
@@ -108,6 +110,7 @@ async def record_batch(
     # validate against one lookup
     lookup = await Lookup.load(session, tb, list(requests.values()))
     drafts: list[tuple[Line, ExchangeCreate, Draft]] = []
+    members: dict[int, list[Any]] = {}
     for index, data in requests.items():
         try:
             prepared = validate(data, lookup)
@@ -116,6 +119,7 @@ async def record_batch(
             lines[index].error = exc
             continue
         drafts.append((lines[index], data, draft(data, prepared)))
+        members[index] = prepared_members(prepared)
 
     # lock every account once, in id order; check each item's limits in order
     book = Book(
@@ -125,6 +129,7 @@ async def record_batch(
     postings: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    changes: list[Change] = []
     for line, data, d in drafts:
         try:
             if d.external_ref is not None and d.external_ref in taken:
@@ -141,6 +146,7 @@ async def record_batch(
         result = posted(row, d)
         line.exchange = view(result)
         events.append(recorded_event(principal, tb, data, result))
+        changes.append(recorded_change(row["id"], members[line.index]))
     await name_parties(session, [line.error for line in lines if line.error is not None])
 
     outcome = BatchOutcome(lines)
@@ -162,5 +168,6 @@ async def record_batch(
     await audit.record_many(session, events)
     if claim is not None:
         await claim.settle(session, outcome)
+    await emit(session, tb.id, changes)
     await session.commit()
     return outcome

@@ -16,8 +16,10 @@ API key, shaped for speed:
    the accounts in id order, move each balance by a conditional UPDATE that keeps it inside
    the range of starting balances the limit rule allows (:func:`rules.admissible`, so the
    limit is checked atomically however the balance moved since the read), insert the
-   postings (their balance after from the UPDATE), the exchange, the audit event and the
-   Idempotency-Key's record with the response, and touch the key's ``last_used_at`` when
+   postings (their balance after from the UPDATE), the exchange, the audit event, its
+   ``exchange.recorded`` event (numbered from the bank's event counter, as
+   :func:`timebank.events.service.emit` does) and the Idempotency-Key's record with the
+   response, and touch the key's ``last_used_at`` when
    due. If a balance left its range meanwhile, or the key was claimed meanwhile,
    ``timebank_assert`` (migration 0009) stops the statement: nothing is written, and the
    in-process path answers (it locks first, so it words the refusal or replays).
@@ -50,13 +52,14 @@ from timebank.access import STAFF, Principal, Role, require_self_or_staff
 from timebank.audit.models import AuditEvent
 from timebank.auth import service as auth
 from timebank.auth.models import ApiKey
-from timebank.db import record_key, table_of, transient, utcnow
+from timebank.db import record_key, table_of, transient, utcnow, uuid7
 from timebank.errors import BalanceLimitExceeded
 from timebank.idempotency import IdempotencyRecord
+from timebank.ledger.changes import prepared_members
 from timebank.ledger.models import Account, Exchange, OwnerType
 from timebank.ledger.posting import Book, duplicate_ref, exchange_row, limit_refusal, posted
 from timebank.ledger.reads import balance_view, expiry_cutoff, no_such, view
-from timebank.ledger.record import recorded_event
+from timebank.ledger.record import recorded_change, recorded_event
 from timebank.ledger.rules import admissible, effective_limits
 from timebank.ledger.schemas import BalanceOut, ExchangeCreate, PartyRef
 from timebank.ledger.validate import Lookup, check_active, draft, party_refs, validate
@@ -141,6 +144,7 @@ _EXCHANGE_COLUMNS = [c.name for c in table_of(Exchange).columns]
 _AUDIT_COLUMNS = [c.name for c in table_of(AuditEvent).columns if c.name != "id"]
 _FIRST_EXCHANGE = 13
 _FIRST_AUDIT = _FIRST_EXCHANGE + len(_EXCHANGE_COLUMNS)
+_FIRST_EVENT = _FIRST_AUDIT + len(_AUDIT_COLUMNS) + 1
 
 WRITE = f"""
 WITH locked AS (
@@ -188,6 +192,24 @@ WITH locked AS (
 ), touched AS (
   UPDATE api_keys SET last_used_at = $9::timestamptz
   WHERE id = $5::uuid AND ${_FIRST_AUDIT + len(_AUDIT_COLUMNS)}::boolean
+  RETURNING 1
+), counted AS (
+  -- the bank's next event number, its counter row locked to the commit (the statement's
+  -- own): numbers follow the commit order (timebank.events.models)
+  INSERT INTO event_counters (timebank_id, last_seq, pruned_through)
+  SELECT ${_FIRST_EVENT + 1}::uuid, 1, 0 WHERE EXISTS (SELECT 1 FROM exchange)
+  ON CONFLICT (timebank_id) DO UPDATE SET last_seq = event_counters.last_seq + 1
+  RETURNING last_seq
+), evented AS (
+  INSERT INTO events (id, timebank_id, seq, type, created_at, data)
+  SELECT ${_FIRST_EVENT}::uuid, ${_FIRST_EVENT + 1}::uuid, last_seq, 'exchange.recorded',
+         $9::timestamptz, CAST(${_FIRST_EVENT + 2}::text AS json)
+  FROM counted
+  RETURNING seq
+), subjects AS (
+  INSERT INTO event_members (member_id, seq, event_id)
+  SELECT m, e.seq, ${_FIRST_EVENT}::uuid
+  FROM unnest(${_FIRST_EVENT + 3}::uuid[]) AS m CROSS JOIN evented e
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM exchange) + (SELECT count(*) FROM audited) FROM ok
@@ -321,6 +343,10 @@ async def record(
         *_values(row | {"record_key": record_key()}, _EXCHANGE_COLUMNS),
         *_values(event, _AUDIT_COLUMNS),
         auth.due_for_touch(key, now),
+        uuid7(),
+        tb.id,
+        json.dumps(recorded_change(row["id"], prepared_members(prepared)).data),
+        prepared_members(prepared),
     )
     attempt = 0
     while True:

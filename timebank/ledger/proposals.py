@@ -28,7 +28,10 @@ from timebank.errors import (
     NotPending,
     PartyInactive,
 )
+from timebank.events.models import EventType
+from timebank.events.service import emit, exchange_change
 from timebank.idempotency import Claim
+from timebank.ledger.changes import account_members, prepared_members
 from timebank.ledger.models import Account, Exchange, ExchangeStatus, OwnerType
 from timebank.ledger.posting import (
     Book,
@@ -54,6 +57,13 @@ class Decision(StrEnum):
     confirm = "confirm"
     reject = "reject"
     cancel = "cancel"
+
+
+DECIDED = {
+    Decision.confirm: EventType.exchange_confirmed,
+    Decision.reject: EventType.exchange_rejected,
+    Decision.cancel: EventType.exchange_cancelled,
+}
 
 
 async def propose_exchange(
@@ -105,6 +115,10 @@ async def propose_exchange(
     )
     if claim is not None:
         await claim.settle(session, out)
+    change = exchange_change(
+        EventType.exchange_proposed, row["id"], "pending", prepared_members(prepared)
+    )
+    await emit(session, tb.id, [change])
     await session.commit()
     return out
 
@@ -289,6 +303,18 @@ async def decide(
         )
     ).scalar_one()
     out = (await load_views(session, tb, [fresh], principal))[0]
+    await emit(
+        session,
+        tb.id,
+        [
+            exchange_change(
+                DECIDED[decision],
+                exchange_id,
+                out.status.value,
+                await party_members(session, fresh),
+            )
+        ],
+    )
     await session.commit()
     return out
 
@@ -296,15 +322,24 @@ async def decide(
 async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_days: int) -> int:
     """Store ``expired`` on this time bank's proposals older than ``expiry_days`` (the
     maintenance command; reads already show them expired). ``decided_at`` is the moment each
-    expired, as reads show it. Caller commits. Idempotent; returns how many changed."""
+    expired, as reads show it; each gets its ``exchange.expired`` event. Caller commits.
+    Idempotent; returns how many changed."""
     expiry = timedelta(days=expiry_days)
     stale = (
         await session.execute(
-            select(Exchange.id, Exchange.recorded_at).where(
+            select(
+                Exchange.id,
+                Exchange.recorded_at,
+                Exchange.provider_account_id,
+                Exchange.recipient_account_id,
+            )
+            .where(
                 Exchange.timebank_id == timebank_id,
                 Exchange.status == ExchangeStatus.pending,
                 Exchange.recorded_at < utcnow() - expiry,
             )
+            .order_by(Exchange.id)
+            .with_for_update()  # a decision meanwhile must not also get an expiry event
         )
     ).all()
     if not stale:
@@ -318,6 +353,20 @@ async def expire_stale(session: AsyncSession, timebank_id: uuid.UUID, expiry_day
             decided_at=bindparam("expired_at"),
             updated_at=bindparam("expired_at"),
         ),
-        [{"ex_id": ex_id, "expired_at": at + expiry} for ex_id, at in stale],
+        [{"ex_id": ex_id, "expired_at": at + expiry} for ex_id, at, *_ in stale],
+    )
+    owners = await account_members(session, (a for *_, p, r in stale for a in (p, r) if a))
+    await emit(
+        session,
+        timebank_id,
+        [
+            exchange_change(
+                EventType.exchange_expired,
+                ex_id,
+                "expired",
+                [owners[a] for a in (p, r) if a in owners],
+            )
+            for ex_id, _, p, r in stale
+        ],
     )
     return len(stale)

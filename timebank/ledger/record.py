@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
+from timebank.events.models import EventType
+from timebank.events.service import Change, emit, exchange_change
 from timebank.idempotency import Claim
+from timebank.ledger.changes import prepared_members
 from timebank.ledger.posting import (
     Book,
     Posted,
@@ -56,8 +61,14 @@ async def record_exchange(
     out = view(result)
     if claim is not None:
         await claim.settle(session, out)
+    await emit(session, tb.id, [recorded_change(row["id"], prepared_members(prepared))])
     await session.commit()
     return out
+
+
+def recorded_change(exchange_id: uuid.UUID, members: Iterable[uuid.UUID]) -> Change:
+    """The ``exchange.recorded`` event of an exchange just recorded."""
+    return exchange_change(EventType.exchange_recorded, exchange_id, "recorded", members)
 
 
 def recorded_event(

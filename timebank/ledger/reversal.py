@@ -10,7 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
 from timebank.errors import AlreadyReversed, NotReversible
+from timebank.events.models import EventType
+from timebank.events.service import emit, exchange_change
 from timebank.idempotency import Claim
+from timebank.ledger.changes import account_members
 from timebank.ledger.models import Exchange, ExchangeKind, ExchangeStatus, Posting
 from timebank.ledger.posting import Draft, Leg, post
 from timebank.ledger.reads import find_exchange, reversed_by, view
@@ -79,5 +82,14 @@ async def reverse_exchange(
     out = view(result)
     if claim is not None:
         await claim.settle(session, out)
+    members = (await account_members(session, (leg.account_id for leg in legs))).values()
+    change = exchange_change(
+        EventType.exchange_reversed,
+        original.id,
+        "recorded",
+        members,
+        reversal_id=result.exchange.id,
+    )
+    await emit(session, tb.id, [change])
     await session.commit()
     return out

@@ -13,6 +13,8 @@ from timebank.audit import service as audit
 from timebank.audit.models import AuditEvent
 from timebank.auth.models import ApiKey
 from timebank.db import utcnow
+from timebank.events.models import EventType
+from timebank.events.service import emit, member_change
 from timebank.idempotency import IdempotencyRecord
 from timebank.ledger.models import Exchange, Posting
 from timebank.members.models import Member, MemberStatus
@@ -112,6 +114,7 @@ async def erase_member(
             details={"fields": [*PERSONAL_FIELDS, "display_name"]},
         ),
     )
+    await emit(session, tb.id, [member_change(EventType.member_erased, member.id)])
     await session.commit()
     return member
 

@@ -14,10 +14,13 @@ from timebank.access import STAFF, Principal
 from timebank.audit import service as audit
 from timebank.db import utcnow, uuid7
 from timebank.errors import Duplicate, InvalidInput
+from timebank.events.models import EventType
+from timebank.events.service import Change, emit, member_change
 from timebank.idempotency import Claim
 from timebank.ledger.accounts import open_account
 from timebank.ledger.models import ExchangeKind, OwnerType
 from timebank.ledger.posting import Draft, Leg, post
+from timebank.ledger.record import recorded_change
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import MemberCreate
 from timebank.members.service import member_ref_taken
@@ -115,6 +118,7 @@ async def create_member(
     details: dict[str, Any] = {
         "fields": sorted(k for k, v in fields.items() if v is not None and v is not False)
     }
+    changes: list[Change] = [member_change(EventType.member_created, member.id)]
     if tb.starting_grant_minutes > 0:
         assert tb.pool_account_id is not None
         grant = Draft(
@@ -129,6 +133,7 @@ async def create_member(
         )
         posted = await post(session, principal, tb, grant)
         details["starting_grant_exchange_id"] = str(posted.exchange.id)
+        changes.append(recorded_change(posted.exchange.id, [member.id]))
     await audit.record(
         session,
         audit.event(
@@ -142,6 +147,7 @@ async def create_member(
     )
     if claim is not None:
         await claim.settle(session, member)
+    await emit(session, tb.id, changes)
     await session.commit()
     return member
 

@@ -13,6 +13,8 @@ from timebank.access import Principal, Role
 from timebank.audit import service as audit
 from timebank.db import utcnow
 from timebank.errors import Duplicate, Forbidden, InvalidInput, NotFound
+from timebank.events.models import EventType
+from timebank.events.service import Change, emit, member_change
 from timebank.members.models import Member, MemberStatus
 from timebank.members.schemas import MemberPatch
 from timebank.namesearch import name_condition, reindex
@@ -83,6 +85,7 @@ async def update_member(
             raise InvalidInput(required, "cannot be null")
     status = changes.pop("status", None)
     left_on = changes.pop("left_on", None)
+    was = member.status
     if status is not None and status is not member.status:
         if status not in ALLOWED_STATUS[member.status]:
             raise InvalidInput(
@@ -124,8 +127,24 @@ async def update_member(
             details={"fields": fields},
         ),
     )
+    await emit(session, tb.id, member_changes(member.id, fields, was, member.status))
     await session.commit()
     return member
+
+
+def member_changes(
+    member_id: uuid.UUID, fields: list[str], was: MemberStatus, now: MemberStatus
+) -> list[Change]:
+    """A profile edit's events: ``member.suspended`` when it suspends the member, and
+    ``member.updated`` naming the fields sent (and the new status, if it changed)."""
+    out: list[Change] = []
+    if now is not was and now is MemberStatus.suspended:
+        out.append(member_change(EventType.member_suspended, member_id, status=now.value))
+    rest = [f for f in fields if not (f == "status" and out)]
+    if rest:
+        more: dict[str, Any] = {"status": now.value} if now is not was and not out else {}
+        out.append(member_change(EventType.member_updated, member_id, changed=rest, **more))
+    return out
 
 
 async def list_members(

@@ -52,6 +52,7 @@ STATUS: dict[str, int] = {
     "import_closed": 409,
     "not_checkpointed": 409,
     "batch_aborted": 424,
+    "cursor_expired": 410,
     "rate_limited": 429,
     "report_timeout": 503,
     # refused by the web layer itself
@@ -320,8 +321,10 @@ _DESCRIPTIONS = {
     403: "The key's role or scope does not allow this (`forbidden`)",
     404: "Unknown time bank or resource (`not_found`)",
     409: "Conflict with the ledger's state (see `code`)",
+
     413: "Body over the limit, 1 MiB unless the operation says otherwise (`payload_too_large`)",
     422: "Invalid input (`validation_error`)",
+    410: "The cursor is older than the events kept (`cursor_expired`): start again without it",
     429: "Rate limited (`rate_limited`), see Retry-After",
     503: "Database unreachable (`unavailable`)",
 }
@@ -382,6 +385,7 @@ def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> d
 # One example problem per code, shown in the OpenAPI document (an operation's error
 # response shows the example of the first code it lists).
 PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
+
     "malformed_request": _example(
         400,
         "malformed_request",
@@ -435,6 +439,13 @@ PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
     "import_closed": _example(
         409, "import_closed", "Sheet import closed", "This sheet was committed already"
     ),
+    "cursor_expired": _example(
+            410,
+            "cursor_expired",
+            "Cursor expired",
+            "Events after this cursor were deleted (kept 90 days): read the current state, "
+            "then follow the feed from a cursor given now",
+        ),
     "payload_too_large": _example(
         413,
         "payload_too_large",
@@ -493,6 +504,8 @@ PROBLEM_PAGES: dict[str, str] = {
     "answered: retry in a moment, with the same key.",
     "duplicate": "A unique value (a slug, an external_ref, a membership number) is taken.",
     "import_closed": "The sheet import was committed or discarded already.",
+    "cursor_expired": "The events after this cursor were deleted (they are kept 90 days): "
+    "read the current state, then follow the feed again without a cursor.",
     "batch_aborted": "An item of an atomic batch that would have been recorded, had another "
     "not been refused: nothing of the batch was recorded.",
     "rate_limited": "Too many requests with this key: wait for Retry-After seconds.",
