@@ -29,10 +29,13 @@ lint: setup
 
 # The suite runs in parallel, one pytest worker a core (each starts its own throwaway
 # PostgreSQL cluster; a test file stays on one worker, so its module fixtures start once).
-# TEST_WORKERS=0 runs it in one process.
+# TEST_WORKERS=0 runs it in one process. The replication and failover tests (marker `ha`)
+# run afterwards on their own: their timings (a leader elected, a standby promoted) must not
+# compete with the rest of the suite for the cores.
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: setup lint
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not ha"
+	$(BIN)/pytest -q -p no:cacheprovider -m ha
 
 # Only the high-availability tests (`make test` runs them too): the Patroni failover under
 # load, manual promotion on a multi-host URL, reports from a replica, the pools' recovery.

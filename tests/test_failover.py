@@ -21,7 +21,7 @@ from tests.replication import RetryingLoad, assert_nothing_lost, wait_for
 from tests.servers import create_admin_key, new_bank, running_server
 from tests.test_replication import record_figures
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ha]
 
 WRITES_BACK_WITHIN_S = 30
 

@@ -43,7 +43,7 @@ from tests.servers import (
     server_env,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ha]
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 

@@ -227,9 +227,10 @@ class Model:
         h = self.holder(party)
         return h is None or h.status == "active"
 
-    def judge(self, req: Req, *, proposal: bool = False) -> Verdict:
+    def judge(self, req: Req, *, proposal: bool = False, proposer: int | None = None) -> Verdict:
         """The outcome of recording (or proposing) ``req``, in the service's order of checks:
-        422 validation, 409 duplicate, 409 party_inactive, 409 balance_limit_exceeded."""
+        422 validation, 409 duplicate, 409 party_inactive, 409 balance_limit_exceeded (a
+        proposal: only the proposer's own limit, against their balance now)."""
         seen: set[str] = set()
         legs: dict[str, int] = {}
         inactive = False
@@ -273,6 +274,10 @@ class Model:
             return refuse(409, "party_inactive")
         if not proposal and not req.override and self.refused(legs):
             return refuse(409, "balance_limit_exceeded")
+        if proposal and proposer is not None:
+            own = self.members[proposer].account
+            if own in legs and self.refused({own: legs[own]}):
+                return refuse(409, "balance_limit_exceeded")
         return Verdict(201, kind=kind, legs=legs)
 
     def post(self, ex: Ex) -> None:
@@ -956,7 +961,7 @@ def machine_class(env: Env) -> type[RuleBasedStateMachine]:
                     return refuse(403, "forbidden")
                 if req.ref is not None:  # a broker's reference: never a member's (SPEC §3.5)
                     return refuse(422, "validation_error")
-                return self.m.judge(req, proposal=True)
+                return self.m.judge(req, proposal=True, proposer=i)
 
             def apply(r: Any, verdict: Verdict) -> None:
                 out = r.json()

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from timebank.api import reports
 from timebank.api.audit import audit_events
-from timebank.api.evidence import EvidenceController
 from timebank.api.events import WebhookController, list_events
+from timebank.api.evidence import EvidenceController
 from timebank.api.exchanges import ExchangeController
 from timebank.api.imports import ImportController
 from timebank.api.keys import ApiKeyController, GlobalApiKeyController
@@ -34,8 +34,8 @@ from timebank.api.timebanks import TimeBankController
 from timebank.config import Settings, get_settings
 from timebank.console.router import console_router
 from timebank.db import DriverPool, Replica, create_engine
-from timebank.evidence.seal import start_sealer
 from timebank.events.dispatch import Dispatcher
+from timebank.evidence.seal import start_sealer
 from timebank.logs import configure_logging
 from timebank.web.allow import complete_allow_header
 from timebank.web.auth import provide_principal

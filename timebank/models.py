@@ -10,18 +10,18 @@ from timebank.auth.models import (
     SignInFailure,
 )
 from timebank.db import Base
-from timebank.evidence.models import (
-    EvidenceCheckpoint,
-    EvidenceEntry,
-    EvidenceNode,
-    EvidenceOpen,
-)
 from timebank.events.models import (
     Event,
     EventCounter,
     EventMember,
     WebhookDelivery,
     WebhookEndpoint,
+)
+from timebank.evidence.models import (
+    EvidenceCheckpoint,
+    EvidenceEntry,
+    EvidenceNode,
+    EvidenceOpen,
 )
 from timebank.idempotency import IdempotencyRecord
 from timebank.imports.models import SheetImport
@@ -44,13 +44,13 @@ __all__ = [
     "ConsoleSession",
     "ConsoleUser",
     "ConsoleUserTimeBank",
+    "Event",
+    "EventCounter",
+    "EventMember",
     "EvidenceCheckpoint",
     "EvidenceEntry",
     "EvidenceNode",
     "EvidenceOpen",
-    "Event",
-    "EventCounter",
-    "EventMember",
     "Exchange",
     "IdempotencyRecord",
     "Member",

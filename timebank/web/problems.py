@@ -321,7 +321,6 @@ _DESCRIPTIONS = {
     403: "The key's role or scope does not allow this (`forbidden`)",
     404: "Unknown time bank or resource (`not_found`)",
     409: "Conflict with the ledger's state (see `code`)",
-
     413: "Body over the limit, 1 MiB unless the operation says otherwise (`payload_too_large`)",
     422: "Invalid input (`validation_error`)",
     410: "The cursor is older than the events kept (`cursor_expired`): start again without it",
@@ -385,7 +384,6 @@ def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> d
 # One example problem per code, shown in the OpenAPI document (an operation's error
 # response shows the example of the first code it lists).
 PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
-
     "malformed_request": _example(
         400,
         "malformed_request",
@@ -439,13 +437,19 @@ PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
     "import_closed": _example(
         409, "import_closed", "Sheet import closed", "This sheet was committed already"
     ),
+    "not_checkpointed": _example(
+        409,
+        "not_checkpointed",
+        "Not in a checkpoint yet",
+        "No signed checkpoint covers this exchange yet: ask again in a few minutes",
+    ),
     "cursor_expired": _example(
-            410,
-            "cursor_expired",
-            "Cursor expired",
-            "Events after this cursor were deleted (kept 90 days): read the current state, "
-            "then follow the feed from a cursor given now",
-        ),
+        410,
+        "cursor_expired",
+        "Cursor expired",
+        "Events after this cursor were deleted (kept 90 days): read the current state, "
+        "then follow the feed from a cursor given now",
+    ),
     "payload_too_large": _example(
         413,
         "payload_too_large",
@@ -504,6 +508,9 @@ PROBLEM_PAGES: dict[str, str] = {
     "answered: retry in a moment, with the same key.",
     "duplicate": "A unique value (a slug, an external_ref, a membership number) is taken.",
     "import_closed": "The sheet import was committed or discarded already.",
+    "not_checkpointed": "No signed checkpoint covers this exchange (or tree size) yet: the "
+    "sealer adds new exchanges within seconds and signs a checkpoint every few minutes, so "
+    "ask again later.",
     "cursor_expired": "The events after this cursor were deleted (they are kept 90 days): "
     "read the current state, then follow the feed again without a cursor.",
     "batch_aborted": "An item of an atomic batch that would have been recorded, had another "
