@@ -53,8 +53,9 @@ def _characters(value: str, *, name: bool) -> str:
 
 # A free text (a description, a reason): line breaks allowed, invisible characters not.
 FreeText = AfterValidator(lambda value: _characters(value, name=False))
-# A name: one line, no invisible characters.
-NameText = AfterValidator(lambda value: _characters(value, name=True))
+# A name: one line, no invisible characters; the spaces and line breaks around it are
+# trimmed first, as they are from every text ("  Ann Smith \n" is "Ann Smith").
+NameText = AfterValidator(lambda value: _characters(value.strip(SPACE), name=True))
 Trimmed = AfterValidator(lambda value: _characters(value, name=False).strip(SPACE))
 NOT_BLANK = r"[^ \t\n\r]"
 

@@ -100,9 +100,10 @@ class EvidenceController(Controller):
         tb: str,
         exchange_id: uuid.UUID,
         size: int | None = Parameter(
-            query="size",
             default=None,
             ge=0,
+            # Litestar leaves a bound of 0 out of the document (it tests the bound's truth)
+            schema_extra={"minimum": 0},
             description="A checkpoint's tree size (default: latest)",
         ),
     ) -> ProofOut:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -70,6 +71,9 @@ def render_batch(outcome: BatchOutcome) -> dict[str, Any]:
             for line in outcome.lines
         ]
     ).model_dump(mode="json")
+
+
+ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}")  # an ISO 8601 date and time starts with its date
 
 
 def reversal_at(request: Request[Any, Any, Any], body: bytes) -> str:
@@ -158,6 +162,7 @@ class ExchangeController(Controller):
     )
     async def list_(
         self,
+        request: Request[Any, Any, Any],
         db_session: AsyncSession,
         principal: Principal,
         tb: str,
@@ -188,6 +193,12 @@ class ExchangeController(Controller):
     ) -> Page[ExchangeOut]:
         bank = await get_by_slug(db_session, principal, tb)
         n = check_limit(limit)
+        if updated_since is not None and not ISO_MOMENT.match(
+            request.query_params.get("updated_since", "")
+        ):  # the parser also takes a number of seconds since 1970, which the document does not
+            raise InvalidInput(
+                "updated_since", "must be a date and time, like 2026-11-28T09:30:00Z"
+            )
         if updated_since is not None and updated_since.tzinfo is None:
             updated_since = updated_since.replace(tzinfo=UTC)
         filters = reads.ExchangeFilters(

@@ -191,6 +191,42 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     return response
 
 
+def _without_tag(rest: str) -> str:
+    """``rest`` less its first segment (a union member's tag, which may hold brackets)."""
+    depth = 0
+    for i, c in enumerate(rest):
+        depth += c == "["
+        depth -= c == "]"
+        if c == "." and depth == 0:
+            return rest[i + 1 :]
+    return ""
+
+
+def _one_per_optional_field(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    """An optional field (``X | None``) refused: pydantic reports the value against each
+    member of the union — "name.none: Input should be null" beside the real reason under
+    "name.function-after[…]". Keep the real reason, under the field's own name."""
+    optional = {
+        e["field"].removesuffix(".none")
+        for e in errors
+        if e["field"].endswith(".none") and e["message"] == "Input should be null"
+    }
+    out: list[dict[str, str]] = []
+    for e in errors:
+        name = e["field"]
+        base = next((o for o in optional if name.startswith(o + ".")), None)
+        if base is None:
+            out.append(e)
+            continue
+        if name == base + ".none" and any(
+            x["field"].startswith(base + ".") and x["field"] != name for x in errors
+        ):
+            continue
+        inner = _without_tag(name[len(base) + 1 :])
+        out.append({**e, "field": f"{base}.{inner}" if inner else base})
+    return out
+
+
 def _problem_for_http(
     request: Request[Any, Any, Any], exc: HTTPException
 ) -> Response[dict[str, Any]]:
@@ -204,6 +240,7 @@ def _problem_for_http(
                     key = _wire_name(request, key)
                 model = _body_model(request) if item.get("source") == "body" else None
                 errors.append(field_error(key, str(item.get("message")), model))
+        errors = _one_per_optional_field(errors)
         if not errors:
             errors = [{"field": "body", "message": str(exc.detail)}]
         return problem_response(
