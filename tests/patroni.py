@@ -157,6 +157,10 @@ class PatroniCluster:
         try:
             self.start()
         except BaseException:
+            print(self.logs())  # pytest shows it: why the cluster did not come up
+            etcd_log = self.root / "etcd.log"
+            if etcd_log.exists():
+                print("--- etcd\n" + etcd_log.read_text(errors="replace")[-3000:])
             self.stop()
             raise
         return self
@@ -276,7 +280,9 @@ class PatroniCluster:
         if _as_postgres():
             shutil.chown(config, "postgres", "postgres")
             cmd = ["runuser", "-u", "postgres", "--", "env", f"PYTHONPATH={site}"]
-            cmd += [SYSTEM_PYTHON, "-m", "patroni", str(config)]
+            # -S: none of Debian's own dist-packages, only the virtualenv's (an old
+            # python3-openssl there, pulled in by docker-compose, breaks the newer cryptography)
+            cmd += [SYSTEM_PYTHON, "-S", "-m", "patroni", str(config)]
         else:
             cmd = [sys.executable, "-m", "patroni", str(config)]
         m.proc = subprocess.Popen(

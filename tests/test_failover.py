@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import CI
 from tests.patroni import PatroniCluster, missing
 from tests.replication import RetryingLoad, assert_nothing_lost, wait_for
-from tests.servers import create_admin_key, new_bank, running_server
+from tests.servers import cli, create_admin_key, new_bank, running_server
 from tests.test_replication import record_figures
 
 pytestmark = [pytest.mark.slow, pytest.mark.ha]
@@ -68,7 +68,12 @@ async def test_patroni_failover_under_load_answers_writes_again_within_30s_and_l
             assert first_write < WRITES_BACK_WITHIN_S, (first_write, ha.logs())
             assert load.no_retry_after == 0
             assert server.pids() == pids  # the same processes throughout
-        await assert_nothing_lost(load, f"postgresql+asyncpg://postgres@127.0.0.1:{new.pg_port}/tb")
+        survivor = f"postgresql+asyncpg://postgres@127.0.0.1:{new.pg_port}/tb"
+        await assert_nothing_lost(load, survivor)
+        # the whole ledger checks out on the new primary: zero sums, balances, running
+        # balances, the hash chain the sealers built across the switch, the rollups
+        checked = cli(survivor, "verify", cwd=tmp_path)
+        assert "All holds" in checked, checked
     record_figures(
         "patroni-failover",
         {
