@@ -425,3 +425,12 @@ async def test_text_is_trimmed_after_its_length_is_checked_as_the_document_says(
         f"/v1/timebanks/{slug}/organisations", json={"name": "   ", "kind": "charity"}
     )
     assert_validation(org, "name")
+
+
+async def test_a_report_ending_in_year_one_is_refused_not_a_500(api: Api) -> None:
+    """``make fuzz`` found ``to=0001-01-08`` with no ``from`` answered 500: ``from`` (``to``
+    less 12 months) fell in year 0 before ``to`` was checked against the earliest date."""
+    slug = (await api.timebank())["slug"]
+    r = await api.get(f"/v1/reports/organisations?to=0001-01-08&figures=published&timebank={slug}")
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "to"

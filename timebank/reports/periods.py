@@ -93,6 +93,8 @@ def resolve_period(
     if published and start is None and end is None:
         start, end = last_complete_quarter(today(banks[0]))
     end = end or add_months(first_of_month(today(banks[0])), 1)
+    if not EARLIEST_DATE <= end <= LATEST:  # before ``from`` is taken from it (year 0)
+        raise InvalidInput("to", f"must be between {EARLIEST_DATE} and {LATEST}")
     start = start or add_months(end, -12)
     for name, value in (("from", start), ("to", end)):
         if not EARLIEST_DATE <= value <= LATEST:
